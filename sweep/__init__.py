@@ -1,0 +1,13 @@
+"""lambda-sweep: find the best L2 regularization strength with Optuna studies of MNIST training jobs."""
+
+from sweep.errors import SweepError
+
+__version__ = "0.1.0"
+__all__ = ["SweepError", "__version__", "best_lambda"]
+
+
+def best_lambda(name: str, *, storage: str | None = None, rule: str = "min") -> float:
+    """The chosen lambda of study ``name`` (one line: ``sweep.best_lambda("quickstart")``)."""
+    from sweep.select import best_record
+
+    return best_record(name, storage=storage, rule=rule).lam

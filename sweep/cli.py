@@ -1,0 +1,136 @@
+"""The ``sweep`` command: parse, call the library, print, exit.
+
+Every ``SweepError`` becomes one line on stderr (``error: ...``) and its exit
+code (1, or 2 for config and usage); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+import optuna
+
+from sweep import config as config_mod
+from sweep.errors import SweepError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SweepError as err:
+            if ctx.meta.get("sweep.debug"):
+                raise
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; the current trial was ended, run the same command again to resume",
+                       err=True)
+            ctx.exit(130)
+
+
+STORAGE = click.option("--storage", envvar="SWEEP_STORAGE", default=None, metavar="URL",
+                       help="SQLAlchemy URL of the study store [env SWEEP_STORAGE; default sqlite:///sweeps.db].")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="lambda-sweep")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Find the best L2 regularization strength (lambda, weight_decay) with Optuna studies of MNIST training jobs."""
+    ctx.meta["sweep.debug"] = debug
+    optuna.logging.set_verbosity(logging.DEBUG if debug else logging.WARNING)
+
+
+def _fmt(v: float | None, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
+@STORAGE
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a study-file value (repeatable), e.g. --set train.epochs=3.")
+@click.option("--name", default=None, help="Store the study under this name instead of the file's.")
+def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None) -> None:
+    """Run (or resume) the sweep described by STUDY_FILE, then refit the chosen lambda and test it once."""
+    from sweep import study as study_mod
+    from sweep.select import best_record
+
+    extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
+    cfg = config_mod.load(study_file, extra)
+    with click.progressbar(length=cfg.search.n_trials, label=f"{cfg.name}: trials", file=sys.stderr,
+                           show_pos=True, item_show_func=lambda s: s) as bar:
+        done = [0]
+
+        def on_trial(p: study_mod.Progress) -> None:
+            lam = "-" if p.lam is None else f"{p.lam:.3g}"
+            line = f"#{p.trial} {p.state.lower()} lambda={lam} val={_fmt(p.value)}"
+            if p.best_lam is not None:
+                line += f" | best {p.best_value:.4f} at lambda={p.best_lam:.3g}"
+            bar.update(p.complete - done[0], line)
+            done[0] = p.complete
+
+        study_mod.run(cfg, storage, on_trial=on_trial)
+    rec = best_record(cfg.name, storage=storage, rule="min")
+    click.echo(
+        f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "
+        f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {_fmt(rec.test_acc)} "
+        f"(refit on the whole training set)"
+    )
+
+
+@main.command("ls")
+@STORAGE
+def list_studies(storage: str | None) -> None:
+    """List the studies in the store."""
+    from sweep.report_table import study_rows
+
+    rows = study_rows(storage)
+    if not rows:
+        click.echo("no studies")
+        return
+    click.echo(f"{'study':30} {'complete':>8} {'pruned':>6} {'failed':>6} {'best val':>8} {'lambda':>9}")
+    for r in rows:
+        click.echo(f"{r['study']:30} {r['complete']:>8} {r['pruned']:>6} {r['failed']:>6} "
+                   f"{_fmt(r['best_val']):>8} {_fmt(r['best_lambda'], '.3g'):>9}")
+
+
+@main.command()
+@click.argument("name")
+@STORAGE
+def show(name: str, storage: str | None) -> None:
+    """Show the trials of study NAME."""
+    from sweep.report_table import trial_rows
+
+    click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'val acc':>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
+    for r in trial_rows(name, storage):
+        click.echo(f"{r['number']:>5} {r['state']:9} {_fmt(r['lambda'], '.3g'):>9} {_fmt(r['val_acc']):>8} "
+                   f"{_fmt(r['train_acc']):>9} {r['epochs']:>6} {_fmt(r['seconds'], '.1f'):>8}  {r['note']}")
+
+
+@main.command()
+@click.argument("name")
+@STORAGE
+@click.option("--format", "fmt", type=click.Choice(["value", "json", "env"]), default="value", show_default=True)
+@click.option("--rule", type=click.Choice(["min", "1se"]), default="min", show_default=True,
+              help="min: best mean validation accuracy; 1se: largest lambda within one standard error of it.")
+def best(name: str, storage: str | None, fmt: str, rule: str) -> None:
+    """Print the chosen lambda of study NAME."""
+    from sweep.select import best_record
+
+    rec = best_record(name, storage=storage, rule=rule)
+    if fmt == "value":
+        click.echo(repr(rec.lam))
+    elif fmt == "json":
+        click.echo(json.dumps(rec.as_dict(), indent=2))
+    else:
+        click.echo(f"SWEEP_LAMBDA={rec.lam!r}")
+        click.echo(f"SWEEP_RULE={rec.rule}")
+        click.echo(f"SWEEP_VAL_ACC={rec.val_acc!r}")
+        click.echo(f"SWEEP_TEST_ACC={'' if rec.test_acc is None else repr(rec.test_acc)}")

@@ -1,0 +1,180 @@
+"""Study configuration: validated, frozen pydantic models read from TOML study files.
+
+A study file has a top-level ``name`` and four sections::
+
+    name = "quickstart"
+    [data]    dataset, data_dir, holdout, split_seed
+    [model]   hidden
+    [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, device, seed
+    [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed
+
+``--set section.key=value`` overrides go through the same validation.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sweep.errors import ConfigError
+
+PARAM = "lambda"  # the name of the searched parameter in every study
+
+Dataset = Literal["mnist", "fashion-mnist", "mnist-sample"]
+Penalty = Literal["l2", "l2-loss", "l2-decoupled", "l1", "elastic-net"]
+Sampler = Literal["tpe", "gp", "random", "qmc", "grid"]
+Pruner = Literal["none", "median", "hyperband"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    dataset: Dataset = "mnist-sample"
+    data_dir: str | None = None
+    # Below 1: a fraction of the training set; 1 or more: a count (10,000 of 60,000 by default).
+    holdout: float = Field(default=1 / 6, gt=0)
+    split_seed: int = 0
+
+
+class ModelConfig(_Section):
+    hidden: int = Field(default=128, ge=1)
+
+
+class TrainConfig(_Section):
+    lr: float = Field(default=0.01, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    epochs: int = Field(default=5, ge=1)
+    penalty: Penalty = "l2"
+    l1_ratio: float = Field(default=0.5, ge=0, le=1)
+    decay_bias: bool = True
+    device: str = "auto"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_device(self) -> TrainConfig:
+        base = self.device.split(":", 1)[0]
+        if base not in {"auto", "cpu", "cuda"} or (base != "cuda" and ":" in self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        return self
+
+
+class SearchConfig(_Section):
+    sampler: Sampler = "tpe"
+    n_trials: int = Field(default=20, ge=1)
+    lambda_low: float = Field(default=1e-5, gt=0)
+    lambda_high: float = Field(default=1e-2, gt=0)
+    pruner: Pruner = "median"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> SearchConfig:
+        if self.lambda_low >= self.lambda_high:
+            raise ValueError(
+                f"lambda_low must be below lambda_high, got {self.lambda_low:g} >= {self.lambda_high:g}"
+            )
+        return self
+
+
+class StudyConfig(_Section):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    search: SearchConfig = SearchConfig()
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "study"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    given = first.get("input")
+    msg = first["msg"].removeprefix("Value error, ")
+    if isinstance(given, dict):
+        return f"{where}: {msg}"
+    return f"{where}: {msg} (given: {given!r})"
+
+
+def validate(raw: dict[str, Any], *, source: str) -> StudyConfig:
+    """Validate a raw mapping; every problem becomes one ConfigError line naming ``source``."""
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        more = err.error_count() - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{source}: {_one_line(err)}{tail}; see the README's study file reference") from None
+
+
+def _parse_value(text: str) -> Any:
+    # A TOML value where it parses (numbers, booleans, quoted strings), else the bare string.
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a raw mapping (copy), before validation."""
+    merged = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.key=value, got {item!r}; for example --set train.epochs=3")
+        parts = key.strip().split(".")
+        node = merged
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section; for example --set train.epochs=3")
+            node = child
+        node[parts[-1]] = _parse_value(value.strip())
+    return merged
+
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"study file {str(p)!r} not found; give the path of a .toml file, e.g. studies/quickstart.toml") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read study file {str(p)!r}: {err}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: malformed TOML: {err}; fix the file's syntax") from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read, override and validate a study file."""
+    raw = apply_overrides(read_raw(path), overrides or [])
+    return validate(raw, source=str(path))
+
+
+def from_json(text: str) -> StudyConfig:
+    return StudyConfig.model_validate_json(text)
+
+
+def diff(a: StudyConfig, b: StudyConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = flat(a.model_dump()), flat(b.model_dump())
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))

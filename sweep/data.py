@@ -1,0 +1,180 @@
+"""Datasets as uint8 tensors, splits of the training set, and normalisation on the device.
+
+Each dataset is read once per process (IDX files decoded by torchvision) into
+``Images``: uint8 images (N, 28, 28) and int64 labels. Training code moves them
+to the device once and normalises there, so no per-sample DataLoader is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import io
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedShuffleSplit
+from torchvision import datasets as tvd
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from sweep.errors import DataError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+OFFLINE_HINT = "set data.dataset = 'mnist-sample' (shipped) or 'fashion-mnist' (apt-get install dataset-fashion-mnist), which work offline"
+
+
+@dataclass(frozen=True)
+class Images:
+    x: torch.Tensor  # uint8 (N, 28, 28)
+    y: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, index: torch.Tensor) -> Images:
+        return Images(self.x[index], self.y[index])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Images
+    test: Images
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("SWEEP_DATA_DIR", "data"))
+
+
+def load(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """Load a dataset by name (cached per process)."""
+    return _load(name, str(Path(data_dir) if data_dir is not None else default_data_dir()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, data_dir: str) -> Dataset:
+    if name == "mnist-sample":
+        return _mnist_sample()
+    if name == "mnist":
+        return _mnist(Path(data_dir))
+    if name == "fashion-mnist":
+        return _fashion_mnist(Path(data_dir))
+    raise DataError(f"unknown dataset {name!r}; expected one of mnist, fashion-mnist, mnist-sample")
+
+
+def _mnist_sample() -> Dataset:
+    with resources.files("sweep.datasets").joinpath("mnist-sample.npz").open("rb") as fh:
+        arrays = np.load(io.BytesIO(fh.read()))
+        part = {k: torch.from_numpy(arrays[k].copy()) for k in ("train_x", "train_y", "test_x", "test_y")}
+    return Dataset(
+        "mnist-sample",
+        Images(part["train_x"], part["train_y"].long()),
+        Images(part["test_x"], part["test_y"].long()),
+    )
+
+
+def _read_idx(raw: Path) -> Dataset:
+    """Decode the four IDX files in ``raw`` through torchvision, checking shapes and counts."""
+    tensors = []
+    for fname in IDX_FILES:
+        path = raw / fname
+        reader = read_image_file if "images" in fname else read_label_file
+        try:
+            tensors.append(reader(str(path)))
+        except (AssertionError, ValueError, RuntimeError, IndexError) as err:
+            detail = f" ({err})" if str(err) else ""
+            raise DataError(
+                f"{path} is not a valid IDX file (wrong magic number or truncated){detail}; "
+                "delete it and put the original file there again"
+            ) from None
+        except OSError as err:
+            raise DataError(f"cannot read {path}: {err.strerror or err}; check the file and its permissions") from None
+    train_x, train_y, test_x, test_y = tensors
+    for split, x, y in (("train", train_x, train_y), ("t10k", test_x, test_y)):
+        if x.ndim != 3 or tuple(x.shape[1:]) != (28, 28):
+            raise DataError(f"{raw}/{split}-images-idx3-ubyte holds images of shape {tuple(x.shape[1:])}, expected 28x28")
+        if x.shape[0] != y.shape[0]:
+            raise DataError(
+                f"{raw}: {split} has {x.shape[0]} images but {y.shape[0]} labels; the files come from different "
+                "datasets or one is truncated: put matching originals there"
+            )
+    return Dataset(raw.parent.name, Images(train_x, train_y.long()), Images(test_x, test_y.long()))
+
+
+def _have_idx(raw: Path) -> bool:
+    return all((raw / f).is_file() for f in IDX_FILES)
+
+
+def _gunzip_into(src_dir: Path, raw: Path) -> None:
+    """Decompress ``NAME.gz`` files into ``raw`` atomically (a temp file, then a rename)."""
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        for fname in IDX_FILES:
+            if (raw / fname).is_file():
+                continue
+            tmp = raw / f".{fname}.part"
+            with gzip.open(src_dir / f"{fname}.gz", "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(raw / fname)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"cannot unpack {src_dir} into {raw}: {err}; check that the folder is writable") from None
+
+
+def _fashion_mnist(data_dir: Path) -> Dataset:
+    raw = data_dir / "FashionMNIST" / "raw"
+    if not _have_idx(raw):
+        source = Path(os.environ.get("SWEEP_FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST))
+        if not all((source / f"{f}.gz").is_file() for f in IDX_FILES):
+            raise DataError(
+                f"fashion-mnist: no IDX files in {raw} nor in {source}; run 'apt-get install dataset-fashion-mnist' "
+                f"or put {', '.join(IDX_FILES)} in {raw}"
+            )
+        _gunzip_into(source, raw)
+    return _read_idx(raw)
+
+
+def _mnist(data_dir: Path) -> Dataset:
+    raw = data_dir / "MNIST" / "raw"
+    if not _have_idx(raw):
+        # torchvision downloads (and checks the MD5 of) each file from its mirrors.
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                tvd.MNIST(root=str(data_dir), train=True, download=True)
+        except (RuntimeError, OSError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DataError(
+                f"mnist: no IDX files in {raw} and the download failed ({reason}); put {', '.join(IDX_FILES)} "
+                f"(or their .gz) in {raw}, or {OFFLINE_HINT}"
+            ) from None
+    return _read_idx(raw)
+
+
+def holdout_split(labels: torch.Tensor, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified (fit, validation) index split of the training set.
+
+    ``holdout`` below 1 is a fraction, otherwise a count of validation examples.
+    """
+    n = int(labels.shape[0])
+    size = holdout if holdout < 1 else int(holdout)
+    count = round(size * n) if isinstance(size, float) else size
+    if not 10 <= count <= n - 10:
+        raise DataError(
+            f"holdout of {holdout:g} leaves {count} validation examples of {n}; "
+            f"set data.holdout to a fraction in (0, 1) or a count below {n - 10}"
+        )
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=count, random_state=seed)
+    fit_idx, val_idx = next(splitter.split(np.zeros(n), labels.numpy()))
+    return torch.from_numpy(np.sort(fit_idx)), torch.from_numpy(np.sort(val_idx))
+
+
+def to_device(images: Images, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flattened float images in [0, 1] (as torchvision's ToTensor gives) and labels, on ``device``."""
+    x = images.x.to(device, non_blocking=True).reshape(len(images), -1).float().div_(255.0)
+    return x, images.y.to(device, non_blocking=True)

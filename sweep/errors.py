@@ -1,0 +1,49 @@
+"""The project's errors: one base class, one subclass per condition.
+
+Messages are one line: what was expected, what was given, and the fix. The CLI
+prints ``error: <message>`` and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class SweepError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(SweepError):
+    """A study file or a ``--set`` override is invalid."""
+
+    exit_code = 2
+
+
+class DataError(SweepError):
+    """A dataset is missing, unreadable or malformed."""
+
+
+class DeviceError(SweepError):
+    """The requested device does not exist on this machine."""
+
+    exit_code = 2
+
+
+class StorageError(SweepError):
+    """The storage URL is malformed, or the database cannot be reached or written."""
+
+
+class StudyNotFoundError(SweepError):
+    """No study of that name is in the storage."""
+
+
+class NoCompleteTrialsError(SweepError):
+    """The study has no complete trial to choose a lambda from."""
+
+
+class StudyConflictError(SweepError):
+    """A study of that name exists with a different configuration."""
+
+
+class TrainingDivergedError(SweepError):
+    """The loss became NaN or infinite; the trial fails, the sweep goes on."""

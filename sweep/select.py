@@ -1,0 +1,102 @@
+"""Choosing lambda from finished trials, and reading the choice back.
+
+Rules work on plain ``TrialScore`` records, so they are tested without Optuna:
+
+- ``min``: the lambda with the best mean validation accuracy (ties: the larger
+  lambda, the simpler model).
+- ``1se``: the largest lambda whose mean is within one standard error of the best
+  mean (the "one standard error rule" of cv.glmnet's ``lambda.1se``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+
+from sweep.config import PARAM
+from sweep.errors import NoCompleteTrialsError, StudyNotFoundError
+from sweep.storage import mask, open_storage, resolve_url
+
+RULES = ("min", "1se")
+
+
+@dataclass(frozen=True)
+class TrialScore:
+    number: int
+    lam: float
+    mean: float  # mean validation accuracy
+    se: float  # its standard error
+
+
+@dataclass(frozen=True)
+class BestRecord:
+    study: str
+    rule: str
+    lam: float
+    trial: int
+    val_acc: float
+    val_se: float
+    test_acc: float | None
+    refit_seed: int | None
+    storage: str
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["lambda"] = out.pop("lam")
+        return out
+
+
+def choose(scores: list[TrialScore], rule: str) -> TrialScore:
+    if not scores:
+        raise NoCompleteTrialsError("no complete trials to choose from")
+    best = max(scores, key=lambda s: (s.mean, s.lam))
+    if rule == "min":
+        return best
+    if rule == "1se":
+        within = [s for s in scores if s.mean >= best.mean - best.se]
+        return max(within, key=lambda s: (s.lam, s.mean))
+    raise ValueError(f"unknown rule {rule!r}")
+
+
+def scores_of(trials: list[optuna.trial.FrozenTrial]) -> list[TrialScore]:
+    """Scores of the complete trials (value = mean validation accuracy; ``val_se`` its SE)."""
+    return [
+        TrialScore(t.number, float(t.params[PARAM]), float(t.value), float(t.user_attrs.get("val_se", 0.0)))
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and PARAM in t.params
+    ]
+
+
+def load_study(name: str, storage: str | None) -> optuna.Study:
+    store = open_storage(storage, heartbeat=False)
+    try:
+        return optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+        known = ", ".join(sorted(names)[:10]) or "none"
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {mask(resolve_url(storage))} (studies there: {known}); "
+            "check the name with 'sweep ls' or pass --storage"
+        ) from None
+
+
+def best_record(name: str, *, storage: str | None = None, rule: str = "min") -> BestRecord:
+    """The lambda chosen by ``rule`` for study ``name``, with its figures and the refit's test accuracy."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    study = load_study(name, storage)
+    scores = scores_of(study.get_trials(deepcopy=False))
+    if not scores:
+        raise NoCompleteTrialsError(
+            f"study {name!r} has no complete trial yet; run it with 'sweep run' (see 'sweep show {name}')"
+        )
+    pick = choose(scores, rule)
+    refit = study.user_attrs.get("refit", {}).get(rule)
+    matches = refit is not None and refit.get("trial") == pick.number
+    return BestRecord(
+        study=name, rule=rule, lam=pick.lam, trial=pick.number, val_acc=pick.mean, val_se=pick.se,
+        test_acc=refit["test_acc"] if matches else None, refit_seed=refit["seed"] if matches else None,
+        storage=mask(resolve_url(storage)),
+    )

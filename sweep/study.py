@@ -1,0 +1,179 @@
+"""Studies: create or load them, their samplers and pruners, the run loop, the refit.
+
+A study's config is stored as the study attribute ``config`` when it is created,
+so workers and reports rebuild everything from the store. ``run`` continues an
+interrupted study to its target count of complete trials: it never starts over
+and never overshoots.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from sweep import __version__
+from sweep.config import PARAM, StudyConfig, diff, from_json
+from sweep.errors import StorageError, StudyConflictError, SweepError, TrainingDivergedError
+from sweep.objective import make_objective, prepare, refit
+from sweep.select import choose, scores_of
+from sweep.storage import mask, open_storage, resolve_url
+
+
+def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler; ``offset`` shifts the seed so a resumed run does not replay its random start."""
+    s = cfg.search
+    seed = s.seed + offset
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)))
+    if s.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)))
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.sampler == "qmc":
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=s.seed)
+    return optuna.samplers.GridSampler({PARAM: grid_points(cfg)}, seed=s.seed)
+
+
+def grid_points(cfg: StudyConfig) -> list[float]:
+    s = cfg.search
+    return [float(v) for v in np.geomspace(s.lambda_low, s.lambda_high, s.n_trials)]
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    epochs = cfg.train.epochs
+    if cfg.search.pruner == "median":
+        # Early epochs say little about a regulariser: wait for half the epochs.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 2))
+    if cfg.search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def stored_config(study: optuna.Study) -> StudyConfig | None:
+    text = study.user_attrs.get("config")
+    return from_json(text) if isinstance(text, str) else None
+
+
+def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
+    """The study named ``cfg.name``: created with its config, or loaded when the stored config is the same."""
+    store = open_storage(storage)
+    offset = 0
+    try:
+        existing = optuna.load_study(study_name=cfg.name, storage=store)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        old = stored_config(existing)
+        if old is None:
+            raise StudyConflictError(
+                f"study {cfg.name!r} in {mask(resolve_url(storage))} was not made by lambda-sweep; "
+                "choose another name with --name"
+            )
+        changed = diff(old, cfg)
+        if changed:
+            raise StudyConflictError(
+                f"study {cfg.name!r} exists with a different config ({', '.join(changed)}); "
+                "run the same study file to resume it, or give a new name with --name"
+            )
+        offset = len(existing.get_trials(deepcopy=False))
+    study = optuna.create_study(
+        study_name=cfg.name, storage=store, direction="maximize", load_if_exists=True,
+        sampler=make_sampler(cfg, offset=offset), pruner=make_pruner(cfg),
+    )
+    if existing is None:
+        try:
+            study.set_user_attr("config", cfg.to_json())
+            study.set_user_attr("created_by", f"lambda-sweep {__version__}")
+            study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+            study.set_metric_names(["val_acc"])
+        except Exception:
+            optuna.delete_study(study_name=cfg.name, storage=store)  # no half-made study left behind
+            raise
+    return study
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished trial, as the run loop reports it."""
+
+    trial: int
+    state: str
+    lam: float | None
+    value: float | None
+    complete: int
+    target: int
+    best_value: float | None
+    best_lam: float | None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallback | None = None,
+        refit_after: bool = True) -> optuna.Study:
+    """Create or resume the study and run trials until it has ``n_trials`` complete ones, then refit."""
+    study = create_or_load(cfg, storage)
+    prep = prepare(cfg)
+    objective = make_objective(cfg, prep)
+    target = cfg.search.n_trials
+    failures = 0
+    while count(study, TrialState.COMPLETE) < target:
+        if cfg.search.sampler == "grid" and _grid_exhausted(study, cfg):
+            break
+        study.optimize(objective, n_trials=1, catch=(TrainingDivergedError,), gc_after_trial=False)
+        last = study.get_trials(deepcopy=False)[-1]
+        failures = failures + 1 if last.state == TrialState.FAIL else 0
+        if on_trial is not None:
+            on_trial(_progress(study, last, target))
+        if failures >= max(5, target):
+            raise SweepError(
+                f"study {cfg.name!r}: the last {failures} trials failed ({last.user_attrs.get('fail_reason', 'see sweep show')}); "
+                "fix the study file (train.lr, the lambda range) and run again"
+            )
+    if refit_after:
+        refit_best(study, cfg, prep)
+    return study
+
+
+def _grid_exhausted(study: optuna.Study, cfg: StudyConfig) -> bool:
+    done = {t.params.get(PARAM) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
+    return all(p in done for p in grid_points(cfg))
+
+
+def _progress(study: optuna.Study, last: optuna.trial.FrozenTrial, target: int) -> Progress:
+    scores = scores_of(study.get_trials(deepcopy=False))
+    best = choose(scores, "min") if scores else None
+    return Progress(
+        trial=last.number, state=last.state.name, lam=last.params.get(PARAM), value=last.value,
+        complete=len(scores), target=target,
+        best_value=best.mean if best else None, best_lam=best.lam if best else None,
+    )
+
+
+def refit_best(study: optuna.Study, cfg: StudyConfig, prep=None, rules: tuple[str, ...] = ("min",)) -> dict:
+    """Refit each rule's lambda on the whole training set and store its test accuracy (once per choice)."""
+    scores = scores_of(study.get_trials(deepcopy=False))
+    if not scores:
+        return {}
+    stored = dict(study.user_attrs.get("refit", {}))
+    for rule in rules:
+        pick = choose(scores, rule)
+        if stored.get(rule, {}).get("trial") == pick.number:
+            continue
+        prep = prep or prepare(cfg)
+        record = refit(cfg, prep, pick.lam)
+        stored[rule] = {"rule": rule, "trial": pick.number, "val_acc": pick.mean, **record}
+        try:
+            study.set_user_attr("refit", stored)
+        except Exception as err:  # pragma: no cover - storage went away mid-run
+            raise StorageError(f"cannot store the refit of {cfg.name!r}: {err}") from None
+    return stored
