@@ -51,6 +51,40 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+class _TrialProgress:
+    """A progress bar of complete trials on a terminal; one line per trial otherwise (logs, CI).
+
+    Nothing is printed before the first trial ends, so set-up errors stay one line.
+    """
+
+    def __init__(self, name: str, target: int) -> None:
+        self.name, self.target, self.done = name, target, 0
+        self.bar: Any = None
+        self.tty = sys.stderr.isatty()
+
+    def update(self, p: Any) -> None:
+        lam = "-" if p.lam is None else f"{p.lam:.3g}"
+        line = f"trial {p.trial} {p.state.lower()} lambda={lam} val={_fmt(p.value)}"
+        if p.best_lam is not None:
+            line += f" | best {p.best_value:.4f} at lambda={p.best_lam:.3g}"
+        if not self.tty:
+            click.echo(f"[{p.complete}/{self.target}] {line}", err=True)
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=self.target, label=self.name, file=sys.stderr, show_pos=True,
+                                         item_show_func=lambda s: s)
+            self.bar.__enter__()
+        self.bar.update(p.complete - self.done, line)
+        self.done = p.complete
+
+    def __enter__(self) -> _TrialProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
 @STORAGE
@@ -64,19 +98,8 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
 
     extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
     cfg = config_mod.load(study_file, extra)
-    with click.progressbar(length=cfg.search.n_trials, label=f"{cfg.name}: trials", file=sys.stderr,
-                           show_pos=True, item_show_func=lambda s: s) as bar:
-        done = [0]
-
-        def on_trial(p: study_mod.Progress) -> None:
-            lam = "-" if p.lam is None else f"{p.lam:.3g}"
-            line = f"#{p.trial} {p.state.lower()} lambda={lam} val={_fmt(p.value)}"
-            if p.best_lam is not None:
-                line += f" | best {p.best_value:.4f} at lambda={p.best_lam:.3g}"
-            bar.update(p.complete - done[0], line)
-            done[0] = p.complete
-
-        study_mod.run(cfg, storage, on_trial=on_trial)
+    with _TrialProgress(cfg.name, cfg.search.n_trials) as progress:
+        study_mod.run(cfg, storage, on_trial=progress.update)
     rec = best_record(cfg.name, storage=storage, rule="min")
     click.echo(
         f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "

@@ -2,8 +2,8 @@
 
 Rules work on plain ``TrialScore`` records, so they are tested without Optuna:
 
-- ``min``: the lambda with the best mean validation accuracy (ties: the larger
-  lambda, the simpler model).
+- ``min``: the lambda with the best mean validation accuracy (ties: the earliest
+  trial, as Optuna's own ``best_trial`` picks, so ``optuna best-trial`` agrees).
 - ``1se``: the largest lambda whose mean is within one standard error of the best
   mean (the "one standard error rule" of cv.glmnet's ``lambda.1se``).
 """
@@ -51,7 +51,7 @@ class BestRecord:
 def choose(scores: list[TrialScore], rule: str) -> TrialScore:
     if not scores:
         raise NoCompleteTrialsError("no complete trials to choose from")
-    best = max(scores, key=lambda s: (s.mean, s.lam))
+    best = max(scores, key=lambda s: (s.mean, -s.number))
     if rule == "min":
         return best
     if rule == "1se":

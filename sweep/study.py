@@ -121,8 +121,8 @@ ProgressCallback = Callable[[Progress], None]
 def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallback | None = None,
         refit_after: bool = True) -> optuna.Study:
     """Create or resume the study and run trials until it has ``n_trials`` complete ones, then refit."""
+    prep = prepare(cfg)  # data and device problems surface before anything is written to the store
     study = create_or_load(cfg, storage)
-    prep = prepare(cfg)
     objective = make_objective(cfg, prep)
     target = cfg.search.n_trials
     failures = 0
