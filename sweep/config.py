@@ -146,7 +146,9 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"study file {str(p)!r} not found; give the path of a .toml file, e.g. studies/quickstart.toml") from None
+        raise ConfigError(
+            f"study file {str(p)!r} not found; give the path of a .toml file, e.g. studies/quickstart.toml"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read study file {str(p)!r}: {err}") from None
     try:

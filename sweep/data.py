@@ -27,7 +27,9 @@ from sweep.errors import DataError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-OFFLINE_HINT = "set data.dataset = 'mnist-sample' (shipped) or 'fashion-mnist' (apt-get install dataset-fashion-mnist), which work offline"
+OFFLINE_HINT = (
+    "set data.dataset = 'mnist-sample' (shipped) or 'fashion-mnist' (apt-get install dataset-fashion-mnist), which work offline"
+)
 
 
 @dataclass(frozen=True)

@@ -135,8 +135,9 @@ def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallb
         if on_trial is not None:
             on_trial(_progress(study, last, target))
         if failures >= max(5, target):
+            reason = last.user_attrs.get("fail_reason", "see sweep show")
             raise SweepError(
-                f"study {cfg.name!r}: the last {failures} trials failed ({last.user_attrs.get('fail_reason', 'see sweep show')}); "
+                f"study {cfg.name!r}: the last {failures} trials failed ({reason}); "
                 "fix the study file (train.lr, the lambda range) and run again"
             )
     if refit_after:
