@@ -13,9 +13,11 @@ from typing import Any
 
 import click
 import optuna
+from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
 from sweep.errors import SweepError
+from sweep.storage import storage_failure
 
 
 class _Group(click.Group):
@@ -27,6 +29,11 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as err:
+            if ctx.meta.get("sweep.debug"):
+                raise
+            click.echo(f"error: {storage_failure(err)}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("error: interrupted; the current trial was ended, run the same command again to resume",
                        err=True)
