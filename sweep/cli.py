@@ -107,7 +107,7 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     cfg = config_mod.load(study_file, extra)
     with _TrialProgress(cfg.name, cfg.search.n_trials) as progress:
         study_mod.run(cfg, storage, on_trial=progress.update)
-    rec = best_record(cfg.name, storage=storage, rule="min")
+    rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
     click.echo(
         f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "
         f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {_fmt(rec.test_acc)} "

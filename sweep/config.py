@@ -6,7 +6,8 @@ A study file has a top-level ``name`` and four sections::
     [data]    dataset, data_dir, holdout, split_seed
     [model]   hidden
     [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, device, seed
-    [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed
+    [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed,
+              validation, folds, repeats, rule
 
 ``--set section.key=value`` overrides go through the same validation.
 """
@@ -28,6 +29,8 @@ Dataset = Literal["mnist", "fashion-mnist", "mnist-sample"]
 Penalty = Literal["l2", "l2-loss", "l2-decoupled", "l1", "elastic-net"]
 Sampler = Literal["tpe", "gp", "random", "qmc", "grid"]
 Pruner = Literal["none", "median", "hyperband"]
+Validation = Literal["holdout", "cv"]
+Rule = Literal["min", "1se"]
 
 
 class _Section(BaseModel):
@@ -71,6 +74,12 @@ class SearchConfig(_Section):
     lambda_high: float = Field(default=1e-2, gt=0)
     pruner: Pruner = "median"
     seed: int = 0
+    # How a lambda is scored (see docs/cv.md): one holdout split, or stratified k-fold CV of the
+    # training set; ``repeats`` training seeds per split or fold; ``rule`` picks the refit's lambda.
+    validation: Validation = "holdout"
+    folds: int = Field(default=5, ge=2)
+    repeats: int = Field(default=1, ge=1)
+    rule: Rule = "min"
 
     @model_validator(mode="after")
     def _check_bounds(self) -> SearchConfig:

@@ -61,7 +61,16 @@ def _epoch_record(s: EpochStats) -> dict[str, float]:
 
 
 def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
-    """Holdout objective: train on the fit split, report validation accuracy every epoch."""
+    """Holdout objective: train on the fit split, report validation accuracy every epoch.
+
+    ``search.validation = "cv"`` and holdout ``repeats > 1`` are in ``sweep.cv``.
+    """
+    if cfg.search.validation == "cv" or cfg.search.repeats > 1:
+        from sweep import cv  # imported here: cv builds on this module
+
+        if cfg.search.validation == "cv":
+            return cv.make_cv_objective(cfg, prep)
+        return cv.make_repeated_holdout_objective(cfg, prep)
 
     def objective(trial: optuna.Trial) -> float:
         lam = suggest_lambda(trial, cfg.search)

@@ -46,6 +46,15 @@ def grid_points(cfg: StudyConfig) -> list[float]:
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     epochs = cfg.train.epochs
+    if cfg.search.validation == "cv":
+        # CV trials report the running mean of fold accuracies at step = fold (0..folds-1); see docs/cv.md.
+        folds = cfg.search.folds
+        if cfg.search.pruner == "median":
+            # Earliest prune after the second fold: one fold alone is too noisy to stop a lambda on.
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        if cfg.search.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=folds)
+        return optuna.pruners.NopPruner()
     if cfg.search.pruner == "median":
         # Early epochs say little about a regulariser: wait for half the epochs.
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 2))
@@ -160,19 +169,23 @@ def _progress(study: optuna.Study, last: optuna.trial.FrozenTrial, target: int) 
     )
 
 
-def refit_best(study: optuna.Study, cfg: StudyConfig, prep=None, rules: tuple[str, ...] = ("min",)) -> dict:
-    """Refit each rule's lambda on the whole training set and store its test accuracy (once per choice)."""
+def refit_best(study: optuna.Study, cfg: StudyConfig, prep=None, rules: tuple[str, ...] | None = None) -> dict:
+    """Refit each rule's lambda on the whole training set and store its test accuracy (once per choice).
+
+    ``rules`` defaults to the study's ``search.rule`` alone: test accuracies of both rules
+    side by side would invite choosing the rule on the test set.
+    """
     scores = scores_of(study.get_trials(deepcopy=False))
     if not scores:
         return {}
     stored = dict(study.user_attrs.get("refit", {}))
-    for rule in rules:
+    for rule in rules or (cfg.search.rule,):
         pick = choose(scores, rule)
         if stored.get(rule, {}).get("trial") == pick.number:
             continue
         prep = prep or prepare(cfg)
         record = refit(cfg, prep, pick.lam)
-        stored[rule] = {"rule": rule, "trial": pick.number, "val_acc": pick.mean, **record}
+        stored[rule] = {"rule": rule, "trial": pick.number, "val_acc": pick.mean, "val_se": pick.se, **record}
         try:
             study.set_user_attr("refit", stored)
         except Exception as err:  # pragma: no cover - storage went away mid-run
