@@ -43,7 +43,7 @@ from sweep.train import EpochStats, FitResult, fit
 def fold_indices(labels: torch.Tensor, *, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Stratified k-fold (fit, validation) index pairs of ``labels``: disjoint validation folds covering every example."""
     y = labels.cpu().numpy()
-    smallest = int(np.bincount(y).min(initial=0)) if y.size else 0
+    smallest = int(np.unique(y, return_counts=True)[1].min()) if y.size else 0
     if folds > smallest:
         raise DataError(
             f"search.folds = {folds} but the smallest class of the training set has {smallest} examples; "
@@ -104,7 +104,7 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
         runs: list[list[EpochStats]] = []
         start = time.perf_counter()
         for fold, (fit_i, val_i) in enumerate(pairs):
-            # Sliced per fold, not kept for all folds: k copies of the training set would not fit in memory.
+            # Sliced per fold, not kept for all folds: keeping all k would cost k times the training set in device memory.
             split = (prep.x_train[fit_i], prep.y_train[fit_i], prep.x_train[val_i], prep.y_train[val_i])
             for seed in train_seeds:
                 result = _fit(trial, cfg, split, lam=lam, seed=seed)
@@ -113,10 +113,12 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
                 train_accs.append(result.final.train_acc)
                 losses.append((result.final.val_loss, result.final.train_loss))
             fold_means.append(float(np.mean(scores[-len(train_seeds):])))
-            _store(trial, scores, fold_means, train_accs, losses, runs, start)
+            trial.set_user_attr("fold_scores", scores)  # one write per fold; the summary once, below
             trial.report(float(np.mean(scores)), fold)
             if fold < k - 1 and trial.should_prune():
+                _store(trial, scores, fold_means, train_accs, losses, runs, start)
                 raise optuna.TrialPruned(f"pruned after fold {fold}: running mean val_acc {np.mean(scores):.4f}")
+        _store(trial, scores, fold_means, train_accs, losses, runs, start)
         return float(np.mean(scores))
 
     return objective
@@ -124,7 +126,7 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
 
 def _store(trial: optuna.Trial, scores: list[float], fold_means: list[float], train_accs: list[float],
            losses: list[tuple[float, float]], runs: list[list[EpochStats]], start: float) -> None:
-    """Write the figures of the fits done so far (a pruned trial keeps what it measured)."""
+    """Write the summary of the fits done so far (a pruned trial keeps what it measured)."""
     trial.set_user_attr("fold_scores", scores)
     trial.set_user_attr("val_acc", float(np.mean(scores)))
     trial.set_user_attr("val_std", sample_std(scores))

@@ -131,8 +131,8 @@ def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallb
         refit_after: bool = True) -> optuna.Study:
     """Create or resume the study and run trials until it has ``n_trials`` complete ones, then refit."""
     prep = prepare(cfg)  # data and device problems surface before anything is written to the store
+    objective = make_objective(cfg, prep)  # so do fold problems (more folds than a class has examples)
     study = create_or_load(cfg, storage)
-    objective = make_objective(cfg, prep)
     target = cfg.search.n_trials
     failures = 0
     while count(study, TrialState.COMPLETE) < target:
