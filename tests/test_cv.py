@@ -184,3 +184,15 @@ def test_sweep_run_and_best_1se_json(tmp_path: Path) -> None:
 def test_shipped_cv_study_files_are_valid(name: str) -> None:
     cfg = config.load(Path(__file__).parent.parent / "studies" / f"{name}.toml")
     assert cfg.name == name and cfg.search.validation == "cv"
+
+
+def test_shipped_sample_cv_study_runs_end_to_end(tmp_path: Path) -> None:
+    """The CI run of a real CV study: studies/sample-cv.toml on the shipped mnist-sample."""
+    url = f"sqlite:///{tmp_path / 'cv.db'}"
+    study = Path(__file__).parent.parent / "studies" / "sample-cv.toml"
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", str(study), "--storage", url], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rec = json.loads(runner.invoke(main, ["best", "sample-cv", "--storage", url, "--rule", "1se", "--format", "json"]).stdout)
+    assert rec["rule"] == "1se" and rec["lambda"] == rec["lambda_1se"] >= rec["lambda_min"]
+    assert all(isinstance(rec[k], float) for k in ("val_acc_min", "val_se_min", "val_acc_1se", "val_se_1se", "test_acc"))
