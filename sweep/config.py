@@ -105,9 +105,10 @@ class StudyConfig(_Section):
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "study"
-    if first["type"] == "extra_forbidden":
-        return f"unknown key '{where}'"
     given = first.get("input")
+    if first["type"] == "extra_forbidden":
+        kind = "section" if isinstance(given, dict) else "key"
+        return f"unknown {kind} '{where}'"
     msg = first["msg"].removeprefix("Value error, ")
     if isinstance(given, dict):
         return f"{where}: {msg}"

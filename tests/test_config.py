@@ -36,7 +36,8 @@ def test_overrides_are_typed_and_validated() -> None:
     ("raw", "message"),
     [
         ({"name": "x", "train": {"epoch": 3}}, "t: unknown key 'train.epoch'; see the README's study file reference"),
-        ({"name": "x", "extra": {}}, "t: unknown key 'extra'; see the README's study file reference"),
+        ({"name": "x", "extra": {}}, "t: unknown section 'extra'; see the README's study file reference"),
+        ({"name": "x", "extra": 1}, "t: unknown key 'extra'; see the README's study file reference"),
         ({"name": "x", "search": {"lambda_low": 0}},
          "t: search.lambda_low: Input should be greater than 0 (given: 0); see the README's study file reference"),
         ({"name": "x", "search": {"lambda_low": 1e-2, "lambda_high": 1e-3}},
