@@ -138,8 +138,10 @@ def show(name: str, storage: str | None) -> None:
     """Show the trials of study NAME."""
     from sweep.report_table import trial_rows
 
+    rows = trial_rows(name, storage)  # errors before any output
+
     click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'val acc':>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
-    for r in trial_rows(name, storage):
+    for r in rows:
         click.echo(f"{r['number']:>5} {r['state']:9} {_fmt(r['lambda'], '.3g'):>9} {_fmt(r['val_acc']):>8} "
                    f"{_fmt(r['train_acc']):>9} {r['epochs']:>6} {_fmt(r['seconds'], '.1f'):>8}  {r['note']}")
 

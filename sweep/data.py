@@ -111,7 +111,7 @@ def _read_idx(raw: Path) -> Dataset:
 
 
 def _have_idx(raw: Path) -> bool:
-    return all((raw / f).is_file() for f in IDX_FILES)
+    return all((raw / f).exists() for f in IDX_FILES)  # present but unreadable is reported as such
 
 
 def _gunzip_into(src_dir: Path, raw: Path) -> None:

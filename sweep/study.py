@@ -184,7 +184,10 @@ def refit_best(study: optuna.Study, cfg: StudyConfig, prep=None, rules: tuple[st
         if stored.get(rule, {}).get("trial") == pick.number:
             continue
         prep = prep or prepare(cfg)
-        record = refit(cfg, prep, pick.lam)
+        try:
+            record = refit(cfg, prep, pick.lam)
+        except TrainingDivergedError as err:
+            raise TrainingDivergedError(f"the refit of trial {pick.number} on the whole training set failed: {err}") from None
         stored[rule] = {"rule": rule, "trial": pick.number, "val_acc": pick.mean, "val_se": pick.se, **record}
         try:
             study.set_user_attr("refit", stored)

@@ -95,32 +95,6 @@ def counts(url: str) -> tuple[int, int]:
     return studies, trials
 
 
-@pytest.mark.parametrize(
-    ("text", "expected", "code"),
-    [
-        ('name = "x"\n[train\n', "malformed TOML: Expected ']' at the end of a table declaration (at line 2, column 7); "
-         "fix the file's syntax", 2),
-        ('name = "x"\n[train]\nepoch = 3\n', "unknown key 'train.epoch'; see the README's study file reference", 2),
-        ('name = "x"\n[search]\nlambda_low = 0.0\n',
-         "search.lambda_low: Input should be greater than 0 (given: 0.0); see the README's study file reference", 2),
-        ('name = "x"\n[search]\nlambda_low = 0.1\nlambda_high = 0.01\n',
-         "search: lambda_low must be below lambda_high, got 0.1 >= 0.01; see the README's study file reference", 2),
-        ('name = "x"\n[search]\nsampler = "bohb"\n',
-         "search.sampler: Input should be 'tpe', 'gp', 'random', 'qmc' or 'grid' (given: 'bohb'); "
-         "see the README's study file reference", 2),
-    ],
-    ids=["malformed", "unknown-key", "low-zero", "low-above-high", "unknown-sampler"],
-)
-def test_config_errors_are_one_line_exit_2(tmp_path: Path, text: str, expected: str, code: int) -> None:
-    path = tmp_path / "bad.toml"
-    path.write_text(text)
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    result = invoke("run", str(path), "--storage", url)
-    assert (result.exit_code, result.stderr) == (code, f"error: {path}: {expected}\n")
-    assert result.stdout == ""
-    assert not (tmp_path / "s.db").exists()  # nothing written
-
-
 def test_missing_data_files_leave_the_store_untouched(tmp_path: Path) -> None:
     path = tmp_path / "f.toml"
     path.write_text('name = "f"\n[data]\ndataset = "fashion-mnist"\n')
@@ -145,12 +119,6 @@ def test_unreachable_storage_masks_password(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: cannot open storage postgresql://sweep:***@127.0.0.1:9/sweep: connection")
     assert result.stderr.endswith("; check the URL, the server and the file\n") and result.stderr.count("\n") == 1
     assert "hunter2" not in result.output
-
-
-def test_malformed_storage_url() -> None:
-    result = invoke("ls", "--storage", "not a url")
-    assert (result.exit_code, result.stderr) == (1, "error: malformed storage URL 'not a url'; expected e.g. "
-                                                     "sqlite:///sweeps.db or postgresql+psycopg://user:password@host:5432/db\n")
 
 
 def test_unknown_study(finished: tuple[str, Path]) -> None:
