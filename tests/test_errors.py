@@ -255,8 +255,8 @@ def test_unknown_study(command: str, store: str) -> None:
 
 def failing_study(tmp_path: Path) -> str:
     # lr 0.1 * lambda >= 100: each step multiplies the weights by about -9, the loss becomes NaN in epoch 1
-    return study(tmp_path, with_("search", "lambda_low = 100.0").replace("lambda_low = 100.0", "lambda_low = 100.0\nlambda_high = 200.0")
-                 .replace('name = "ok"', 'name = "boom"').replace("n_trials = 2", "n_trials = 5"))
+    text = with_("search", "lambda_low = 100.0").replace("lambda_low = 100.0", "lambda_low = 100.0\nlambda_high = 200.0")
+    return study(tmp_path, text.replace('name = "ok"', 'name = "boom"').replace("n_trials = 2", "n_trials = 5"))
 
 
 def test_study_whose_every_trial_failed(tmp_path: Path, store: str) -> None:
@@ -277,7 +277,7 @@ def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
     exe = str(Path(sys.executable).with_name("sweep"))
     proc = subprocess.Popen([exe, "run", f, "--storage", url], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and "[1/3]" not in (line := proc.stderr.readline()):
+    while time.time() < deadline and "[1/3]" not in proc.stderr.readline():
         pass
     time.sleep(0.5)  # trial 1 (40 epochs) is under way
     proc.send_signal(signal.SIGINT)
