@@ -15,12 +15,14 @@ the next ``study.ask`` picks up with the same lambda.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from types import TracebackType
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled  # what study.optimize itself uses
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import StudyConfig
@@ -50,9 +52,9 @@ class _Heartbeats:
     """Records a heartbeat for each live trial every ``heartbeat_interval`` seconds, from one thread."""
 
     def __init__(self, storage: BaseStorage) -> None:
-        interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
-        self._storage = storage if interval else None
-        self._interval = interval or 0
+        # study._storage is RDBStorage wrapped in optuna's cache; both are BaseHeartbeat.
+        self._storage = storage if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage) else None
+        self._interval = self._storage.get_heartbeat_interval() or 0 if self._storage is not None else 0
         self._ids: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -61,7 +63,7 @@ class _Heartbeats:
     def add(self, trial_id: int) -> None:
         # The first beat at once: a trial with no heartbeat row is never found stale.
         if self._storage is not None:
-            self._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+            self._storage.record_heartbeat(trial_id)
         with self._lock:
             self._ids.add(trial_id)
 
@@ -69,19 +71,17 @@ class _Heartbeats:
         with self._lock:
             self._ids.discard(trial_id)
 
-    def _beat(self) -> None:
+    def _beat(self, storage: BaseHeartbeat) -> None:
         while not self._stop.wait(self._interval):
             with self._lock:
                 ids = sorted(self._ids)
             for trial_id in ids:
-                try:
-                    self._storage.record_heartbeat(trial_id)  # type: ignore[union-attr]
-                except Exception:  # noqa: BLE001 - a missed beat is retried next interval
-                    pass
+                with contextlib.suppress(Exception):  # a missed beat is retried next interval
+                    storage.record_heartbeat(trial_id)
 
     def __enter__(self) -> _Heartbeats:
         if self._storage is not None:
-            self._thread = threading.Thread(target=self._beat, name="sweep-batch-heartbeat", daemon=True)
+            self._thread = threading.Thread(target=self._beat, args=(self._storage,), name="sweep-batch-heartbeat", daemon=True)
             self._thread.start()
         return self
 
@@ -102,7 +102,7 @@ def _ask(study: optuna.Study) -> optuna.Trial:
 def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: int) -> list[FrozenTrial]:
     """Ask ``size`` trials, train them as one population, tell each; returns them finished, in order."""
     storage = study._storage  # optuna's own fail_stale_trials reads it the same way
-    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval():
+    if is_heartbeat_enabled(storage):
         optuna.storages.fail_stale_trials(study)  # what study.optimize does before each trial
     seed = cfg.train.seed  # one seed for all lambdas, as in the single objective
     live: dict[int, optuna.Trial] = {}
