@@ -7,7 +7,7 @@ A study file has a top-level ``name`` and four sections::
     [model]   hidden
     [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, device, seed
     [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed,
-              validation, folds, repeats, rule
+              validation, folds, repeats, rule, batch
 
 ``--set section.key=value`` overrides go through the same validation.
 """
@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweep.errors import ConfigError
 
@@ -80,6 +80,16 @@ class SearchConfig(_Section):
     folds: int = Field(default=5, ge=2)
     repeats: int = Field(default=1, ge=1)
     rule: Rule = "min"
+    # Trials trained together as one population (sweep.batch); "auto" sizes it to the device's memory.
+    batch: int | Literal["auto"] = 1
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _check_batch(cls, v: Any) -> Any:
+        # One plain message instead of pydantic's per-branch union errors.
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be a whole number >= 1 or 'auto'")
 
     @model_validator(mode="after")
     def _check_bounds(self) -> SearchConfig:

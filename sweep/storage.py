@@ -54,6 +54,16 @@ def _explain(err: Exception) -> str:
     return text[0] if text else type(err).__name__
 
 
+def _env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds from the environment (tests shorten the heartbeat), else ``default``."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not text.strip().isdigit() or int(text) < 1:
+        raise StorageError(f"{name} must be a whole number of seconds >= 1, got {text!r}; unset it or fix it")
+    return int(text)
+
+
 def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorage:
     """Optuna RDB storage for ``url``; stale RUNNING trials (dead workers) are failed and retried."""
     raw = resolve_url(url)
@@ -69,8 +79,8 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
     extra: dict[str, Any] = {}
     if heartbeat:
         extra = {
-            "heartbeat_interval": HEARTBEAT_SECONDS,
-            "grace_period": GRACE_SECONDS,
+            "heartbeat_interval": _env_seconds("SWEEP_HEARTBEAT_INTERVAL", HEARTBEAT_SECONDS),
+            "grace_period": _env_seconds("SWEEP_GRACE_PERIOD", GRACE_SECONDS),
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
         }
     shown = mask(raw)

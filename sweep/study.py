@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import __version__
+from sweep.batch import resolve_size, run_batch
 from sweep.config import PARAM, StudyConfig, diff, from_json
 from sweep.errors import StorageError, StudyConflictError, SweepError, TrainingDivergedError
 from sweep.objective import make_objective, prepare, refit
@@ -29,7 +30,9 @@ def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSa
     s = cfg.search
     seed = s.seed + offset
     if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)))
+        # constant_liar: trials asked together in a batch see each other as running and spread out.
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)),
+                                          constant_liar=s.batch != 1)
     if s.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)))
     if s.sampler == "random":
@@ -134,15 +137,20 @@ def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallb
     objective = make_objective(cfg, prep)  # so do fold problems (more folds than a class has examples)
     study = create_or_load(cfg, storage)
     target = cfg.search.n_trials
+    size = resolve_size(cfg, prep)  # above 1: populations of trials asked and told together
     failures = 0
-    while count(study, TrialState.COMPLETE) < target:
+    while (complete := count(study, TrialState.COMPLETE)) < target:
         if cfg.search.sampler == "grid" and _grid_exhausted(study, cfg):
             break
-        study.optimize(objective, n_trials=1, catch=(TrainingDivergedError,), gc_after_trial=False)
-        last = study.get_trials(deepcopy=False)[-1]
-        failures = failures + 1 if last.state == TrialState.FAIL else 0
-        if on_trial is not None:
-            on_trial(_progress(study, last, target))
+        if size > 1:
+            finished = run_batch(study, cfg, prep, size=min(size, target - complete))  # never overshoots
+        else:
+            study.optimize(objective, n_trials=1, catch=(TrainingDivergedError,), gc_after_trial=False)
+            finished = study.get_trials(deepcopy=False)[-1:]
+        for last in finished:
+            failures = failures + 1 if last.state == TrialState.FAIL else 0
+            if on_trial is not None:
+                on_trial(_progress(study, last, target))
         if failures >= max(5, target):
             reason = last.user_attrs.get("fail_reason", "see sweep show")
             raise SweepError(

@@ -1,0 +1,131 @@
+"""Seed loop vs single trainer vs population trainer, on the same full-size data, in one run.
+
+    PYTHONPATH=. python benchmarks/population_speed.py --epochs 1 --device cpu --ks 1,8,32,64
+
+All methods train SimpleNet 784-128-10 (SGD lr 0.01, batch 64, weight_decay = --lam) on the
+60,000 Fashion-MNIST training images and are scored on the 10,000 test images:
+
+- seed: the seed document's loop as written (torchvision dataset + ToTensor + DataLoader,
+  optimizer.step per batch, loss.item() per batch), model and batches moved to --device;
+- single: ``sweep.train.fit`` (tensors on the device, hand-written SGD step);
+- population K: ``sweep.population.fit_population`` with K lambdas (geometric over 1e-5..1e-2,
+  member 0 at --lam), one shared seed as a study uses; "own seeds" gives each member its seed.
+
+Times are wall seconds per model-epoch, training plus each method's per-epoch evaluation
+(the seed loop tests on the test set; fit and the population also score the training set).
+The accuracy column is the --lam model's test accuracy after --epochs epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn, optim
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from sweep import data
+from sweep.config import TrainConfig
+from sweep.model import init_simplenet
+from sweep.population import fit_population
+from sweep.train import fit, resolve_device
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seed_loop(data_dir: str, device: torch.device, *, lam: float, epochs: int) -> tuple[float, float]:
+    """The seed document's Steps 2-6 (FashionMNIST for MNIST), timed; returns (seconds/epoch, test acc)."""
+    transform = transforms.ToTensor()
+    train_dataset = datasets.FashionMNIST(root=data_dir, train=True, download=False, transform=transform)
+    test_dataset = datasets.FashionMNIST(root=data_dir, train=False, transform=transform)
+    train_loader = DataLoader(train_dataset, batch_size=64, shuffle=True)
+    test_loader = DataLoader(test_dataset, batch_size=64)
+    model = init_simplenet(128, 0).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.01, weight_decay=lam)
+    accuracy = 0.0
+    start = time.perf_counter()
+    for _epoch in range(1, epochs + 1):
+        model.train()
+        total_loss = 0.0
+        for batch_data, target in train_loader:
+            batch_data, target = batch_data.to(device), target.to(device)
+            optimizer.zero_grad()
+            output = model(batch_data)
+            loss = criterion(output, target)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item()
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for batch_data, target in test_loader:
+                batch_data, target = batch_data.to(device), target.to(device)
+                _, predicted = torch.max(model(batch_data).data, 1)
+                total += target.size(0)
+                correct += (predicted == target).sum().item()
+        accuracy = correct / total
+    return (time.perf_counter() - start) / epochs, accuracy
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="data", help="where fashion-mnist is (or is unpacked to)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--lam", type=float, default=1e-4)
+    ap.add_argument("--ks", default=None, help="population sizes, e.g. 1,8,32,64 (default: that on CPU, up to 2048 on CUDA)")
+    ap.add_argument("--own-seeds-k", type=int, default=32, help="also time this K with one seed per member (0: skip)")
+    ap.add_argument("--skip-seed", action="store_true", help="leave out the (slow) seed loop")
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    ks = [int(k) for k in args.ks.split(",")] if args.ks else ([1, 8, 32, 64] if device.type == "cpu"
+                                                                  else [1, 64, 256, 1024, 2048])
+    ds = data.load("fashion-mnist", args.data_dir)  # also unpacks the IDX files where torchvision looks
+    x, y = data.to_device(ds.train, device)
+    x_test, y_test = data.to_device(ds.test, device)
+    cfg = TrainConfig(epochs=args.epochs, device=str(device))
+    rows: list[tuple[str, int, float, float]] = []  # method, K, seconds per model-epoch, accuracy
+
+    if not args.skip_seed:
+        sec, acc = seed_loop(str(Path(args.data_dir)), device, lam=args.lam, epochs=args.epochs)
+        rows.append(("seed loop (DataLoader)", 1, sec, acc))
+
+    sync(device)
+    start = time.perf_counter()
+    single = fit(x, y, x_test, y_test, lam=args.lam, cfg=cfg, seed=0)
+    sync(device)
+    rows.append(("single (train.fit)", 1, (time.perf_counter() - start) / args.epochs, single.final.val_acc))
+
+    if device.type == "cuda":  # first-call set-up (cuBLAS handles, kernels) outside the timings
+        fit_population(x[:4096], y[:4096], x_test, y_test, lams=[args.lam] * 8, seeds=[0] * 8, cfg=cfg)
+    runs = [(k, False) for k in ks] + ([(args.own_seeds_k, True)] if args.own_seeds_k else [])
+    for k, own in runs:
+        lams = [args.lam] + [float(v) for v in np.geomspace(1e-5, 1e-2, k - 1)] if k > 1 else [args.lam]
+        seeds = list(range(k)) if own else [0] * k
+        sync(device)
+        start = time.perf_counter()
+        members = fit_population(x, y, x_test, y_test, lams=lams, seeds=seeds, cfg=cfg)
+        sync(device)
+        label = f"population{' (own seeds)' if own else ''}"
+        rows.append((label, k, (time.perf_counter() - start) / (k * args.epochs), members[0].history[-1].val_acc))
+
+    base = rows[0][2] if not args.skip_seed else None
+    print(f"device: {device} ({torch.get_num_threads()} CPU threads); fashion-mnist 60,000 train / 10,000 test; "
+          f"epochs {args.epochs}; lambda {args.lam:g}")
+    print(f"{'method':<28} {'K':>5} {'ms/model-epoch':>15} {'vs seed':>9} {'test acc':>9}")
+    for method, k, sec, acc in rows:
+        ratio = f"{base / sec:8.1f}x" if base else "       -"
+        print(f"{method:<28} {k:>5} {sec * 1000:>15.1f} {ratio:>9} {acc:>9.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Ask-and-tell batches: K trials asked at once, trained as one population, told one by one.
+
+``[search] batch = K`` (or ``"auto"``) makes ``study.run`` call ``run_batch`` instead
+of ``study.optimize``. Each member stores what the single objective stores (the same
+intermediate values and user attributes), is pruned on its own, and is told
+COMPLETE, PRUNED or FAIL.
+
+Optuna's heartbeat runs only inside ``study.optimize``; with ask-and-tell a killed
+process would leave its trials RUNNING for ever. So a thread here records a
+heartbeat for every asked, not yet told trial, through the storage's own
+``record_heartbeat``; a later run's ``fail_stale_trials`` then fails them and the
+storage's ``RetryHeartbeatStaleTrialCallback`` queues them again (WAITING), which
+the next ``study.ask`` picks up with the same lambda.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from types import TracebackType
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled  # what study.optimize itself uses
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.config import StudyConfig
+from sweep.objective import Prepared, _epoch_record, binomial_se, suggest_lambda
+from sweep.population import PopulationEpoch, auto_size, fit_population
+
+
+def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
+    """Members per population; 1 means the single-trial path (``study.optimize``).
+
+    Only penalty ``l2`` on a single holdout fit has a population trainer; other penalties,
+    CV and repeats train trial by trial.
+    """
+    batch = cfg.search.batch
+    if batch == 1:
+        return 1
+    if cfg.train.penalty != "l2":
+        warnings.warn(f"search.batch = {batch!r} applies to train.penalty = 'l2' only; "
+                      f"training {cfg.train.penalty!r} trials one at a time", UserWarning, stacklevel=2)
+        return 1
+    if cfg.search.validation != "holdout" or cfg.search.repeats > 1:
+        warnings.warn(f"search.batch = {batch!r} applies to one holdout fit per trial only; "
+                      "training cross-validated or repeated trials one at a time", UserWarning, stacklevel=2)
+        return 1
+    if batch == "auto":
+        return auto_size(prep.device, hidden=cfg.model.hidden, batch_size=cfg.train.batch_size,
+                         n_fit=int(prep.y_fit.shape[0]))
+    return int(batch)
+
+
+class _Heartbeats:
+    """Records a heartbeat for each live trial every ``heartbeat_interval`` seconds, from one thread."""
+
+    def __init__(self, storage: BaseStorage) -> None:
+        # study._storage is RDBStorage wrapped in optuna's cache; both are BaseHeartbeat.
+        self._storage = storage if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage) else None
+        self._interval = self._storage.get_heartbeat_interval() or 0 if self._storage is not None else 0
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        # The first beat at once: a trial with no heartbeat row is never found stale.
+        if self._storage is not None:
+            self._storage.record_heartbeat(trial_id)
+        with self._lock:
+            self._ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def _beat(self, storage: BaseHeartbeat) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                ids = sorted(self._ids)
+            for trial_id in ids:
+                with contextlib.suppress(Exception):  # a missed beat is retried next interval
+                    storage.record_heartbeat(trial_id)
+
+    def __enter__(self) -> _Heartbeats:
+        if self._storage is not None:
+            self._thread = threading.Thread(target=self._beat, args=(self._storage,), name="sweep-batch-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():
+        # Optuna warns that heartbeats are meant for study.optimize; _Heartbeats covers ask-and-tell.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return study.ask()
+
+
+def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: int) -> list[FrozenTrial]:
+    """Ask ``size`` trials, train them as one population, tell each; returns them finished, in order."""
+    storage = study._storage  # optuna's own fail_stale_trials reads it the same way
+    if is_heartbeat_enabled(storage):
+        optuna.storages.fail_stale_trials(study)  # what study.optimize does before each trial
+    seed = cfg.train.seed  # one seed for all lambdas, as in the single objective
+    live: dict[int, optuna.Trial] = {}
+    histories: dict[int, list[dict[str, float]]] = {}
+    trials: list[optuna.Trial] = []
+
+    def tell(i: int, state: TrialState, value: float | None = None) -> None:
+        trial = live.pop(i)
+        heartbeats.discard(trial._trial_id)
+        study.tell(trial, value, state=state)
+
+    with _Heartbeats(storage) as heartbeats:
+        try:
+            lams = []
+            for i in range(size):
+                trial = _ask(study)
+                heartbeats.add(trial._trial_id)
+                live[i], histories[i] = trial, []
+                trials.append(trial)
+                lams.append(suggest_lambda(trial, cfg.search))  # before the next ask: constant liar sees it
+                trial.set_user_attr("device", str(prep.device))
+                trial.set_user_attr("seed", seed)
+                trial.set_user_attr("population", size)
+
+            def on_epoch(ep: PopulationEpoch) -> list[int]:
+                stop = []
+                for i, reason in ep.failed.items():
+                    live[i].set_user_attr("history", histories[i])
+                    live[i].set_user_attr("fail_reason", reason)
+                    tell(i, TrialState.FAIL)
+                for i, s in ep.stats.items():
+                    histories[i].append(_epoch_record(s))
+                    live[i].report(s.val_acc, s.epoch)
+                    if live[i].should_prune():
+                        live[i].set_user_attr("history", histories[i])
+                        tell(i, TrialState.PRUNED)
+                        stop.append(i)
+                return stop
+
+            results = fit_population(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lams=lams,
+                                     seeds=[seed] * size, cfg=cfg.train, hidden=cfg.model.hidden,
+                                     on_epoch=on_epoch)
+            n_val = int(prep.y_val.shape[0])
+            for i, r in enumerate(results):
+                if r.state != "complete":
+                    continue
+                final, trial = r.history[-1], live[i]
+                attrs = {"history": histories[i], "val_acc": final.val_acc, "val_loss": final.val_loss,
+                         "train_acc": final.train_acc, "train_loss": final.train_loss,
+                         "val_se": binomial_se(final.val_acc, n_val), "n_val": n_val,
+                         "seconds": round(sum(h["seconds"] for h in histories[i]), 4)}
+                for key, value in attrs.items():
+                    trial.set_user_attr(key, value)
+                tell(i, TrialState.COMPLETE, final.val_acc)
+        except BaseException as err:
+            # Whatever stopped the batch (Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.
+            for i in list(live):
+                try:
+                    live[i].set_user_attr("fail_reason", f"batch stopped: {type(err).__name__}: {err}")
+                    tell(i, TrialState.FAIL)
+                except Exception:  # noqa: BLE001 - the heartbeat will fail it later
+                    pass
+            raise
+    numbers = {t.number for t in trials}
+    return [t for t in study.get_trials(deepcopy=False) if t.number in numbers]

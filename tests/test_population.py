@@ -1,0 +1,204 @@
+"""Population training (sweep.population) and ask-and-tell batches (sweep.batch), all on the CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from sweep import data, study
+from sweep.batch import run_batch
+from sweep.config import PARAM, TrainConfig
+from sweep.errors import ConfigError
+from sweep.objective import prepare
+from sweep.population import PopulationEpoch, fit_population
+from sweep.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = TrainConfig(epochs=2, lr=0.1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[torch.Tensor, ...]:
+    ds = data.load("mnist-sample")
+    x, y = data.to_device(ds.train, torch.device("cpu"))
+    fit_i, val_i = data.holdout_split(ds.train.y, 1000, 0)
+    return x[fit_i], y[fit_i], x[val_i], y[val_i]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module, atol: float = 1e-5) -> bool:
+    return all(torch.allclose(p, q, atol=atol, rtol=0) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("seeds", [[0, 1, 2], [5, 5, 5]], ids=["own-orders", "shared-order"])
+@pytest.mark.parametrize("decay_bias", [True, False])
+def test_member_equals_single_training(split, seeds: list[int], decay_bias: bool) -> None:
+    cfg = CFG.model_copy(update={"decay_bias": decay_bias, "batch_size": 50})
+    lams = [1e-5, 1e-3, 3e-2]
+    members = fit_population(*split, lams=lams, seeds=seeds, cfg=cfg, return_models=True)
+    n_val = int(split[3].shape[0])
+    for lam, seed, member in zip(lams, seeds, members, strict=True):
+        alone = fit(*split, lam=lam, cfg=cfg, seed=seed)
+        assert member.state == "complete" and member.model is not None and alone.model is not None
+        assert _same_weights(member.model, alone.model)
+        for mine, ref in zip(member.history, alone.history, strict=True):
+            assert mine.epoch == ref.epoch
+            assert mine.train_loss == pytest.approx(ref.train_loss, abs=1e-5)
+            assert mine.val_loss == pytest.approx(ref.val_loss, abs=1e-5)
+            assert abs(mine.val_acc - ref.val_acc) <= 1 / n_val  # an argmax tie may flip one example
+            assert abs(mine.train_acc - ref.train_acc) <= 2 / len(split[1])
+
+
+def test_different_lambdas_give_different_weights(split) -> None:
+    a, b = fit_population(*split, lams=[1e-5, 3e-2], seeds=[0, 0], cfg=CFG, return_models=True)
+    assert a.model is not None and b.model is not None
+    assert not _same_weights(a.model, b.model)
+
+
+def test_pruned_member_leaves_and_others_are_unchanged(split) -> None:
+    lams, seeds = [1e-4, 1e-3, 1e-2], [0, 1, 2]
+    cfg = CFG.model_copy(update={"epochs": 3})
+    full = fit_population(*split, lams=lams, seeds=seeds, cfg=cfg, return_models=True)
+    seen: list[list[int]] = []
+
+    def prune_middle(ep: PopulationEpoch) -> list[int]:
+        seen.append(sorted(ep.stats))
+        return [1] if ep.epoch == 1 else []
+
+    cut = fit_population(*split, lams=lams, seeds=seeds, cfg=cfg, on_epoch=prune_middle, return_models=True)
+    assert seen == [[0, 1, 2], [0, 2], [0, 2]]  # the pruned member is no longer trained
+    assert cut[1].state == "pruned" and len(cut[1].history) == 1 and cut[1].model is None
+    for i in (0, 2):
+        assert cut[i].state == "complete"
+        assert _same_weights(cut[i].model, full[i].model, atol=1e-6)  # type: ignore[arg-type]
+        assert [h.val_acc for h in cut[i].history] == [h.val_acc for h in full[i].history]
+
+
+def test_nan_fails_one_member_only(split) -> None:
+    seen: list[dict[int, str]] = []
+    members = fit_population(*split, lams=[1e-4, 1e4], seeds=[0, 0], cfg=CFG,
+                             on_epoch=lambda ep: seen.append(ep.failed), return_models=True)
+    assert members[1].state == "failed"
+    assert members[1].fail_reason == (
+        "training loss became nan in epoch 1 at lambda 1e+04; lower train.lr or the lambda range")
+    assert seen[0] == {1: members[1].fail_reason} and seen[1] == {}
+    alone = fit(*split, lam=1e-4, cfg=CFG, seed=0)
+    assert members[0].state == "complete" and _same_weights(members[0].model, alone.model)  # type: ignore[arg-type]
+
+
+def test_other_penalties_are_refused(split) -> None:
+    with pytest.raises(ConfigError, match="population training supports train.penalty = 'l2' only, got 'l1'"):
+        fit_population(*split, lams=[1e-3], seeds=[0], cfg=CFG.model_copy(update={"penalty": "l1"}))
+
+
+def test_batch_study_reaches_n_trials_with_attrs(tiny_cfg, sqlite_url: str) -> None:
+    cfg = tiny_cfg(name="pop", train={"epochs": 1}, search={"sampler": "tpe", "n_trials": 6, "batch": 4})
+    s = study.run(cfg, sqlite_url)
+    trials = s.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6  # 4 then 2: never asks past n_trials
+    assert [t.user_attrs["population"] for t in trials] == [4, 4, 4, 4, 2, 2]
+    expected = {"history", "val_acc", "val_loss", "train_acc", "train_loss", "val_se", "n_val", "seconds",
+                "device", "seed", "population"}
+    for t in trials:
+        assert set(t.user_attrs) == expected
+        assert t.value == t.user_attrs["val_acc"] == t.intermediate_values[1]
+        assert t.user_attrs["n_val"] == 1000 and t.user_attrs["device"] == "cpu"
+    assert len({t.params[PARAM] for t in trials}) == 6
+    assert s.user_attrs["refit"]["min"]["test_acc"] > 0.5
+
+
+def test_batch_value_equals_single_trial(tiny_cfg, sqlite_url: str) -> None:
+    cfg = tiny_cfg(name="pop", search={"n_trials": 2, "batch": 2})
+    s = study.run(cfg, sqlite_url, refit_after=False)
+    prep = prepare(cfg)
+    for t in s.get_trials():
+        alone = fit(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lam=t.params[PARAM], cfg=cfg.train, seed=0)
+        assert t.value is not None and abs(t.value - alone.final.val_acc) <= 1 / 1000
+
+
+def test_batch_prunes_a_member(tiny_cfg, sqlite_url: str) -> None:
+    cfg = tiny_cfg(name="prune", train={"epochs": 3},
+                   search={"pruner": "median", "lambda_high": 5.0, "n_trials": 7, "batch": 2})
+    s = study.create_or_load(cfg, sqlite_url)
+    dist: dict[str, BaseDistribution] = {PARAM: FloatDistribution(cfg.search.lambda_low, cfg.search.lambda_high, log=True)}
+    for _ in range(5):  # the median pruner's startup trials, all at 0.5
+        s.add_trial(optuna.trial.create_trial(params={PARAM: 1e-3}, distributions=dist, value=0.5,
+                                              intermediate_values={1: 0.5, 2: 0.5, 3: 0.5}))
+    s.enqueue_trial({PARAM: 1e-5})  # learns: about 0.8 after epoch 1
+    s.enqueue_trial({PARAM: 3.0})  # decays every weight away: 0.1
+    finished = run_batch(s, cfg, prepare(cfg), size=2)
+    assert [t.state for t in finished] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert len(finished[0].user_attrs["history"]) == 3
+    assert len(finished[1].user_attrs["history"]) == 1 and list(finished[1].intermediate_values) == [1]
+
+
+def test_penalty_other_than_l2_falls_back_to_single_trials(tiny_cfg, sqlite_url: str) -> None:
+    cfg = tiny_cfg(name="l1", train={"epochs": 1, "penalty": "l1"}, search={"n_trials": 2, "batch": 2})
+    with pytest.warns(UserWarning, match="search.batch = 2 applies to train.penalty = 'l2' only"):
+        s = study.run(cfg, sqlite_url, refit_after=False)
+    assert [t.state for t in s.get_trials()] == [TrialState.COMPLETE] * 2
+    assert all("population" not in t.user_attrs for t in s.get_trials())
+
+
+CHILD = """
+import sys, time
+import sweep.batch
+from sweep import config, study
+
+real = sweep.batch.fit_population
+
+def stuck(*args, on_epoch, **kwargs):
+    def hook(ep):
+        out = on_epoch(ep)
+        open(sys.argv[2], "w").close()  # tell the test that the batch is mid-training
+        time.sleep(600)
+        return out
+    return real(*args, on_epoch=hook, **kwargs)
+
+sweep.batch.fit_population = stuck
+study.run(config.from_json(open(sys.argv[1]).read()), sys.argv[3])
+"""
+
+
+def test_killed_batch_fails_and_is_retried(tiny_cfg, sqlite_url: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "3")
+    cfg = tiny_cfg(name="killed", search={"n_trials": 3, "batch": 3})
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    (tmp_path / "child.py").write_text(textwrap.dedent(CHILD))
+    marker = tmp_path / "mid-batch"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "cfg.json"), str(marker),
+                              sqlite_url], env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert child.poll() is None, "the batch run ended before it was killed"
+            assert time.monotonic() < deadline, "the batch run never reached its first epoch"
+            time.sleep(0.2)
+        time.sleep(4)  # longer than the grace period: only fresh heartbeats keep the trials alive
+        s = study.create_or_load(cfg, sqlite_url)
+        optuna.storages.fail_stale_trials(s)
+        assert [t.state for t in s.get_trials()] == [TrialState.RUNNING] * 3
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    lams = sorted(t.params[PARAM] for t in s.get_trials())
+    time.sleep(4.5)  # past the grace period since the last heartbeat
+    resumed = study.run(cfg, sqlite_url, refit_after=False)
+    trials = resumed.get_trials()
+    assert [t.state for t in trials[:3]] == [TrialState.FAIL] * 3
+    assert [t.state for t in trials[3:]] == [TrialState.COMPLETE] * 3
+    assert sorted(t.params[PARAM] for t in trials[3:]) == lams  # the same lambdas, retried
+    assert sorted(t.system_attrs["failed_trial"] for t in trials[3:]) == [0, 1, 2]
