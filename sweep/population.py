@@ -122,8 +122,8 @@ def _order(stacks: _Stacks, n: int, device: torch.device) -> torch.Tensor:
     return order.to(device, non_blocking=True)
 
 
-def _step(p: _Stacks, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
-    """One SGD step of every member; returns each member's summed batch loss, shape (K,), no sync.
+def _step(p: _Stacks, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step of every member; returns each member's summed batch loss and correct count, (K,) each, no sync.
 
     ``xb``/``yb`` are (B, 784)/(B,) when the members share the batch, else (K, B, 784)/(K, B).
     """
@@ -140,6 +140,7 @@ def _step(p: _Stacks, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Te
     out = torch.baddbmm(p.b2, h, p.w2.mT)  # (K, B, 10)
     lse = out.logsumexp(2, keepdim=True)
     loss = (lse - out.gather(2, y3)).sum((1, 2))
+    hits = (out.argmax(2, keepdim=True) == y3).sum((1, 2))
     g_out = (out - lse).exp_()  # softmax
     g_out.scatter_add_(2, y3, torch.full(y3.shape, -1.0, device=g_out.device))
     g_out.div_(b)
@@ -152,7 +153,7 @@ def _step(p: _Stacks, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Te
     else:
         p.w1.mul_(p.keep_w).baddbmm_(g_h.mT, xb, alpha=-lr)
     p.b1.mul_(p.keep_b).sub_(g_h.sum(1, keepdim=True), alpha=lr)
-    return loss
+    return loss, hits
 
 
 @torch.no_grad()
@@ -209,12 +210,14 @@ def fit_population(
         start = time.perf_counter()
         order = _order(stacks, n, device)
         total = torch.zeros(len(stacks), device=device)
+        fit_correct = torch.zeros(len(stacks), device=device, dtype=torch.long)
         with torch.no_grad():
             for s in range(0, n, cfg.batch_size):
                 idx = order[..., s:s + cfg.batch_size]
-                total += _step(stacks, x_fit[idx], y_fit[idx], cfg.lr)
-        _, fit_correct = _evaluate(stacks, x_fit, y_fit)
-        cols = [total, fit_correct]
+                loss, hits = _step(stacks, x_fit[idx], y_fit[idx], cfg.lr)
+                total += loss
+                fit_correct += hits
+        cols = [total, fit_correct]  # running training figures, as train.fit reports them
         if x_val is not None and y_val is not None:
             cols += _evaluate(stacks, x_val, y_val)
         # Divided in double after one read, as train.fit's float(sum) / n does.

@@ -38,7 +38,7 @@ EVAL_CHUNK = 8192
 class EpochStats:
     epoch: int  # 1-based
     train_loss: float  # mean training loss over the epoch's batches (penalty excluded)
-    train_acc: float  # accuracy on the whole fit set after the epoch
+    train_acc: float  # running accuracy over the epoch's training batches (as the loss), before each step
     val_loss: float
     val_acc: float
     seconds: float
@@ -97,8 +97,11 @@ def _penalty_params(model: SimpleNet, decay_bias: bool) -> tuple[list[torch.nn.P
     return decay, keep
 
 
-def _make_step(model: SimpleNet, cfg: TrainConfig, lam: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """One training step for ``cfg.penalty``; returns the batch's summed data loss (no sync)."""
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _make_step(model: SimpleNet, cfg: TrainConfig, lam: float) -> Step:
+    """One training step for ``cfg.penalty``; returns the batch's summed data loss and correct count (no sync)."""
     decay, keep = _penalty_params(model, cfg.decay_bias)
     if cfg.penalty == "l2":
         return _fast_l2_step(model, lr=cfg.lr, lam=lam, decay_bias=cfg.decay_bias)
@@ -120,19 +123,18 @@ def _make_step(model: SimpleNet, cfg: TrainConfig, lam: float) -> Callable[[torc
             return lam * (cfg.l1_ratio * ab + (1 - cfg.l1_ratio) / 2 * sq)
         return torch.zeros(())
 
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         opt.zero_grad(set_to_none=True)
-        data_loss = F.cross_entropy(model(xb), yb)
+        out = model(xb)
+        data_loss = F.cross_entropy(out, yb)
         (data_loss + penalty()).backward()
         opt.step()
-        return data_loss.detach() * yb.shape[0]
+        return data_loss.detach() * yb.shape[0], (out.detach().argmax(1) == yb).sum()
 
     return step
 
 
-def _fast_l2_step(
-    model: SimpleNet, *, lr: float, lam: float, decay_bias: bool
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _fast_l2_step(model: SimpleNet, *, lr: float, lam: float, decay_bias: bool) -> Step:
     """SGD with coupled weight decay, gradients written out for fc1-ReLU-fc2 + mean cross-entropy.
 
     Per parameter: ``w <- w - lr*(grad + lam*w)``, as ``torch.optim.SGD(weight_decay=lam)`` does.
@@ -142,7 +144,7 @@ def _fast_l2_step(
     keep_w = 1.0 - lr * lam
     keep_b = keep_w if decay_bias else 1.0
 
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = yb.shape[0]
         h = torch.addmm(b1, xb, w1.t()).clamp_(min=0)
         out = torch.addmm(b2, h, w2.t())
@@ -156,7 +158,7 @@ def _fast_l2_step(
         b2.mul_(keep_b).sub_(g_out.sum(0), alpha=lr)
         w1.mul_(keep_w).addmm_(g_h.t(), xb, alpha=-lr)
         b1.mul_(keep_b).sub_(g_h.sum(0), alpha=lr)
-        return loss
+        return loss, (out.argmax(1) == yb).sum()
 
     return step
 
@@ -189,17 +191,19 @@ def fit(
         start = time.perf_counter()
         model.train()
         total = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
         with torch.set_grad_enabled(cfg.penalty != "l2"):
             for idx in _batches(n, cfg.batch_size, gen, device):
-                total += step(x_fit[idx], y_fit[idx])
-        train_loss = float(total) / n
+                loss, hits = step(x_fit[idx], y_fit[idx])
+                total += loss
+                correct += hits
+        train_loss, train_acc = float(total) / n, float(correct) / n
         if not torch.isfinite(torch.tensor(train_loss)):
             raise TrainingDivergedError(
                 f"training loss became {train_loss} in epoch {epoch} at lambda {lam:.3g}; "
                 "lower train.lr or the lambda range"
             )
         model.eval()
-        _, train_acc = evaluate(model, x_fit, y_fit)
         val_loss, val_acc = evaluate(model, x_val, y_val) if x_val is not None and y_val is not None else (nan, nan)
         stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start)
         history.append(stats)
