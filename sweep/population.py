@@ -24,6 +24,7 @@ the device until the epoch's one read of its figures.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,14 @@ class _Stacks:
         keep = torch.tensor([1.0 - lr * lam for lam in lams], dtype=torch.float64).to(torch.float32)
         self.keep_w = keep.view(-1, 1, 1).to(device)
         self.keep_b = self.keep_w if decay_bias else torch.ones_like(self.keep_w)
+        # w1 is kept as scale * w1 (one scale per member): the decay multiplies the (K,1,1) scale
+        # instead of every weight, so a step never rewrites the whole first layer for it.
+        # Where 1 - lr*lam is near 0 or negative (a diverging set-up) the weights are decayed directly.
+        self.scale = torch.ones_like(self.keep_w)
+        smallest = float(self.keep_w.abs().min()) if len(lams) else 1.0
+        self.scaled = smallest > 1e-3
+        # Fold the scale back into w1 before it can underflow (|keep|^steps stays above 1e-12).
+        self.renorm_every = max(1, int(-12 / math.log10(smallest))) if self.scaled and smallest < 1 else 1 << 62
         self.members = list(range(len(lams)))  # original index of each stacked row
         self.gens = [torch.Generator().manual_seed(s) for s in seeds]
         self.shared_order = len(set(seeds)) == 1
@@ -94,10 +103,16 @@ class _Stacks:
     def keep_rows(self, rows: list[int]) -> None:
         """Keep only the stacked rows ``rows`` (positions); the others stop costing compute."""
         index = torch.tensor(rows, device=self.w1.device, dtype=torch.long)
-        for name in ("w1", "b1", "w2", "b2", "keep_w", "keep_b"):
+        self.fold_scale()
+        for name in ("w1", "b1", "w2", "b2", "keep_w", "keep_b", "scale"):
             setattr(self, name, getattr(self, name).index_select(0, index))
         self.members = [self.members[r] for r in rows]
         self.gens = [self.gens[r] for r in rows]
+
+    def fold_scale(self) -> None:
+        """Make ``w1`` the real weights again (scale 1)."""
+        self.w1.mul_(self.scale)
+        self.scale.fill_(1.0)
 
     def model(self, row: int) -> SimpleNet:
         net = SimpleNet(self.w1.shape[1]).to(self.w1.device)
@@ -131,12 +146,12 @@ def _step(p: _Stacks, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> tuple[to
     shared = xb.dim() == 2
     b = yb.shape[-1]
     if shared:  # one (B, 784) x (784, K*hidden) matmul for the whole population
-        h = torch.addmm(p.b1.reshape(1, k * hidden), xb, p.w1.reshape(k * hidden, IN_FEATURES).t())
-        h = h.view(b, k, hidden).transpose(0, 1).clamp_(min=0)
+        h = torch.mm(xb, p.w1.reshape(k * hidden, IN_FEATURES).t()).view(b, k, hidden).transpose(0, 1)
         y3 = yb.view(1, b, 1).expand(k, b, 1)
     else:
-        h = torch.baddbmm(p.b1, xb, p.w1.mT).clamp_(min=0)
+        h = torch.bmm(xb, p.w1.mT)
         y3 = yb.unsqueeze(2)
+    h = torch.addcmul(p.b1, h, p.scale).clamp_(min=0)  # (K, B, hidden): scale * (x @ w1.T) + b1
     out = torch.baddbmm(p.b2, h, p.w2.mT)  # (K, B, 10)
     lse = out.logsumexp(2, keepdim=True)
     loss = (lse - out.gather(2, y3)).sum((1, 2))
@@ -147,12 +162,18 @@ def _step(p: _Stacks, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> tuple[to
     g_h = torch.bmm(g_out, p.w2).mul_(h > 0)  # (K, B, hidden), before w2 changes
     p.w2.mul_(p.keep_w).baddbmm_(g_out.mT, h, alpha=-lr)
     p.b2.mul_(p.keep_b).sub_(g_out.sum(1, keepdim=True), alpha=lr)
-    if shared:
-        p.w1.mul_(p.keep_w)
-        p.w1.view(k * hidden, IN_FEATURES).addmm_(g_h.transpose(1, 2).reshape(k * hidden, b), xb, alpha=-lr)
-    else:
-        p.w1.mul_(p.keep_w).baddbmm_(g_h.mT, xb, alpha=-lr)
     p.b1.mul_(p.keep_b).sub_(g_h.sum(1, keepdim=True), alpha=lr)
+    if p.scaled:  # scale*w1 <- keep*scale*w1 - lr*g:  scale <- keep*scale,  w1 <- w1 - (lr/scale)*g
+        p.scale.mul_(p.keep_w)
+        g_h = g_h * (lr / p.scale)
+        step = 1.0
+    else:
+        p.w1.mul_(p.keep_w)
+        step = lr
+    if shared:
+        p.w1.view(k * hidden, IN_FEATURES).addmm_(g_h.transpose(1, 2).reshape(k * hidden, b), xb, alpha=-step)
+    else:
+        p.w1.baddbmm_(g_h.mT, xb, alpha=-step)
     return loss, hits
 
 
@@ -212,11 +233,14 @@ def fit_population(
         total = torch.zeros(len(stacks), device=device)
         fit_correct = torch.zeros(len(stacks), device=device, dtype=torch.long)
         with torch.no_grad():
-            for s in range(0, n, cfg.batch_size):
+            for i, s in enumerate(range(0, n, cfg.batch_size), start=1):
                 idx = order[..., s:s + cfg.batch_size]
                 loss, hits = _step(stacks, x_fit[idx], y_fit[idx], cfg.lr)
                 total += loss
                 fit_correct += hits
+                if i % stacks.renorm_every == 0:
+                    stacks.fold_scale()
+            stacks.fold_scale()
         cols = [total, fit_correct]  # running training figures, as train.fit reports them
         if x_val is not None and y_val is not None:
             cols += _evaluate(stacks, x_val, y_val)
