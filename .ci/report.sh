@@ -19,4 +19,3 @@ if ! "$venv/bin/python" -c 'from jupyter_client.kernelspec import KernelSpecMana
 fi
 
 echo "report setup ok: $(chromium --version 2>/dev/null | head -1), $(chromedriver --version | head -1)"
-echo "export BROWSER_PATH=$(command -v chromium)"

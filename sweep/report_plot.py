@@ -22,6 +22,7 @@ from sweep.report_data import StudyRecord, TrialRecord, collect_history
 
 STUDY_COLOURS = qualitative.Plotly
 LAMBDA_SCALE = "Viridis"
+TEST_COLOUR = "#d62728"
 RULE_MARKERS = {"min": ("star", "λ_min"), "1se": ("diamond", "λ_1se")}
 LAMBDA_AXIS = {"type": "log", "title": {"text": "lambda (weight_decay), log scale"}, "exponentformat": "power"}
 LAYOUT = {"template": "plotly_white", "height": 460, "legend": {"orientation": "h", "y": -0.22},
@@ -85,7 +86,9 @@ def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
                 fig.add_trace(go.Scatter(
                     x=[choice.lam], y=[choice.test_acc], mode="markers",
                     name=_label(rec, f"test accuracy, refit at {label} ({choice.test_acc:.4f})", many),
-                    marker={"symbol": "x", "size": 13, "color": colour, "line": {"width": 1, "color": "black"}},
+                    # one study: red, so the test figure does not read as a validation point; several: the study colour
+                    marker={"symbol": "x", "size": 13, "color": colour if many else TEST_COLOUR,
+                            "line": {"width": 1, "color": "black"}},
                     customdata=[[name]],
                     hovertemplate=f"%{{customdata[0]}}<br>refit on the whole training set at {label}"
                                   "<br>lambda %{x:.3g}<br>test accuracy %{y:.4f}<extra></extra>",
