@@ -14,7 +14,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweep.config import PARAM
+from sweep.config import PARAM, from_json
+from sweep.errors import SweepError
 from sweep.select import RULES, TrialScore, choose, scores_of
 
 
@@ -181,11 +182,11 @@ def _wall_seconds(study: optuna.Study) -> float | None:
 
 
 def _setup(study: optuna.Study) -> dict[str, Any]:
-    from sweep.study import stored_config  # study imports training code; only needed here
-
+    # Read the stored config directly (as sweep.study.stored_config does) so reports never import torch.
+    text = study.user_attrs.get("config")
     try:
-        cfg = stored_config(study)
-    except Exception:  # a config written by another version: the report still draws the trials
+        cfg = from_json(text) if isinstance(text, str) else None
+    except (SweepError, ValueError):  # a config from another version (pydantic errors are ValueErrors): still draw
         cfg = None
     if cfg is None:
         return {}

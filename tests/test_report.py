@@ -194,3 +194,12 @@ def test_png_says_what_is_missing(sqlite_url: str, tmp_path: Path, monkeypatch: 
         1, "error: --png needs the Python package kaleido (>=1.0), which is not installed; "
            "install it with 'pip install kaleido'\n")
     assert not (tmp_path / "r.png").exists()
+
+
+def test_setup_comes_from_the_stored_config_and_a_bad_one_is_ignored(sqlite_url: str, tiny_cfg: Any) -> None:
+    study = make_fake(sqlite_url)
+    study.set_user_attr("config", tiny_cfg(search={"sampler": "grid", "n_trials": 4}).to_json())
+    assert collect_study(study).setup["sampler"] == "grid"
+    study.set_user_attr("config", '{"name": "x", "unknown": 1}')  # written by some other version
+    rec = collect_study(study)
+    assert (rec.setup, len(rec.complete)) == ({}, 4)
