@@ -166,3 +166,30 @@ def best(name: str, storage: str | None, fmt: str, rule: str) -> None:
         click.echo(f"SWEEP_RULE={rec.rule}")
         click.echo(f"SWEEP_VAL_ACC={rec.val_acc!r}")
         click.echo(f"SWEEP_TEST_ACC={'' if rec.test_acc is None else repr(rec.test_acc)}")
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME [NAME ...]")
+@STORAGE
+@click.option("-o", "--output", default="report.html", show_default=True, metavar="PATH",
+              help="Where to write the self-contained HTML report (opens with no internet).")
+@click.option("--png", default=None, metavar="PATH",
+              help="Also write the accuracy-vs-lambda chart as a PNG (needs kaleido and Chromium; BROWSER_PATH picks one).")
+def report(names: tuple[str, ...], storage: str | None, output: str, png: str | None) -> None:
+    """Write a Plotly report of one or more studies: accuracy against lambda, the gap, history, learning curves.
+
+    Several NAMEs are overlaid on the same axes with a summary table. The accuracy-vs-lambda
+    chart is also stored in each study, where optuna-dashboard shows it.
+    """
+    from sweep import report as report_mod
+    from sweep.report_plot import plot_accuracy_vs_lambda
+    from sweep.select import load_study
+
+    records = report_mod.write_report(names, storage, output)
+    n = sum(len(r.trials) for r in records)
+    click.echo(f"wrote {output} ({len(records)} stud{'y' if len(records) == 1 else 'ies'}, {n} trials)")
+    if png:
+        report_mod.write_png(plot_accuracy_vs_lambda(records), png)
+        click.echo(f"wrote {png}")
+    for name in dict.fromkeys(names):
+        report_mod.save_dashboard_figure(load_study(name, storage))

@@ -47,3 +47,7 @@ class StudyConflictError(SweepError):
 
 class TrainingDivergedError(SweepError):
     """The loss became NaN or infinite; the trial fails, the sweep goes on."""
+
+
+class ReportError(SweepError):
+    """A report cannot be written: a path is not writable, or a tool for images (kaleido, Chromium) is missing."""

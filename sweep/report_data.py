@@ -1,0 +1,204 @@
+"""The data side of reports: plain records read from Optuna studies, no Plotly.
+
+``collect_study`` turns one study into a ``StudyRecord`` (its trials, the
+lambdas chosen by each rule, the refit figures, counts and wall time), so the
+drawing side (``report_plot``) and the tests never touch Optuna objects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.config import PARAM, from_json
+from sweep.errors import SweepError
+from sweep.select import RULES, TrialScore, choose, scores_of
+
+
+@dataclass(frozen=True)
+class EpochPoint:
+    epoch: int
+    train_acc: float | None
+    val_acc: float | None
+    train_loss: float | None
+    val_loss: float | None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the charts see it. ``val_acc`` is the last reported value for pruned trials."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    lam: float | None
+    val_acc: float | None
+    val_err: float | None  # error bar half-width: CV fold SE when there are folds, else the binomial SE
+    train_acc: float | None
+    fold_scores: tuple[float, ...] = ()
+    seconds: float | None = None
+    curve: tuple[EpochPoint, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("COMPLETE", "PRUNED")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The lambda one selection rule picks, with the refit's test accuracy when it was run for that pick."""
+
+    rule: str
+    lam: float
+    trial: int
+    val_acc: float
+    val_se: float
+    test_acc: float | None
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    name: str
+    trials: tuple[TrialRecord, ...]
+    choices: dict[str, Choice] = field(default_factory=dict)  # rule -> choice; empty without complete trials
+    counts: dict[str, int] = field(default_factory=dict)  # COMPLETE/PRUNED/FAIL/RUNNING -> n
+    wall_seconds: float | None = None  # first trial start to last trial end
+    setup: dict[str, Any] = field(default_factory=dict)  # sampler, dataset, epochs, lr ... from the stored config
+
+    @property
+    def complete(self) -> tuple[TrialRecord, ...]:
+        return tuple(t for t in self.trials if t.state == "COMPLETE" and t.lam is not None and t.val_acc is not None)
+
+    @property
+    def pruned(self) -> tuple[TrialRecord, ...]:
+        return tuple(t for t in self.trials if t.state == "PRUNED" and t.lam is not None and t.val_acc is not None)
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """Optimization history: the value of trial ``number`` and the best value up to it."""
+
+    number: int
+    value: float
+    best: float
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _error_bar(attrs: dict[str, Any]) -> tuple[float | None, tuple[float, ...]]:
+    """Half-width of the error bar: SE across folds when the trial stored them, else its own ``val_se``."""
+    folds = tuple(f for f in (_num(x) for x in attrs.get("fold_scores") or ()) if f is not None)
+    if len(folds) >= 2:
+        std = _num(attrs.get("val_std"))
+        if std is None:
+            mean = sum(folds) / len(folds)
+            std = math.sqrt(sum((f - mean) ** 2 for f in folds) / (len(folds) - 1))
+        return std / math.sqrt(len(folds)), folds
+    return _num(attrs.get("val_se")), folds
+
+
+def _curve(trial: optuna.trial.FrozenTrial) -> tuple[EpochPoint, ...]:
+    history = trial.user_attrs.get("history")
+    if isinstance(history, list) and history:
+        return tuple(
+            EpochPoint(int(h.get("epoch", i + 1)), _num(h.get("train_acc")), _num(h.get("val_acc")),
+                       _num(h.get("train_loss")), _num(h.get("val_loss")))
+            for i, h in enumerate(history) if isinstance(h, dict)
+        )
+    # Trials made by other code may only have intermediate values (val_acc per epoch).
+    return tuple(EpochPoint(int(step), None, _num(v), None, None) for step, v in sorted(trial.intermediate_values.items()))
+
+
+def collect_trials(study: optuna.Study) -> tuple[TrialRecord, ...]:
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        curve = _curve(t)
+        val = _num(t.value) if t.state == TrialState.COMPLETE else None
+        if val is None and curve:
+            val = curve[-1].val_acc  # pruned: the last value it reported
+        if val is None:
+            val = _num(t.user_attrs.get("val_acc"))
+        err, folds = _error_bar(t.user_attrs)
+        train = _num(t.user_attrs.get("train_acc"))
+        if train is None and curve:
+            train = curve[-1].train_acc
+        out.append(TrialRecord(
+            number=t.number, state=t.state.name, lam=_num(t.params.get(PARAM)), val_acc=val, val_err=err,
+            train_acc=train, fold_scores=folds, seconds=_num(t.user_attrs.get("seconds")), curve=curve,
+        ))
+    return tuple(out)
+
+
+def collect_choices(study: optuna.Study) -> dict[str, Choice]:
+    """lambda_min and lambda_1se (``sweep.select.choose``) with the stored refit test accuracy of each."""
+    scores = _scores(study)
+    if not scores:
+        return {}
+    refits = study.user_attrs.get("refit") or {}
+    out = {}
+    for rule in RULES:
+        pick = choose(scores, rule)
+        refit = refits.get(rule) if isinstance(refits, dict) else None
+        # A refit stored for an earlier pick (the study has grown since) is not this pick's test figure.
+        test = _num(refit.get("test_acc")) if isinstance(refit, dict) and refit.get("trial") == pick.number else None
+        out[rule] = Choice(rule, pick.lam, pick.number, pick.mean, pick.se, test)
+    return out
+
+
+def _scores(study: optuna.Study) -> list[TrialScore]:
+    # The error bar the chart shows is the one the 1se rule uses: CV SE when present.
+    base = scores_of(study.get_trials(deepcopy=False))
+    attrs = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False)}
+    return [TrialScore(s.number, s.lam, s.mean, _error_bar(attrs[s.number])[0] or s.se) for s in base]
+
+
+def collect_history(record: StudyRecord) -> tuple[HistoryPoint, ...]:
+    """Best value so far against trial number, over complete trials (what ``plot_optimization_history`` shows)."""
+    out: list[HistoryPoint] = []
+    best = -math.inf
+    for t in sorted(record.complete, key=lambda t: t.number):
+        value = t.val_acc if t.val_acc is not None else -math.inf  # record.complete keeps only trials with a value
+        best = max(best, value)
+        out.append(HistoryPoint(t.number, value, best))
+    return tuple(out)
+
+
+def _wall_seconds(study: optuna.Study) -> float | None:
+    trials = study.get_trials(deepcopy=False)
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    if not starts or not ends:
+        return None
+    return max(0.0, (max(ends) - min(starts)).total_seconds())
+
+
+def _setup(study: optuna.Study) -> dict[str, Any]:
+    # Read the stored config directly (as sweep.study.stored_config does) so reports never import torch.
+    text = study.user_attrs.get("config")
+    try:
+        cfg = from_json(text) if isinstance(text, str) else None
+    except (SweepError, ValueError):  # a config from another version (pydantic errors are ValueErrors): still draw
+        cfg = None
+    if cfg is None:
+        return {}
+    return {"sampler": cfg.search.sampler, "dataset": cfg.data.dataset, "epochs": cfg.train.epochs,
+            "lr": cfg.train.lr, "n_trials": cfg.search.n_trials,
+            "lambda_range": (cfg.search.lambda_low, cfg.search.lambda_high)}
+
+
+def collect_study(study: optuna.Study) -> StudyRecord:
+    trials = collect_trials(study)
+    counts = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    for t in trials:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study), counts=counts,
+                       wall_seconds=_wall_seconds(study), setup=_setup(study))
