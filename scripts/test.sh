@@ -24,8 +24,7 @@ fi
 
 for setup in .ci/setup-*.sh; do
   [ -e "$setup" ] || continue
-  # shellcheck source=/dev/null
-  source "$setup"
+  bash "$setup" .venv
 done
 
 .venv/bin/python -m pytest "$@"
