@@ -47,3 +47,9 @@ class StudyConflictError(SweepError):
 
 class TrainingDivergedError(SweepError):
     """The loss became NaN or infinite; the trial fails, the sweep goes on."""
+
+
+class TrialInterrupted(SweepError):
+    """A worker was asked to stop (SIGTERM/SIGINT); its running trial fails with reason "interrupted"."""
+
+    exit_code = 130
