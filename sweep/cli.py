@@ -14,9 +14,11 @@ from typing import Any
 
 import click
 import optuna
+from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
 from sweep.errors import SweepError
+from sweep.storage import storage_failure
 
 
 class _Group(click.Group):
@@ -28,6 +30,11 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as err:
+            if ctx.meta.get("sweep.debug"):
+                raise
+            click.echo(f"error: {storage_failure(err)}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("error: interrupted; the current trial was ended, run the same command again to resume",
                        err=True)
@@ -52,6 +59,40 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+class _TrialProgress:
+    """A progress bar of complete trials on a terminal; one line per trial otherwise (logs, CI).
+
+    Nothing is printed before the first trial ends, so set-up errors stay one line.
+    """
+
+    def __init__(self, name: str, target: int) -> None:
+        self.name, self.target, self.done = name, target, 0
+        self.bar: Any = None
+        self.tty = sys.stderr.isatty()
+
+    def update(self, p: Any) -> None:
+        lam = "-" if p.lam is None else f"{p.lam:.3g}"
+        line = f"trial {p.trial} {p.state.lower()} lambda={lam} val={_fmt(p.value)}"
+        if p.best_lam is not None:
+            line += f" | best {p.best_value:.4f} at lambda={p.best_lam:.3g}"
+        if not self.tty:
+            click.echo(f"[{p.complete}/{self.target}] {line}", err=True)
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=self.target, label=self.name, file=sys.stderr, show_pos=True,
+                                         item_show_func=lambda s: s)
+            self.bar.__enter__()
+        self.bar.update(p.complete - self.done, line)
+        self.done = p.complete
+
+    def __enter__(self) -> _TrialProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
 @STORAGE
@@ -68,23 +109,11 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
 
     extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
     cfg = config_mod.load(study_file, extra)
-    with click.progressbar(length=cfg.search.n_trials, label=f"{cfg.name}: trials", file=sys.stderr,
-                           show_pos=True, item_show_func=lambda s: s) as bar:
-        done = [0]
-
-        def on_trial(p: study_mod.Progress) -> None:
-            lam = "-" if p.lam is None else f"{p.lam:.3g}"
-            line = f"#{p.trial} {p.state.lower()} lambda={lam} val={_fmt(p.value)}"
-            if p.best_lam is not None:
-                line += f" | best {p.best_value:.4f} at lambda={p.best_lam:.3g}"
-            bar.update(p.complete - done[0], line)
-            done[0] = p.complete
-
-        with worker.stop_on_signals(worker.StopFlag()) as stop:
-            study_mod.run(cfg, storage, on_trial=on_trial, workers=workers, stop=stop)
+    with _TrialProgress(cfg.name, cfg.search.n_trials) as progress, worker.stop_on_signals(worker.StopFlag()) as stop:
+        study_mod.run(cfg, storage, on_trial=progress.update, workers=workers, stop=stop)
     if stop:
-        raise KeyboardInterrupt
-    rec = best_record(cfg.name, storage=storage, rule="min")
+        raise KeyboardInterrupt  # the trial was ended cleanly; _Group prints how to resume
+    rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
     click.echo(
         f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "
         f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {_fmt(rec.test_acc)} "
@@ -115,8 +144,10 @@ def show(name: str, storage: str | None) -> None:
     """Show the trials of study NAME."""
     from sweep.report_table import trial_rows
 
+    rows = trial_rows(name, storage)  # errors before any output
+
     click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'val acc':>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
-    for r in trial_rows(name, storage):
+    for r in rows:
         click.echo(f"{r['number']:>5} {r['state']:9} {_fmt(r['lambda'], '.3g'):>9} {_fmt(r['val_acc']):>8} "
                    f"{_fmt(r['train_acc']):>9} {r['epochs']:>6} {_fmt(r['seconds'], '.1f'):>8}  {r['note']}")
 

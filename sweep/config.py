@@ -6,7 +6,8 @@ A study file has a top-level ``name`` and four sections::
     [data]    dataset, data_dir, holdout, split_seed
     [model]   hidden
     [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, device, seed
-    [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed
+    [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed,
+              validation, folds, repeats, rule
 
 ``--set section.key=value`` overrides go through the same validation.
 """
@@ -28,10 +29,12 @@ Dataset = Literal["mnist", "fashion-mnist", "mnist-sample"]
 Penalty = Literal["l2", "l2-loss", "l2-decoupled", "l1", "elastic-net"]
 Sampler = Literal["tpe", "gp", "random", "qmc", "grid"]
 Pruner = Literal["none", "median", "hyperband"]
+Validation = Literal["holdout", "cv"]
+Rule = Literal["min", "1se"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -71,6 +74,12 @@ class SearchConfig(_Section):
     lambda_high: float = Field(default=1e-2, gt=0)
     pruner: Pruner = "median"
     seed: int = 0
+    # How a lambda is scored (see docs/cv.md): one holdout split, or stratified k-fold CV of the
+    # training set; ``repeats`` training seeds per split or fold; ``rule`` picks the refit's lambda.
+    validation: Validation = "holdout"
+    folds: int = Field(default=5, ge=2)
+    repeats: int = Field(default=1, ge=1)
+    rule: Rule = "min"
 
     @model_validator(mode="after")
     def _check_bounds(self) -> SearchConfig:
@@ -96,9 +105,10 @@ class StudyConfig(_Section):
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "study"
-    if first["type"] == "extra_forbidden":
-        return f"unknown key '{where}'"
     given = first.get("input")
+    if first["type"] == "extra_forbidden":
+        kind = "section" if isinstance(given, dict) else "key"
+        return f"unknown {kind} '{where}'"
     msg = first["msg"].removeprefix("Value error, ")
     if isinstance(given, dict):
         return f"{where}: {msg}"
@@ -146,7 +156,9 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"study file {str(p)!r} not found; give the path of a .toml file, e.g. studies/quickstart.toml") from None
+        raise ConfigError(
+            f"study file {str(p)!r} not found; give the path of a .toml file, e.g. studies/quickstart.toml"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read study file {str(p)!r}: {err}") from None
     try:

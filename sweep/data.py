@@ -27,7 +27,9 @@ from sweep.errors import DataError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-OFFLINE_HINT = "set data.dataset = 'mnist-sample' (shipped) or 'fashion-mnist' (apt-get install dataset-fashion-mnist), which work offline"
+OFFLINE_HINT = (
+    "set data.dataset = 'mnist-sample' (shipped) or 'fashion-mnist' (apt-get install dataset-fashion-mnist), which work offline"
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def _read_idx(raw: Path) -> Dataset:
 
 
 def _have_idx(raw: Path) -> bool:
-    return all((raw / f).is_file() for f in IDX_FILES)
+    return all((raw / f).exists() for f in IDX_FILES)  # present but unreadable is reported as such
 
 
 def _gunzip_into(src_dir: Path, raw: Path) -> None:

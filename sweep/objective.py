@@ -16,7 +16,7 @@ import torch
 
 from sweep import data
 from sweep.config import PARAM, SearchConfig, StudyConfig
-from sweep.errors import TrainingDivergedError, TrialInterrupted
+from sweep.errors import TrainingDivergedError
 from sweep.train import EpochStats, evaluate, fit, resolve_device
 
 
@@ -60,13 +60,17 @@ def _epoch_record(s: EpochStats) -> dict[str, float]:
             "val_loss": s.val_loss, "val_acc": s.val_acc, "seconds": round(s.seconds, 4)}
 
 
-def make_objective(cfg: StudyConfig, prep: Prepared, *,
-                   should_stop: Callable[[], bool] | None = None) -> Callable[[optuna.Trial], float]:
+def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
     """Holdout objective: train on the fit split, report validation accuracy every epoch.
 
-    ``should_stop`` is polled after every epoch; when it says so the trial ends with
-    ``TrialInterrupted`` (a worker asked to stop by SIGTERM/SIGINT).
+    ``search.validation = "cv"`` and holdout ``repeats > 1`` are in ``sweep.cv``.
     """
+    if cfg.search.validation == "cv" or cfg.search.repeats > 1:
+        from sweep import cv  # imported here: cv builds on this module
+
+        if cfg.search.validation == "cv":
+            return cv.make_cv_objective(cfg, prep)
+        return cv.make_repeated_holdout_objective(cfg, prep)
 
     def objective(trial: optuna.Trial) -> float:
         lam = suggest_lambda(trial, cfg.search)
@@ -79,9 +83,6 @@ def make_objective(cfg: StudyConfig, prep: Prepared, *,
             history.append(_epoch_record(s))
             trial.report(s.val_acc, s.epoch)
             trial.set_user_attr("history", history)
-            if should_stop is not None and should_stop():
-                trial.set_user_attr("fail_reason", "interrupted")
-                raise TrialInterrupted(f"trial {trial.number} interrupted after epoch {s.epoch}")
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {s.epoch}: val_acc {s.val_acc:.4f}")
 

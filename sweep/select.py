@@ -2,14 +2,15 @@
 
 Rules work on plain ``TrialScore`` records, so they are tested without Optuna:
 
-- ``min``: the lambda with the best mean validation accuracy (ties: the larger
-  lambda, the simpler model).
+- ``min``: the lambda with the best mean validation accuracy (ties: the earliest
+  trial, as Optuna's own ``best_trial`` picks, so ``optuna best-trial`` agrees).
 - ``1se``: the largest lambda whose mean is within one standard error of the best
   mean (the "one standard error rule" of cv.glmnet's ``lambda.1se``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,17 +42,27 @@ class BestRecord:
     test_acc: float | None
     refit_seed: int | None
     storage: str
+    # Both rules' picks, whichever ``rule`` chose ``lam``: with the 1se rule the JSON shows
+    # lambda_1se >= lambda_min and what each scored. Defaults keep older callers working.
+    lam_min: float | None = None
+    val_acc_min: float | None = None
+    val_se_min: float | None = None
+    lam_1se: float | None = None
+    val_acc_1se: float | None = None
+    val_se_1se: float | None = None
+    validation: str | None = None  # "holdout" or "cv": where val_se comes from (docs/cv.md)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["lambda"] = out.pop("lam")
+        for key in ("", "_min", "_1se"):
+            out[f"lambda{key}"] = out.pop(f"lam{key}")
         return out
 
 
 def choose(scores: list[TrialScore], rule: str) -> TrialScore:
     if not scores:
         raise NoCompleteTrialsError("no complete trials to choose from")
-    best = max(scores, key=lambda s: (s.mean, s.lam))
+    best = max(scores, key=lambda s: (s.mean, -s.number))
     if rule == "min":
         return best
     if rule == "1se":
@@ -93,10 +104,16 @@ def best_record(name: str, *, storage: str | None = None, rule: str = "min") -> 
             f"study {name!r} has no complete trial yet; run it with 'sweep run' (see 'sweep show {name}')"
         )
     pick = choose(scores, rule)
+    lo, one = choose(scores, "min"), choose(scores, "1se")
     refit = study.user_attrs.get("refit", {}).get(rule)
     matches = refit is not None and refit.get("trial") == pick.number
+    validation = None
+    if isinstance(study.user_attrs.get("config"), str):
+        validation = json.loads(study.user_attrs["config"]).get("search", {}).get("validation", "holdout")
     return BestRecord(
         study=name, rule=rule, lam=pick.lam, trial=pick.number, val_acc=pick.mean, val_se=pick.se,
         test_acc=refit["test_acc"] if matches else None, refit_seed=refit["seed"] if matches else None,
         storage=mask(resolve_url(storage)),
+        lam_min=lo.lam, val_acc_min=lo.mean, val_se_min=lo.se,
+        lam_1se=one.lam, val_acc_1se=one.mean, val_se_1se=one.se, validation=validation,
     )

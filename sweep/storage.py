@@ -110,6 +110,14 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
         raise StorageError(f"cannot use storage {shown}: {_explain(err)}; check the URL") from None
 
 
+def storage_failure(err: BaseException) -> StorageError:
+    """A one-line StorageError for a database failure met while a command was running."""
+    cause = err.__cause__ or err
+    text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+    reason = text[0] if text else type(cause).__name__
+    return StorageError(f"the study store failed: {reason}; check that the database is reachable and writable")
+
+
 def study_names(storage: RDBStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 

@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 
 from sweep import __version__
 from sweep.config import PARAM, StudyConfig, diff, from_json
-from sweep.errors import StorageError, StudyConflictError
-from sweep.objective import prepare, refit
+from sweep.errors import StorageError, StudyConflictError, TrainingDivergedError
+from sweep.objective import make_objective, prepare, refit
 from sweep.select import choose, scores_of
 from sweep.storage import mask, open_storage, resolve_url
 
@@ -48,6 +48,15 @@ def grid_points(cfg: StudyConfig) -> list[float]:
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     epochs = cfg.train.epochs
+    if cfg.search.validation == "cv":
+        # CV trials report the running mean of fold accuracies at step = fold (0..folds-1); see docs/cv.md.
+        folds = cfg.search.folds
+        if cfg.search.pruner == "median":
+            # Earliest prune after the second fold: one fold alone is too noisy to stop a lambda on.
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        if cfg.search.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=folds)
+        return optuna.pruners.NopPruner()
     if cfg.search.pruner == "median":
         # Early epochs say little about a regulariser: wait for half the epochs.
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 2))
@@ -124,25 +133,27 @@ def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallb
         refit_after: bool = True, workers: int = 1, stop=None) -> optuna.Study:
     """Create or resume the study and run trials until it has ``n_trials`` complete ones, then refit.
 
-    This is ``worker.submit`` + ``worker.work`` (+ ``workers - 1`` extra worker processes) + the refit.
-    ``stop`` (a ``worker.StopFlag``) ends the run cleanly, without the refit.
+    This is ``worker.submit`` + ``worker.work`` (+ ``workers - 1`` extra ``sweep worker`` processes)
+    + the refit. ``stop`` (a ``worker.StopFlag``) ends the run cleanly, without the refit.
     """
     import tempfile
 
     from sweep import worker
 
+    prep = prepare(cfg)  # data and device problems surface before anything is written to the store
+    objective = make_objective(cfg, prep)  # so do fold problems (more folds than a class has examples)
     study = worker.submit(cfg, storage)
     stop = stop if stop is not None else worker.StopFlag()
     with tempfile.TemporaryDirectory(prefix="sweep-workers-") as logs:
         procs = worker.spawn_workers(storage, cfg.name, workers - 1, log_dir=logs) if workers > 1 else []
         try:
-            worker.work(storage, study_name=cfg.name, refit=False, on_trial=on_trial, stop=stop)
+            worker.work(storage, study_name=cfg.name, refit=False, on_trial=on_trial, stop=stop, objective=objective)
         except BaseException:
             worker.join_workers(procs, terminate=True)
             raise
         worker.join_workers(procs, terminate=bool(stop))
     if refit_after and not stop:
-        refit_best(study, cfg)
+        refit_best(study, cfg, prep)
     return study
 
 
@@ -161,19 +172,26 @@ def _progress(study: optuna.Study, last: optuna.trial.FrozenTrial, target: int) 
     )
 
 
-def refit_best(study: optuna.Study, cfg: StudyConfig, prep=None, rules: tuple[str, ...] = ("min",)) -> dict:
-    """Refit each rule's lambda on the whole training set and store its test accuracy (once per choice)."""
+def refit_best(study: optuna.Study, cfg: StudyConfig, prep=None, rules: tuple[str, ...] | None = None) -> dict:
+    """Refit each rule's lambda on the whole training set and store its test accuracy (once per choice).
+
+    ``rules`` defaults to the study's ``search.rule`` alone: test accuracies of both rules
+    side by side would invite choosing the rule on the test set.
+    """
     scores = scores_of(study.get_trials(deepcopy=False))
     if not scores:
         return {}
     stored = dict(study.user_attrs.get("refit", {}))
-    for rule in rules:
+    for rule in rules or (cfg.search.rule,):
         pick = choose(scores, rule)
         if stored.get(rule, {}).get("trial") == pick.number:
             continue
         prep = prep or prepare(cfg)
-        record = refit(cfg, prep, pick.lam)
-        stored[rule] = {"rule": rule, "trial": pick.number, "val_acc": pick.mean, **record}
+        try:
+            record = refit(cfg, prep, pick.lam)
+        except TrainingDivergedError as err:
+            raise TrainingDivergedError(f"the refit of trial {pick.number} on the whole training set failed: {err}") from None
+        stored[rule] = {"rule": rule, "trial": pick.number, "val_acc": pick.mean, "val_se": pick.se, **record}
         try:
             study.set_user_attr("refit", stored)
         except Exception as err:  # pragma: no cover - storage went away mid-run

@@ -110,8 +110,8 @@ def _make_step(model: SimpleNet, cfg: TrainConfig, lam: float) -> Callable[[torc
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
 
     def penalty() -> torch.Tensor:
-        sq = sum((p * p).sum() for p in decay)
-        ab = sum(p.abs().sum() for p in decay)
+        sq = torch.stack([(p * p).sum() for p in decay]).sum()
+        ab = torch.stack([p.abs().sum() for p in decay]).sum()
         if cfg.penalty == "l2-loss":
             return lam / 2 * sq
         if cfg.penalty == "l1":

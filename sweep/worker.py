@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -102,6 +103,24 @@ class WorkSummary:
     interrupted: int | None = None  # the signal that stopped it
 
 
+class _Stoppable:
+    """The trial as the objective sees it: ``report`` (once per epoch or fold) ends the trial
+    with "interrupted" after a stop signal, so holdout and CV objectives stop the same way."""
+
+    def __init__(self, trial: optuna.Trial, stop: StopFlag) -> None:
+        self._trial = trial
+        self._stop = stop
+
+    def report(self, value: float, step: int) -> None:
+        self._trial.report(value, step)
+        if self._stop:
+            self._trial.set_user_attr("fail_reason", "interrupted")
+            raise TrialInterrupted(f"trial {self._trial.number} interrupted after step {step}")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._trial, name)
+
+
 @dataclass
 class _Loaded:
     study: optuna.Study
@@ -152,7 +171,7 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         if counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.RUNNING, 0) >= target:
             return BUSY, None
         if job.objective is None:
-            job.objective = make_objective(cfg, prepare(cfg), should_stop=lambda: bool(stop))
+            job.objective = make_objective(cfg, prepare(cfg))
         objective = job.objective
         # Seeded by the next trial number: concurrent workers draw different lambdas, and a
         # single process is reproducible and does not replay its start when resumed.
@@ -162,7 +181,7 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         def admitted(trial: optuna.Trial) -> float:
             lock.release()  # the trial is stored as RUNNING: the slot is taken
             own.append(trial)
-            return objective(trial)
+            return objective(cast(optuna.Trial, _Stoppable(trial, stop)))
 
         # UpdateFinishedTrialError: our trial was failed as stale meanwhile (heartbeat lost); its retry is queued.
         with contextlib.suppress(UpdateFinishedTrialError):
@@ -193,10 +212,11 @@ def refit_once(job: _Loaded, store: optuna.storages.RDBStorage) -> bool:
     scores = study_mod.scores_of(study.get_trials(deepcopy=False))
     if not scores:
         return False
-    pick = study_mod.choose(scores, "min").number
+    rule = job.cfg.search.rule
+    pick = study_mod.choose(scores, rule).number
     with StudyLock(store, study.study_name):
         attrs = optuna.load_study(study_name=study.study_name, storage=store).user_attrs
-        if attrs.get("refit", {}).get("min", {}).get("trial") == pick:
+        if attrs.get("refit", {}).get(rule, {}).get("trial") == pick:
             return False
         claim = attrs.get("refit_claim", {})
         if claim.get("trial") == pick:
@@ -214,13 +234,14 @@ def _sweep_studies(store: optuna.storages.RDBStorage) -> list[str]:
 
 def work(storage: str | None = None, *, study_name: str | None = None, wait: bool = False, poll: float = 5.0,
          refit: bool = True, on_trial: study_mod.ProgressCallback | None = None,
-         stop: StopFlag | None = None) -> WorkSummary:
+         stop: StopFlag | None = None, objective: Callable[[optuna.Trial], float] | None = None) -> WorkSummary:
     """Run trials until the named study (or every lambda-sweep study) has its target of complete trials.
 
     While all free slots are taken by other workers' running trials the worker polls
     (every ``poll`` seconds): one of them may die and its trial need a retry. With
     ``wait`` it keeps polling for new studies instead of returning. ``stop`` (set by a
-    signal) ends the current trial cleanly and returns.
+    signal) ends the current trial cleanly and returns. ``objective``: the named study's
+    objective, already made by the caller (``study.run`` makes it before touching the store).
     """
     url = resolve_url(storage)
     store = open_storage(storage)
@@ -233,7 +254,11 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
         for name in names:
             if stop:
                 break
-            job = jobs.get(name) or jobs.setdefault(name, _load(store, name, url))
+            if name not in jobs:
+                jobs[name] = _load(store, name, url)
+                if objective is not None and name == study_name:
+                    jobs[name].objective = objective
+            job = jobs[name]
             if name in summary.finished:
                 continue
             state, number = run_one(job, store, stop=stop, on_trial=on_trial)

@@ -1,0 +1,292 @@
+"""Bad input and faults: the table in the README's "Errors" section, one test per row.
+
+Each case asserts the exact stderr line and exit code, and that the store is exactly
+as it was when the case fails before any trial.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy
+from click.testing import CliRunner
+
+from sweep.cli import main
+
+GOOD = """name = "ok"
+[data]
+dataset = "mnist-sample"
+holdout = 1000
+[train]
+epochs = 1
+lr = 0.1
+device = "cpu"
+[search]
+sampler = "random"
+n_trials = 2
+pruner = "none"
+"""
+REF = "; see the README's study file reference"
+
+
+def dump(url: str) -> dict[str, list[tuple]]:
+    """Every row of every table: the store's whole content."""
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        tables = sqlalchemy.inspect(conn).get_table_names()
+        out = {t: sorted(map(tuple, conn.execute(sqlalchemy.text(f'select * from "{t}"'))), key=repr) for t in tables}
+    engine.dispose()
+    return out
+
+
+@pytest.fixture(scope="module")
+def seeded_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding one finished study, copied for each test that must leave it unchanged."""
+    folder = tmp_path_factory.mktemp("store")
+    (folder / "ok.toml").write_text(GOOD)
+    result = CliRunner().invoke(main, ["run", str(folder / "ok.toml"), "--storage", f"sqlite:///{folder / 'sweeps.db'}"])
+    assert result.exit_code == 0, result.output
+    return folder / "sweeps.db"
+
+
+@pytest.fixture
+def store(seeded_store: Path, tmp_path: Path) -> str:
+    shutil.copy(seeded_store, tmp_path / "sweeps.db")
+    return f"sqlite:///{tmp_path / 'sweeps.db'}"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env=env)
+    assert result.stdout == "" or result.exit_code == 0, result.stdout
+    return result.exit_code, result.stderr
+
+
+def study(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def with_(section: str, line: str) -> str:
+    """GOOD with one line added to a section (later keys win in our tests, so replace when present)."""
+    key = line.split("=")[0].strip()
+    lines = GOOD.splitlines()
+    start = lines.index(f"[{section}]")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+    body = [ln for ln in lines[start + 1:end] if ln.split("=")[0].strip() != key] + [line]
+    return "\n".join(lines[: start + 1] + body + lines[end:]) + "\n"
+
+
+STUDY_FILE_CASES = {
+    "malformed TOML": ('name = "x"\n[train\n', "{f}: malformed TOML: Expected ']' at the end of a table declaration "
+                       "(at line 2, column 7); fix the file's syntax", 2),
+    "unknown section": (GOOD + "[trainer]\nepochs = 1\n", "{f}: unknown section 'trainer'" + REF, 2),
+    "unknown key": (with_("train", "epoch = 3"), "{f}: unknown key 'train.epoch'" + REF, 2),
+    "wrong type": (with_("train", 'epochs = "five"'), "{f}: train.epochs: Input should be a valid integer, unable to "
+                   "parse string as an integer (given: 'five')" + REF, 2),
+    "lambda_low <= 0": (with_("search", "lambda_low = -1e-5"),
+                        "{f}: search.lambda_low: Input should be greater than 0 (given: -1e-05)" + REF, 2),
+    "lambda_low >= lambda_high": (with_("search", "lambda_low = 0.5"),
+                                  "{f}: search: lambda_low must be below lambda_high, got 0.5 >= 0.01" + REF, 2),
+    "grid of zero points": (with_("search", 'sampler = "grid"').replace("n_trials = 2", "n_trials = 0"),
+                            "{f}: search.n_trials: Input should be greater than or equal to 1 (given: 0)" + REF, 2),
+    "n_trials <= 0": (with_("search", "n_trials = -3"),
+                      "{f}: search.n_trials: Input should be greater than or equal to 1 (given: -3)" + REF, 2),
+    "unknown dataset": (with_("data", 'dataset = "cifar10"'), "{f}: data.dataset: Input should be 'mnist', "
+                        "'fashion-mnist' or 'mnist-sample' (given: 'cifar10')" + REF, 2),
+    "unknown sampler": (with_("search", 'sampler = "cmaes"'), "{f}: search.sampler: Input should be 'tpe', 'gp', "
+                        "'random', 'qmc' or 'grid' (given: 'cmaes')" + REF, 2),
+    "unknown pruner": (with_("search", 'pruner = "asha"'), "{f}: search.pruner: Input should be 'none', 'median' "
+                       "or 'hyperband' (given: 'asha')" + REF, 2),
+    "unknown penalty": (with_("train", 'penalty = "l3"'), "{f}: train.penalty: Input should be 'l2', 'l2-loss', "
+                        "'l2-decoupled', 'l1' or 'elastic-net' (given: 'l3')" + REF, 2),
+    "unknown device": (with_("train", 'device = "tpu"'),
+                       "{f}: train: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" + REF, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(STUDY_FILE_CASES))
+def test_study_file_errors(case: str, tmp_path: Path, store: str) -> None:
+    text, expected, code = STUDY_FILE_CASES[case]
+    f = study(tmp_path, text)
+    before = dump(store)
+    assert run_cli("run", f, "--storage", store) == (code, "error: " + expected.format(f=f) + "\n")
+    assert dump(store) == before
+
+
+def test_cuda_on_a_machine_without_one(tmp_path: Path, store: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    before = dump(store)
+    assert run_cli("run", study(tmp_path, with_("train", 'device = "cuda"')), "--storage", store) == (
+        2, "error: train.device = 'cuda' but this machine has 0 CUDA device(s); set train.device = 'auto' or 'cpu'\n")
+    assert dump(store) == before
+
+
+def idx(array: np.ndarray) -> bytes:
+    import struct
+
+    return struct.pack(">I", 0x800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def mnist_files(raw: Path) -> None:
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    (raw / "train-images-idx3-ubyte").write_bytes(idx(rng.integers(0, 256, (100, 28, 28))))
+    (raw / "train-labels-idx1-ubyte").write_bytes(idx(np.arange(100) % 10))
+    (raw / "t10k-images-idx3-ubyte").write_bytes(idx(rng.integers(0, 256, (20, 28, 28))))
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(idx(np.arange(20) % 10))
+
+
+def data_case(tmp_path: Path, store: str, dataset: str, expected: str) -> None:
+    text = with_("data", f'dataset = "{dataset}"').replace("holdout = 1000", "holdout = 20")
+    env = {"SWEEP_DATA_DIR": str(tmp_path / "data"), "SWEEP_FASHION_MNIST_DIR": str(tmp_path / "no-debian")}
+    before = dump(store)
+    assert run_cli("run", study(tmp_path, text), "--storage", store, env=env) == (1, "error: " + expected + "\n")
+    assert dump(store) == before
+
+
+def test_data_folder_missing(tmp_path: Path, store: str) -> None:
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    data_case(tmp_path, store, "fashion-mnist",
+              f"fashion-mnist: no IDX files in {raw} nor in {tmp_path}/no-debian; run 'apt-get install dataset-fashion-mnist' "
+              f"or put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte in {raw}")
+
+
+def test_data_folder_unreadable(tmp_path: Path, store: str) -> None:
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    mnist_files(raw)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").mkdir()  # a folder where a file should be: unreadable as a file
+    data_case(tmp_path, store, "mnist",
+              f"cannot read {raw}/t10k-labels-idx1-ubyte: Is a directory; check the file and its permissions")
+
+
+def test_truncated_idx(tmp_path: Path, store: str) -> None:
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    mnist_files(raw)
+    blob = (raw / "train-images-idx3-ubyte").read_bytes()
+    (raw / "train-images-idx3-ubyte").write_bytes(blob[:5000])
+    data_case(tmp_path, store, "mnist",
+              f"{raw}/train-images-idx3-ubyte is not a valid IDX file (wrong magic number or truncated) "
+              "(shape '[100, 28, 28]' is invalid for input of size 4984); delete it and put the original file there again")
+
+
+def test_wrong_magic_idx(tmp_path: Path, store: str) -> None:
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    mnist_files(raw)
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"GIF89a" + bytes(200))
+    data_case(tmp_path, store, "mnist",
+              f"{raw}/train-labels-idx1-ubyte is not a valid IDX file (wrong magic number or truncated); "
+              "delete it and put the original file there again")
+
+
+def test_image_label_count_mismatch(tmp_path: Path, store: str) -> None:
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    mnist_files(raw)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(idx(np.arange(19) % 10))
+    data_case(tmp_path, store, "mnist",
+              f"{raw}: t10k has 20 images but 19 labels; the files come from different datasets or one is truncated: "
+              "put matching originals there")
+
+
+def test_malformed_storage_url(tmp_path: Path) -> None:
+    assert run_cli("run", study(tmp_path, GOOD), "--storage", "sqlite//nope") == (
+        1, "error: malformed storage URL 'sqlite//nope'; expected e.g. sqlite:///sweeps.db or "
+           "postgresql+psycopg://user:password@host:5432/db\n")
+
+
+def test_unreachable_host(tmp_path: Path) -> None:
+    code, err = run_cli("run", study(tmp_path, GOOD), "--storage", "postgresql://sweep:s3cret@127.0.0.1:9/sweep")
+    assert code == 1
+    assert err == ('error: cannot open storage postgresql://sweep:***@127.0.0.1:9/sweep: connection failed: connection '
+                   'to server at "127.0.0.1", port 9 failed: Connection refused; check the URL, the server and the file\n')
+
+
+def test_file_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "notes.db").write_text("shopping list\n")
+    assert run_cli("ls", "--storage", f"sqlite:///{tmp_path / 'notes.db'}") == (
+        1, f"error: cannot open storage sqlite:///{tmp_path}/notes.db: file is not a database; "
+           "check the URL, the server and the file\n")
+    assert (tmp_path / "notes.db").read_text() == "shopping list\n"
+
+
+def test_read_only_database(tmp_path: Path, store: str) -> None:
+    path = store.removeprefix("sqlite:///")
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", path], capture_output=True).returncode != 0:
+            pytest.skip("root ignores file modes and chattr +i is not supported here")
+    else:
+        os.chmod(path, 0o444)
+    before = dump(store)
+    try:
+        assert run_cli("run", study(tmp_path, GOOD.replace('"ok"', '"new"')), "--storage", store) == (
+            1, "error: the study store failed: attempt to write a readonly database; "
+               "check that the database is reachable and writable\n")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", path], check=True)
+    assert dump(store) == before
+
+
+def test_run_on_an_existing_name_with_a_different_config(tmp_path: Path, store: str) -> None:
+    before = dump(store)
+    assert run_cli("run", study(tmp_path, with_("train", "epochs = 4")), "--storage", store) == (
+        1, "error: study 'ok' exists with a different config (train.epochs); run the same study file to resume it, "
+           "or give a new name with --name\n")
+    assert dump(store) == before
+
+
+@pytest.mark.parametrize("command", ["best", "show"])
+def test_unknown_study(command: str, store: str) -> None:
+    assert run_cli(command, "okk", "--storage", store) == (
+        1, f"error: no study named 'okk' in {store} (studies there: ok); check the name with 'sweep ls' or pass --storage\n")
+
+
+def failing_study(tmp_path: Path) -> str:
+    # lr 0.1 * lambda >= 100: each step multiplies the weights by about -9, the loss becomes NaN in epoch 1
+    text = with_("search", "lambda_low = 100.0").replace("lambda_low = 100.0", "lambda_low = 100.0\nlambda_high = 200.0")
+    return study(tmp_path, text.replace('name = "ok"', 'name = "boom"').replace("n_trials = 2", "n_trials = 5"))
+
+
+def test_study_whose_every_trial_failed(tmp_path: Path, store: str) -> None:
+    code, err = run_cli("run", failing_study(tmp_path), "--storage", store)
+    assert code == 1
+    last = err.splitlines()[-1]
+    assert last.startswith("error: study 'boom': the last 5 trials failed (training loss became nan in epoch 1 at lambda ")
+    assert last.endswith("; lower train.lr or the lambda range); fix the study file (train.lr, the lambda range) and run again")
+    assert run_cli("best", "boom", "--storage", store) == (
+        1, "error: study 'boom' has no complete trial yet; run it with 'sweep run' (see 'sweep show boom')\n")
+    show = CliRunner().invoke(main, ["show", "boom", "--storage", store]).stdout.splitlines()
+    assert len(show) == 6 and all(" fail " in row and "training loss became nan" in row for row in show[1:])
+
+
+def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    f = study(tmp_path, with_("train", "epochs = 40").replace("n_trials = 2", "n_trials = 3"))
+    exe = str(Path(sys.executable).with_name("sweep"))
+    proc = subprocess.Popen([exe, "run", f, "--storage", url], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "[1/3]" not in proc.stderr.readline():
+        pass
+    time.sleep(0.5)  # trial 1 (40 epochs) is under way
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert rest.splitlines()[-1] == "error: interrupted; the current trial was ended, run the same command again to resume"
+    states = [row[3] for row in sorted(dump(url)["trials"])]
+    assert states == ["COMPLETE", "FAIL"]  # the interrupted trial is ended, not left RUNNING
+    resumed = subprocess.run([exe, "run", f, "--storage", url], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    out = subprocess.run([exe, "show", "ok", "--storage", url], capture_output=True, text=True).stdout.splitlines()[1:]
+    assert [row.split()[1] for row in out].count("complete") == 3
