@@ -212,9 +212,12 @@ def worker_cmd(storage: str | None, study_name: str | None, wait: bool, poll: fl
                               on_trial=on_trial, stop=stop)
     click.echo(worker.describe(summary))
     if summary.interrupted is not None:
-        name = signal.Signals(summary.interrupted).name
-        click.echo(f"error: stopped by {name}; the running trial was failed as 'interrupted' and its lambda queued again",
-                   err=True)
+        what = signal.Signals(summary.interrupted).name
+        if summary.interrupted_trial is not None:
+            click.echo(f"error: stopped by {what}; trial {summary.interrupted_trial} was failed as 'interrupted' "
+                       "and its lambda queued again", err=True)
+        else:
+            click.echo(f"error: stopped by {what} between trials", err=True)
         sys.exit(128 + summary.interrupted)
 
 

@@ -101,6 +101,7 @@ class WorkSummary:
     finished: list[str] = field(default_factory=list)  # studies it saw reach their target
     refits: list[str] = field(default_factory=list)  # studies it refit
     interrupted: int | None = None  # the signal that stopped it
+    interrupted_trial: int | None = None  # the trial it failed as "interrupted"
 
 
 class _Stoppable:
@@ -157,7 +158,7 @@ def _finished(job: _Loaded, counts: dict[TrialState, int]) -> bool:
 
 
 def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
-            on_trial: study_mod.ProgressCallback | None = None) -> tuple[str, int | None]:
+            on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, int | None]:
     """Run one trial of ``job`` if the study has a free slot: (RAN, number), (BUSY, None) or (DONE, None)."""
     study, cfg = job.study, job.cfg
     target = cfg.search.n_trials
@@ -190,10 +191,12 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         lock.release()
     if not own:
         return BUSY, None
+    interrupted = interrupted if interrupted is not None else []
     last = study._storage.get_trial(own[0]._trial_id)
     if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
         # Give the lambda back to the study, as the stale-trial retry does.
         study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
+        interrupted.append(last.number)
     job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
     if on_trial is not None:
         on_trial(study_mod._progress(study, last, target))
@@ -201,7 +204,7 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         raise SweepError(
             f"study {study.study_name!r}: the last {job.failures} trials failed "
             f"({last.user_attrs.get('fail_reason', 'see sweep show')}); fix the study file (train.lr, the lambda range) "
-            "and submit it again"
+            "and run again"
         )
     return RAN, last.number
 
@@ -248,6 +251,7 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
     stop = stop if stop is not None else StopFlag()
     summary = WorkSummary()
     jobs: dict[str, _Loaded] = {}
+    stopped: list[int] = []
     while not stop:
         names = [study_name] if study_name else _sweep_studies(store)
         progressed = busy = False
@@ -261,7 +265,7 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
             job = jobs[name]
             if name in summary.finished:
                 continue
-            state, number = run_one(job, store, stop=stop, on_trial=on_trial)
+            state, number = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=stopped)
             if state == RAN and number is not None:
                 summary.trials.append(number)
                 progressed = True
@@ -277,6 +281,7 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
             break
         stop.event.wait(poll)
     summary.interrupted = stop.signum
+    summary.interrupted_trial = stopped[-1] if stopped else None
     return summary
 
 
