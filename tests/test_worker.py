@@ -27,6 +27,8 @@ def _ran(log: Path) -> int:
     return int(m.group(1))
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)  # SQLite: the run --workers 4 test below
 def test_four_workers_reach_exactly_the_target(tmp_path: Path, storage_url: str) -> None:
     cfg = config.load(study_file(tmp_path, n_trials=8))
     submit(cfg, storage_url)
@@ -59,7 +61,7 @@ def test_run_with_four_local_processes_on_sqlite(tmp_path: Path, sqlite_url: str
 
 
 def test_worker_killed_mid_trial_is_retried(tmp_path: Path, storage_url: str) -> None:
-    cfg = config.load(study_file(tmp_path, n_trials=2, epochs=40))
+    cfg = config.load(study_file(tmp_path, n_trials=2, epochs=20))
     submit(cfg, storage_url)
     victim = start("worker", "--poll", "0.2", storage=storage_url, log=tmp_path / "victim.log")
     doomed = wait_until_mid_trial(storage_url, "dist", victim)
