@@ -162,6 +162,11 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
     """Run one trial of ``job`` if the study has a free slot: (RAN, number), (BUSY, None) or (DONE, None)."""
     study, cfg = job.study, job.cfg
     target = cfg.search.n_trials
+    if _finished(job, _states(study)):  # COMPLETE never decreases: no lock needed to see this
+        return DONE, None
+    if job.objective is None:  # loads the data: outside the lock, so workers start in parallel
+        job.objective = make_objective(cfg, prepare(cfg))
+    objective = job.objective
     lock = StudyLock(store, study.study_name).acquire()
     try:
         # Dead workers' trials are failed (and their lambdas re-queued) before counting.
@@ -171,9 +176,6 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             return DONE, None
         if counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.RUNNING, 0) >= target:
             return BUSY, None
-        if job.objective is None:
-            job.objective = make_objective(cfg, prepare(cfg))
-        objective = job.objective
         # Seeded by the next trial number: concurrent workers draw different lambdas, and a
         # single process is reproducible and does not replay its start when resumed.
         study.sampler = study_mod.make_sampler(cfg, offset=sum(counts.values()))
