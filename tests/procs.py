@@ -61,7 +61,11 @@ def start(*args: str, storage: str, log: Path) -> subprocess.Popen:
 
 
 def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False)).get_trials()
+    store = open_storage(url, heartbeat=False)
+    try:
+        return optuna.load_study(study_name=name, storage=store).get_trials()
+    finally:
+        store.engine.dispose()  # tests poll often: no connections left open to the store
 
 
 def wait_until_mid_trial(url: str, name: str, proc: subprocess.Popen, *, timeout: float = 120) -> optuna.trial.FrozenTrial:
