@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
+from collections.abc import Callable
 from types import TracebackType
 
 import optuna
@@ -104,8 +105,12 @@ def _ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
-def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: int) -> list[FrozenTrial]:
-    """Ask ``size`` trials, train them as one population, tell each; returns them finished, in order."""
+def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: int,
+              after_ask: Callable[[], None] | None = None) -> list[FrozenTrial]:
+    """Ask ``size`` trials, train them as one population, tell each; returns them finished, in order.
+
+    ``after_ask`` runs once every member is stored as RUNNING (the worker releases its admission lock there).
+    """
     storage = study._storage  # optuna's own fail_stale_trials reads it the same way
     if is_heartbeat_enabled(storage):
         optuna.storages.fail_stale_trials(study)  # what study.optimize does before each trial
@@ -131,6 +136,8 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
                 trial.set_user_attr("device", str(prep.device))
                 trial.set_user_attr("seed", seed)
                 trial.set_user_attr("population", size)
+            if after_ask is not None:
+                after_ask()
 
             def on_epoch(ep: PopulationEpoch) -> list[int]:
                 stop = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -98,15 +99,20 @@ class _TrialProgress:
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a study-file value (repeatable), e.g. --set train.epochs=3.")
 @click.option("--name", default=None, help="Store the study under this name instead of the file's.")
-def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes (this one + N-1 'sweep worker' processes) on the same store.")
+def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None, workers: int) -> None:
     """Run (or resume) the sweep described by STUDY_FILE, then refit the chosen lambda and test it once."""
     from sweep import study as study_mod
+    from sweep import worker
     from sweep.select import best_record
 
     extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
     cfg = config_mod.load(study_file, extra)
-    with _TrialProgress(cfg.name, cfg.search.n_trials) as progress:
-        study_mod.run(cfg, storage, on_trial=progress.update)
+    with _TrialProgress(cfg.name, cfg.search.n_trials) as progress, worker.stop_on_signals(worker.StopFlag()) as stop:
+        study_mod.run(cfg, storage, on_trial=progress.update, workers=workers, stop=stop)
+    if stop:
+        raise KeyboardInterrupt  # the trial was ended cleanly; _Group prints how to resume
     rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
     click.echo(
         f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "
@@ -193,3 +199,68 @@ def report(names: tuple[str, ...], storage: str | None, output: str, png: str | 
         click.echo(f"wrote {png}")
     for name in dict.fromkeys(names):
         report_mod.save_dashboard_figure(load_study(name, storage))
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
+@STORAGE
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a study-file value (repeatable), e.g. --set train.epochs=3.")
+@click.option("--name", default=None, help="Store the study under this name instead of the file's.")
+def submit(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None) -> None:
+    """Store the study of STUDY_FILE (with its config) for workers to run; print its name and return."""
+    from sweep import worker
+
+    extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
+    cfg = config_mod.load(study_file, extra)
+    worker.submit(cfg, storage)
+    click.echo(cfg.name)
+
+
+@main.command("worker")
+@STORAGE
+@click.option("--study", "study_name", default=None, metavar="NAME",
+              help="Work on this study only [default: every lambda-sweep study with budget left].")
+@click.option("--wait", is_flag=True, help="When there is no work, keep polling for new studies instead of exiting.")
+@click.option("--poll", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
+              help="How often to look again while other workers hold the remaining trials.")
+@click.option("--no-refit", is_flag=True, hidden=True, help="Leave the refit to the caller (sweep run --workers).")
+def worker_cmd(storage: str | None, study_name: str | None, wait: bool, poll: float, no_refit: bool) -> None:
+    """Run trials of studies that still have budget; exit when there is no work left (or keep polling with --wait)."""
+    from sweep import worker
+
+    def on_trial(p: Any) -> None:
+        lam = "-" if p.lam is None else f"{p.lam:.3g}"
+        click.echo(f"#{p.trial} {p.state.lower()} lambda={lam} val={_fmt(p.value)} ({p.complete}/{p.target} complete)",
+                   err=True)
+
+    with worker.stop_on_signals(worker.StopFlag()) as stop:
+        summary = worker.work(storage, study_name=study_name, wait=wait, poll=poll, refit=not no_refit,
+                              on_trial=on_trial, stop=stop)
+    click.echo(worker.describe(summary))
+    if summary.interrupted is not None:
+        what = signal.Signals(summary.interrupted).name
+        if summary.interrupted_trial is not None:
+            click.echo(f"error: stopped by {what}; trial {summary.interrupted_trial} was failed as 'interrupted' "
+                       "and its lambda queued again", err=True)
+        else:
+            click.echo(f"error: stopped by {what} between trials", err=True)
+        sys.exit(128 + summary.interrupted)
+
+
+@main.command()
+@STORAGE
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes it to the network).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study store (Ctrl-C stops it)."""
+    import optuna_dashboard
+
+    from sweep.storage import mask, open_storage, resolve_url
+
+    store = open_storage(storage, heartbeat=False)
+    click.echo(f"optuna-dashboard for {mask(resolve_url(storage))} at http://{host}:{port}/", err=True)
+    try:
+        optuna_dashboard.run_server(store, host=host, port=port)
+    except OSError as err:
+        raise SweepError(f"cannot serve the dashboard on {host}:{port}: {err.strerror}; choose another --port") from None

@@ -51,3 +51,9 @@ class TrainingDivergedError(SweepError):
 
 class ReportError(SweepError):
     """A report cannot be written: a path is not writable, or a tool for images (kaleido, Chromium) is missing."""
+
+
+class TrialInterrupted(SweepError):
+    """A worker was asked to stop (SIGTERM/SIGINT); its running trial fails with reason "interrupted"."""
+
+    exit_code = 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import zlib
 from typing import Any
 
 import optuna
@@ -20,8 +21,8 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, SQLAl
 from sweep.errors import StorageError
 
 DEFAULT_URL = "sqlite:///sweeps.db"
-HEARTBEAT_SECONDS = 10
-GRACE_SECONDS = 30
+HEARTBEAT_SECONDS = 10  # env SWEEP_HEARTBEAT_INTERVAL overrides (tests use 1 s)
+GRACE_SECONDS = 30  # env SWEEP_GRACE_PERIOD overrides: a RUNNING trial silent this long is failed and retried
 # Heartbeats and their retry callback are "experimental" in Optuna; they are what we rely on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 MAX_RETRY = 3
@@ -44,7 +45,10 @@ def _engine_kwargs(url: sqlalchemy.URL) -> dict[str, Any]:
         # Wait for a lock instead of failing at once when several processes write.
         return {"connect_args": {"timeout": 60}}
     if url.get_backend_name() == "postgresql":
-        return {"pool_size": 5, "max_overflow": 10, "pool_pre_ping": True, "pool_recycle": 1800,
+        # Sized for many workers, not many threads: a worker process uses one connection for
+        # trials, one for its heartbeat thread and one for the trial-admission lock. A small
+        # pool per process keeps N workers within the server's max_connections (100 by default).
+        return {"pool_size": 3, "max_overflow": 2, "pool_timeout": 60, "pool_pre_ping": True, "pool_recycle": 1800,
                 "connect_args": {"connect_timeout": 10}}
     return {"pool_pre_ping": True}
 
@@ -54,14 +58,27 @@ def _explain(err: Exception) -> str:
     return text[0] if text else type(err).__name__
 
 
-def _env_seconds(name: str, default: int) -> int:
-    """A whole number of seconds from the environment (tests shorten the heartbeat), else ``default``."""
-    text = os.environ.get(name)
-    if text is None:
+def _seconds(env: str, default: int) -> int:
+    text = os.environ.get(env)
+    if text is None or text == "":
         return default
-    if not text.strip().isdigit() or int(text) < 1:
-        raise StorageError(f"{name} must be a whole number of seconds >= 1, got {text!r}; unset it or fix it")
-    return int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StorageError(f"{env} must be a whole number of seconds, 1 or more, got {text!r}; unset it or fix it")
+    return value
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds, from the environment or the defaults."""
+    interval = _seconds("SWEEP_HEARTBEAT_INTERVAL", HEARTBEAT_SECONDS)
+    grace = _seconds("SWEEP_GRACE_PERIOD", max(GRACE_SECONDS, 3 * interval))
+    if grace <= interval:
+        raise StorageError(f"SWEEP_GRACE_PERIOD ({grace} s) must exceed SWEEP_HEARTBEAT_INTERVAL ({interval} s); "
+                           "use about three intervals")
+    return interval, grace
 
 
 def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorage:
@@ -78,9 +95,10 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
         parsed = parsed.set(drivername="postgresql+psycopg")
     extra: dict[str, Any] = {}
     if heartbeat:
+        interval, grace = heartbeat_settings()
         extra = {
-            "heartbeat_interval": _env_seconds("SWEEP_HEARTBEAT_INTERVAL", HEARTBEAT_SECONDS),
-            "grace_period": _env_seconds("SWEEP_GRACE_PERIOD", GRACE_SECONDS),
+            "heartbeat_interval": interval,
+            "grace_period": grace,
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
         }
     shown = mask(raw)
@@ -102,3 +120,52 @@ def storage_failure(err: BaseException) -> StorageError:
 
 def study_names(storage: RDBStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+class StudyLock:
+    """A lock per study, shared by every process that uses the same store.
+
+    Workers hold it from counting a study's trials until their new trial is
+    stored as RUNNING, so two workers can never both take the last free slot.
+    PostgreSQL: a transaction-level advisory lock (released by the server if the
+    worker dies). SQLite: an ``flock`` on a file next to the database (SQLite is
+    local to one machine anyway). Other databases: no lock (documented caveat).
+    ``release`` is idempotent, so it can be called early and again on exit.
+    """
+
+    def __init__(self, storage: RDBStorage, key: str) -> None:
+        self._storage = storage
+        self._key = key
+        self._conn: sqlalchemy.Connection | None = None
+        self._fd: int | None = None
+
+    def acquire(self) -> StudyLock:
+        url = self._storage.engine.url
+        if url.get_backend_name() == "postgresql":
+            self._conn = self._storage.engine.connect()
+            # pg_advisory_xact_lock takes a bigint; crc32 gives a stable one per study name.
+            key = zlib.crc32(f"lambda-sweep:{self._key}".encode())
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            import fcntl
+
+            self._fd = os.open(f"{url.database}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.rollback()  # ends the transaction, which releases the advisory lock
+            finally:
+                conn.close()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> StudyLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -17,9 +17,8 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import __version__
-from sweep.batch import resolve_size, run_batch
 from sweep.config import PARAM, StudyConfig, diff, from_json
-from sweep.errors import StorageError, StudyConflictError, SweepError, TrainingDivergedError
+from sweep.errors import StorageError, StudyConflictError, TrainingDivergedError
 from sweep.objective import make_objective, prepare, refit
 from sweep.select import choose, scores_of
 from sweep.storage import mask, open_storage, resolve_url
@@ -30,9 +29,9 @@ def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSa
     s = cfg.search
     seed = s.seed + offset
     if s.sampler == "tpe":
-        # constant_liar: trials asked together in a batch see each other as running and spread out.
+        # constant_liar: concurrent workers and batch members see each other's running trials and spread out.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)),
-                                          constant_liar=s.batch != 1)
+                                          constant_liar=True)
     if s.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)))
     if s.sampler == "random":
@@ -131,33 +130,30 @@ ProgressCallback = Callable[[Progress], None]
 
 
 def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallback | None = None,
-        refit_after: bool = True) -> optuna.Study:
-    """Create or resume the study and run trials until it has ``n_trials`` complete ones, then refit."""
+        refit_after: bool = True, workers: int = 1, stop=None) -> optuna.Study:
+    """Create or resume the study and run trials until it has ``n_trials`` complete ones, then refit.
+
+    This is ``worker.submit`` + ``worker.work`` (+ ``workers - 1`` extra ``sweep worker`` processes)
+    + the refit. ``stop`` (a ``worker.StopFlag``) ends the run cleanly, without the refit.
+    """
+    import tempfile
+
+    from sweep import worker
+
     prep = prepare(cfg)  # data and device problems surface before anything is written to the store
     objective = make_objective(cfg, prep)  # so do fold problems (more folds than a class has examples)
-    study = create_or_load(cfg, storage)
-    target = cfg.search.n_trials
-    size = resolve_size(cfg, prep)  # above 1: populations of trials asked and told together
-    failures = 0
-    while (complete := count(study, TrialState.COMPLETE)) < target:
-        if cfg.search.sampler == "grid" and _grid_exhausted(study, cfg):
-            break
-        if size > 1:
-            finished = run_batch(study, cfg, prep, size=min(size, target - complete))  # never overshoots
-        else:
-            study.optimize(objective, n_trials=1, catch=(TrainingDivergedError,), gc_after_trial=False)
-            finished = study.get_trials(deepcopy=False)[-1:]
-        for last in finished:
-            failures = failures + 1 if last.state == TrialState.FAIL else 0
-            if on_trial is not None:
-                on_trial(_progress(study, last, target))
-        if failures >= max(5, target):
-            reason = last.user_attrs.get("fail_reason", "see sweep show")
-            raise SweepError(
-                f"study {cfg.name!r}: the last {failures} trials failed ({reason}); "
-                "fix the study file (train.lr, the lambda range) and run again"
-            )
-    if refit_after:
+    study = worker.submit(cfg, storage)
+    stop = stop if stop is not None else worker.StopFlag()
+    with tempfile.TemporaryDirectory(prefix="sweep-workers-") as logs:
+        procs = worker.spawn_workers(storage, cfg.name, workers - 1, log_dir=logs) if workers > 1 else []
+        try:
+            worker.work(storage, study_name=cfg.name, refit=False, on_trial=on_trial, stop=stop, objective=objective,
+                        prep=prep)
+        except BaseException:
+            worker.join_workers(procs, terminate=True)
+            raise
+        worker.join_workers(procs, terminate=bool(stop))
+    if refit_after and not stop:
         refit_best(study, cfg, prep)
     return study
 

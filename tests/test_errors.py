@@ -285,7 +285,8 @@ def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
     assert proc.returncode == 130
     assert rest.splitlines()[-1] == "error: interrupted; the current trial was ended, run the same command again to resume"
     states = [row[3] for row in sorted(dump(url)["trials"])]
-    assert states == ["COMPLETE", "FAIL"]  # the interrupted trial is ended, not left RUNNING
+    # The interrupted trial is ended, not left RUNNING, and its lambda is queued for the resume (sweep.worker).
+    assert states == ["COMPLETE", "FAIL", "WAITING"]
     resumed = subprocess.run([exe, "run", f, "--storage", url], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     out = subprocess.run([exe, "show", "ok", "--storage", url], capture_output=True, text=True).stdout.splitlines()[1:]

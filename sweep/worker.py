@@ -1,0 +1,361 @@
+"""Workers: many processes, one study store, exactly ``n_trials`` complete trials.
+
+``submit`` stores a study with its config and returns. ``work`` runs trials of
+studies that still have budget, rebuilding each study's config from the store,
+so workers need nothing but the storage URL. ``study.run`` is submit + work + refit.
+
+Exactness. Before a worker starts a trial it takes the study's lock (see
+``storage.StudyLock``), fails stale trials (their lambdas are queued again by
+Optuna's RetryHeartbeatStaleTrialCallback), counts COMPLETE + RUNNING trials and,
+only if that is below the target, lets ``study.optimize(n_trials=1)`` create the
+trial; the lock is released as the objective starts, i.e. once the new trial is
+stored as RUNNING. Trials only become RUNNING through this admission and only
+RUNNING trials become COMPLETE, so COMPLETE can never exceed the target; a slot
+freed by a failed or pruned trial is taken by the next admission, so the study
+ends with exactly the target. No trial is created just to be thrown away.
+
+Faults. A worker killed with SIGKILL stops sending heartbeats; after the grace
+period the next admission fails its trial and the retry callback enqueues the
+same lambda, which the next worker picks up. SIGTERM/SIGINT: the running trial
+ends after its current epoch as FAIL ("interrupted"), its lambda is enqueued
+again, and the worker exits; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import cast
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from sweep import study as study_mod
+from sweep.batch import resolve_size, run_batch
+from sweep.config import StudyConfig
+from sweep.errors import ConfigError, StudyConflictError, StudyNotFoundError, SweepError, TrainingDivergedError, TrialInterrupted
+from sweep.objective import Prepared, make_objective, prepare
+from sweep.storage import StudyLock, mask, open_storage, resolve_url
+
+RAN, BUSY, DONE = "ran", "busy", "done"
+
+
+def submit(cfg: StudyConfig, storage: str | None = None) -> optuna.Study:
+    """Create the study with its config stored (or load the same one) and return at once."""
+    return study_mod.create_or_load(cfg, storage)
+
+
+class StopFlag:
+    """Set by the first SIGTERM/SIGINT: the worker ends its trial cleanly and exits."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def set(self, signum: int) -> None:
+        self.signum = signum
+        self.event.set()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+@contextmanager
+def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
+    """First SIGTERM/SIGINT sets ``flag``; a second one raises KeyboardInterrupt (stop now)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    old = {s: signal.getsignal(s) for s in sigs}
+
+    def handler(signum: int, frame: object) -> None:
+        if flag:
+            raise KeyboardInterrupt
+        flag.set(signum)
+
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class WorkSummary:
+    """What one worker did."""
+
+    trials: list[int] = field(default_factory=list)  # numbers of the trials this worker ran
+    finished: list[str] = field(default_factory=list)  # studies it saw reach their target
+    refits: list[str] = field(default_factory=list)  # studies it refit
+    interrupted: int | None = None  # the signal that stopped it
+    interrupted_trial: int | None = None  # the trial it failed as "interrupted"
+
+
+class _Stoppable:
+    """The trial as the objective sees it: ``report`` (once per epoch or fold) ends the trial
+    with "interrupted" after a stop signal, so holdout and CV objectives stop the same way."""
+
+    def __init__(self, trial: optuna.Trial, stop: StopFlag) -> None:
+        self._trial = trial
+        self._stop = stop
+
+    def report(self, value: float, step: int) -> None:
+        self._trial.report(value, step)
+        if self._stop:
+            self._trial.set_user_attr("fail_reason", "interrupted")
+            raise TrialInterrupted(f"trial {self._trial.number} interrupted after step {step}")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._trial, name)
+
+
+@dataclass
+class _Loaded:
+    study: optuna.Study
+    cfg: StudyConfig
+    objective: Callable[[optuna.Trial], float] | None = None
+    prep: Prepared | None = None
+    failures: int = 0
+
+
+def _load(store: optuna.storages.RDBStorage, name: str, url: str) -> _Loaded:
+    try:
+        study = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {mask(url)}; submit it first with 'sweep submit STUDY.toml --storage URL'"
+        ) from None
+    cfg = study_mod.stored_config(study)
+    if cfg is None:
+        raise StudyConflictError(f"study {name!r} in {mask(url)} was not made by lambda-sweep; a worker cannot run it")
+    study.pruner = study_mod.make_pruner(cfg)
+    return _Loaded(study, cfg)
+
+
+def _states(study: optuna.Study) -> dict[TrialState, int]:
+    counts: dict[TrialState, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] = counts.get(t.state, 0) + 1
+    return counts
+
+
+def _finished(job: _Loaded, counts: dict[TrialState, int]) -> bool:
+    if counts.get(TrialState.COMPLETE, 0) >= job.cfg.search.n_trials:
+        return True
+    return job.cfg.search.sampler == "grid" and study_mod._grid_exhausted(job.study, job.cfg)
+
+
+def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
+            on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, int | None]:
+    """Run one trial of ``job`` if the study has a free slot: (RAN, number), (BUSY, None) or (DONE, None)."""
+    study, cfg = job.study, job.cfg
+    target = cfg.search.n_trials
+    if _finished(job, _states(study)):  # COMPLETE never decreases: no lock needed to see this
+        return DONE, None
+    if job.objective is None or job.prep is None:  # loads the data: outside the lock, so workers start in parallel
+        job.prep = job.prep or prepare(cfg)
+        job.objective = job.objective or make_objective(cfg, job.prep)
+    objective = job.objective
+    size = resolve_size(cfg, job.prep)  # above 1: a population of trials asked and told together
+    lock = StudyLock(store, study.study_name).acquire()
+    try:
+        # Dead workers' trials are failed (and their lambdas re-queued) before counting.
+        optuna.storages.fail_stale_trials(study)
+        counts = _states(study)
+        if _finished(job, counts):
+            return DONE, None
+        if counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.RUNNING, 0) >= target:
+            return BUSY, None
+        # Seeded by the next trial number: concurrent workers draw different lambdas, and a
+        # single process is reproducible and does not replay its start when resumed.
+        study.sampler = study_mod.make_sampler(cfg, offset=sum(counts.values()))
+        if size > 1:
+            free = target - counts.get(TrialState.COMPLETE, 0) - counts.get(TrialState.RUNNING, 0)
+            # The lock is released once every member is asked (RUNNING): no overshoot across workers.
+            batch = run_batch(study, cfg, job.prep, size=min(size, free), after_ask=lock.release)
+            lock.release()
+            return _after_batch(job, batch, stop=stop, on_trial=on_trial)
+        own: list[optuna.Trial] = []
+
+        def admitted(trial: optuna.Trial) -> float:
+            lock.release()  # the trial is stored as RUNNING: the slot is taken
+            own.append(trial)
+            return objective(cast(optuna.Trial, _Stoppable(trial, stop)))
+
+        # UpdateFinishedTrialError: our trial was failed as stale meanwhile (heartbeat lost); its retry is queued.
+        with contextlib.suppress(UpdateFinishedTrialError):
+            study.optimize(admitted, n_trials=1, catch=(TrainingDivergedError, TrialInterrupted), gc_after_trial=False)
+    finally:
+        lock.release()
+    if not own:
+        return BUSY, None
+    interrupted = interrupted if interrupted is not None else []
+    last = study._storage.get_trial(own[0]._trial_id)
+    if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
+        # Give the lambda back to the study, as the stale-trial retry does.
+        study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
+        interrupted.append(last.number)
+    job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
+    if on_trial is not None:
+        on_trial(study_mod._progress(study, last, target))
+    if job.failures >= max(5, target) and not stop:
+        raise SweepError(
+            f"study {study.study_name!r}: the last {job.failures} trials failed "
+            f"({last.user_attrs.get('fail_reason', 'see sweep show')}); fix the study file (train.lr, the lambda range) "
+            "and run again"
+        )
+    return RAN, last.number
+
+
+def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
+                 on_trial: study_mod.ProgressCallback | None) -> tuple[str, int | None]:
+    target = job.cfg.search.n_trials
+    for last in finished:
+        job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
+        if on_trial is not None:
+            on_trial(study_mod._progress(job.study, last, target))
+    if job.failures >= max(5, target) and not stop:
+        raise SweepError(
+            f"study {job.study.study_name!r}: the last {job.failures} trials failed "
+            f"({finished[-1].user_attrs.get('fail_reason', 'see sweep show')}); fix the study file "
+            "(train.lr, the lambda range) and run again"
+        )
+    return RAN, finished[-1].number if finished else None
+
+
+def refit_once(job: _Loaded, store: optuna.storages.RDBStorage) -> bool:
+    """Refit the chosen lambda unless it is stored or another worker claimed it; True if this one did."""
+    study = job.study
+    scores = study_mod.scores_of(study.get_trials(deepcopy=False))
+    if not scores:
+        return False
+    rule = job.cfg.search.rule
+    pick = study_mod.choose(scores, rule).number
+    with StudyLock(store, study.study_name):
+        attrs = optuna.load_study(study_name=study.study_name, storage=store).user_attrs
+        if attrs.get("refit", {}).get(rule, {}).get("trial") == pick:
+            return False
+        claim = attrs.get("refit_claim", {})
+        if claim.get("trial") == pick:
+            return False  # another worker is refitting (a duplicate would store the same figures anyway)
+        study.set_user_attr("refit_claim", {"trial": pick, "by": f"{socket.gethostname()}:{os.getpid()}",
+                                            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    study_mod.refit_best(study, job.cfg)
+    return True
+
+
+def _sweep_studies(store: optuna.storages.RDBStorage) -> list[str]:
+    """Names of the lambda-sweep studies in the store (those with a stored config)."""
+    return [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False) if "config" in s.user_attrs]
+
+
+def work(storage: str | None = None, *, study_name: str | None = None, wait: bool = False, poll: float = 5.0,
+         refit: bool = True, on_trial: study_mod.ProgressCallback | None = None,
+         stop: StopFlag | None = None, objective: Callable[[optuna.Trial], float] | None = None,
+         prep: Prepared | None = None) -> WorkSummary:
+    """Run trials until the named study (or every lambda-sweep study) has its target of complete trials.
+
+    While all free slots are taken by other workers' running trials the worker polls
+    (every ``poll`` seconds): one of them may die and its trial need a retry. With
+    ``wait`` it keeps polling for new studies instead of returning. ``stop`` (set by a
+    signal) ends the current trial cleanly and returns. ``objective``: the named study's
+    objective, already made by the caller (``study.run`` makes it before touching the store).
+    """
+    url = resolve_url(storage)
+    store = open_storage(storage)
+    stop = stop if stop is not None else StopFlag()
+    summary = WorkSummary()
+    jobs: dict[str, _Loaded] = {}
+    stopped: list[int] = []
+    while not stop:
+        names = [study_name] if study_name else _sweep_studies(store)
+        progressed = busy = False
+        for name in names:
+            if stop:
+                break
+            if name not in jobs:
+                jobs[name] = _load(store, name, url)
+                if objective is not None and name == study_name:
+                    jobs[name].objective, jobs[name].prep = objective, prep
+            job = jobs[name]
+            if name in summary.finished:
+                continue
+            state, number = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=stopped)
+            if state == RAN and number is not None:
+                summary.trials.append(number)
+                progressed = True
+            elif state == BUSY:
+                busy = True
+            else:
+                summary.finished.append(name)
+                if refit and refit_once(job, store):
+                    summary.refits.append(name)
+        if progressed:
+            continue
+        if not busy and not wait:
+            break
+        stop.event.wait(poll)
+    summary.interrupted = stop.signum
+    summary.interrupted_trial = stopped[-1] if stopped else None
+    return summary
+
+
+def describe(summary: WorkSummary) -> str:
+    """One line for the CLI."""
+    lams = f"{len(summary.trials)} trial{'s' if len(summary.trials) != 1 else ''}"
+    done = ", ".join(summary.finished) or "none"
+    return f"worker ran {lams}; studies at target: {done}; refits: {', '.join(summary.refits) or 'none'}"
+
+
+
+def spawn_workers(storage: str | None, study_name: str, n: int, *, log_dir: str) -> list[tuple[subprocess.Popen, str]]:
+    """Start ``n`` ``sweep worker`` processes on one study (the URL goes by environment, not argv, so no password
+    shows in ``ps``); their stderr goes to files in ``log_dir`` so a failure can be reported."""
+    url = resolve_url(storage)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError("--workers needs a store that processes can share; an in-memory SQLite URL is not; "
+                          "use sqlite:///sweeps.db or PostgreSQL")
+    env = {**os.environ, "SWEEP_STORAGE": url}
+    procs = []
+    for i in range(n):
+        log = os.path.join(log_dir, f"worker-{i + 1}.log")
+        with open(log, "wb") as err:
+            cmd = [sys.executable, "-m", "sweep", "worker", "--study", study_name, "--no-refit"]
+            procs.append((subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err), log))
+    return procs
+
+
+def join_workers(procs: list[tuple[subprocess.Popen, str]], *, terminate: bool = False) -> None:
+    """Wait for spawned workers (after SIGTERM if ``terminate``); raise the first failure as one line."""
+    if terminate:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+    failures = []
+    for i, (p, log) in enumerate(procs, start=1):
+        try:
+            code = p.wait(timeout=None if not terminate else 120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            code = p.wait()
+        if code != 0 and not terminate:
+            with open(log, encoding="utf-8", errors="replace") as f:
+                lines = [line.strip() for line in f if line.strip()]
+            failures.append(f"worker process {i} exited with code {code}: {lines[-1] if lines else 'no message'}")
+    if failures:
+        raise SweepError(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
