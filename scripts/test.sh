@@ -22,6 +22,10 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 
+# A PostgreSQL server on 127.0.0.1 for the storage tests (prints its URL).
+SWEEP_TEST_POSTGRES_URL=$(bash .ci/postgres.sh)
+export SWEEP_TEST_POSTGRES_URL
+
 for setup in .ci/setup-*.sh; do
   [ -e "$setup" ] || continue
   bash "$setup" .venv
