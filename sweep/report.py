@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from sweep import __version__
-from sweep.errors import ReportError
+from sweep.errors import NoCompleteTrialsError, ReportError
 from sweep.report_data import StudyRecord, collect_study
 from sweep.report_plot import plot_accuracy_vs_lambda, plot_learning_curves, plot_optimization_history, plot_train_vs_val
 from sweep.select import load_study
@@ -151,6 +151,12 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
 def write_report(names: Sequence[str], storage: str | None, path: str | os.PathLike[str]) -> list[StudyRecord]:
     """Write the HTML report of studies ``names`` to ``path`` (atomically); return the records it drew."""
     records = load_records(names, storage)
+    empty = [r.name for r in records if not r.complete]
+    if empty:
+        raise NoCompleteTrialsError(
+            f"study {empty[0]!r} has no complete trial to chart; see 'sweep show {empty[0]}' for its trials "
+            "and run it with 'sweep run'"
+        )
     write_atomic(path, render_html(records, build_figures(records)))
     return records
 

@@ -291,3 +291,78 @@ def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     out = subprocess.run([exe, "show", "ok", "--storage", url], capture_output=True, text=True).stdout.splitlines()[1:]
     assert [row.split()[1] for row in out].count("complete") == 3
+
+
+@pytest.mark.parametrize("name", ["okk", "boom"])
+def test_report_on_unknown_or_empty_study(name: str, tmp_path: Path, store: str) -> None:
+    if name == "boom":
+        run_cli("run", failing_study(tmp_path), "--storage", store)
+        expected = ("error: study 'boom' has no complete trial to chart; see 'sweep show boom' for its trials "
+                    "and run it with 'sweep run'\n")
+    else:
+        expected = (f"error: no study named 'okk' in {store} (studies there: ok); "
+                    "check the name with 'sweep ls' or pass --storage\n")
+    assert run_cli("report", name, "--storage", store, "-o", str(tmp_path / "r.html")) == (1, expected)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_two_runs_of_one_study_at_once_share_the_work(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    f = study(tmp_path, with_("train", "epochs = 3").replace("n_trials = 2", "n_trials = 6"))
+    exe = str(Path(sys.executable).with_name("sweep"))
+    procs = [subprocess.Popen([exe, "run", f, "--storage", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    rows = dump(url)["trials"]
+    assert sorted(str(r[3]) for r in rows).count("COMPLETE") == 6 and len(rows) == 6  # none lost, none extra
+    assert all(out.strip().splitlines()[-1].startswith("best lambda ") for out, _ in outs)
+
+
+def test_password_never_appears_in_output_report_or_store(tmp_path: Path) -> None:
+    pg = os.environ.get("SWEEP_TEST_POSTGRES_URL")
+    if pg is None:
+        pytest.skip("SWEEP_TEST_POSTGRES_URL is not set (scripts/test.sh starts a PostgreSQL server)")
+    url = sqlalchemy.engine.make_url(pg)
+    password = url.password
+    assert password
+    f = study(tmp_path, GOOD.replace('"ok"', f'"secret-{os.getpid()}"'))
+    name = f"secret-{os.getpid()}"
+    runs = [CliRunner().invoke(main, args) for args in (
+        ["run", f, "--storage", pg],
+        ["best", name, "--storage", pg, "--format", "json"],
+        ["show", name, "--storage", pg],
+        ["ls", "--storage", pg],
+        ["report", name, "--storage", pg, "-o", str(tmp_path / "r.html")],
+        ["--debug", "best", "nope", "--storage", pg],
+    )]
+    assert [r.exit_code for r in runs[:5]] == [0] * 5
+    assert all(password not in r.output for r in runs)
+    assert '"storage": "' + url.render_as_string(hide_password=True) + '"' in runs[1].stdout
+    assert password not in (tmp_path / "r.html").read_text()
+    assert all(password not in repr(rows) for rows in dump(pg).values())
+
+
+def test_dashboard_binds_localhost_by_default(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = str(Path(sys.executable).with_name("sweep"))
+    proc = subprocess.Popen([exe, "dashboard", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        listening: set[str] = set()
+        deadline = time.time() + 60
+        while time.time() < deadline and not listening:
+            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A" and int(local.split(":")[1], 16) == port:  # 0A: LISTEN
+                        listening.add(local.split(":")[0])
+            time.sleep(0.2)
+        assert listening == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0 or ::
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
