@@ -35,11 +35,13 @@ def trial_rows(name: str, storage: str | None) -> list[dict[str, Any]]:
     study = load_study(name, storage)
     rows = []
     for t in study.get_trials(deepcopy=False):
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         rows.append({
             "number": t.number,
             "state": t.state.name.lower(),
             "lambda": t.params.get(PARAM),
-            "val_acc": t.value if t.state == TrialState.COMPLETE else t.user_attrs.get("val_acc"),
+            # a pruned or failed trial: its last reported validation accuracy
+            "val_acc": t.value if t.state == TrialState.COMPLETE else t.user_attrs.get("val_acc", last),
             "train_acc": t.user_attrs.get("train_acc"),
             "epochs": len(t.intermediate_values),
             "seconds": t.user_attrs.get("seconds"),
