@@ -27,7 +27,8 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled  # wh
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import StudyConfig
-from sweep.objective import Prepared, _epoch_record, binomial_se, suggest_lambda
+from sweep.errors import TrialInterrupted
+from sweep.objective import Prepared, binomial_se, epoch_record, suggest_lambda
 from sweep.population import PopulationEpoch, auto_size, fit_population
 
 
@@ -106,10 +107,12 @@ def _ask(study: optuna.Study) -> optuna.Trial:
 
 
 def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: int,
-              after_ask: Callable[[], None] | None = None) -> list[FrozenTrial]:
+              after_ask: Callable[[], None] | None = None, stop: Callable[[], bool] | None = None) -> list[FrozenTrial]:
     """Ask ``size`` trials, train them as one population, tell each; returns them finished, in order.
 
     ``after_ask`` runs once every member is stored as RUNNING (the worker releases its admission lock there).
+    When ``stop()`` turns true (a stop signal) the batch ends after the current epoch: its open trials
+    are told FAIL with reason "interrupted" (the worker queues their lambdas again).
     """
     storage = study._storage  # optuna's own fail_stale_trials reads it the same way
     if is_heartbeat_enabled(storage):
@@ -140,19 +143,21 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
                 after_ask()
 
             def on_epoch(ep: PopulationEpoch) -> list[int]:
-                stop = []
+                if stop is not None and stop():
+                    raise TrialInterrupted(f"batch interrupted after epoch {ep.epoch}")
+                stop_rows = []
                 for i, reason in ep.failed.items():
                     live[i].set_user_attr("history", histories[i])
                     live[i].set_user_attr("fail_reason", reason)
                     tell(i, TrialState.FAIL)
                 for i, s in ep.stats.items():
-                    histories[i].append(_epoch_record(s))
+                    histories[i].append(epoch_record(s))
                     live[i].report(s.val_acc, s.epoch)
                     if live[i].should_prune():
                         live[i].set_user_attr("history", histories[i])
                         tell(i, TrialState.PRUNED)
-                        stop.append(i)
-                return stop
+                        stop_rows.append(i)
+                return stop_rows
 
             results = fit_population(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lams=lams,
                                      seeds=[seed] * size, cfg=cfg.train, hidden=cfg.model.hidden,
@@ -170,13 +175,15 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
                     trial.set_user_attr(key, value)
                 tell(i, TrialState.COMPLETE, final.val_acc)
         except BaseException as err:
-            # Whatever stopped the batch (Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.
+            # Whatever stopped the batch (a stop signal, Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.
+            reason = "interrupted" if isinstance(err, TrialInterrupted) else f"batch stopped: {type(err).__name__}: {err}"
             for i in list(live):
                 try:
-                    live[i].set_user_attr("fail_reason", f"batch stopped: {type(err).__name__}: {err}")
+                    live[i].set_user_attr("fail_reason", reason)
                     tell(i, TrialState.FAIL)
                 except Exception:  # noqa: BLE001 - the heartbeat will fail it later
                     pass
-            raise
+            if not isinstance(err, TrialInterrupted):
+                raise
     numbers = {t.number for t in trials}
     return [t for t in study.get_trials(deepcopy=False) if t.number in numbers]

@@ -36,7 +36,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from sweep.config import StudyConfig
 from sweep.errors import DataError, TrainingDivergedError
-from sweep.objective import Prepared, _epoch_record, binomial_se, suggest_lambda
+from sweep.objective import Prepared, binomial_se, epoch_record, epoch_reporter, suggest_lambda
 from sweep.train import EpochStats, FitResult, fit
 
 
@@ -66,7 +66,7 @@ def _mean_history(runs: list[list[EpochStats]]) -> list[dict[str, float]]:
     """Per-epoch figures averaged over the fits done so far (a learning curve of the whole trial)."""
     out = []
     for epoch_stats in zip(*runs, strict=True):
-        records = [_epoch_record(s) for s in epoch_stats]
+        records = [epoch_record(s) for s in epoch_stats]
         out.append({k: float(np.mean([r[k] for r in records])) for k in records[0]})
     return out
 
@@ -159,7 +159,7 @@ def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callabl
         start = time.perf_counter()
         split = (prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)
         for j, seed in enumerate(train_seeds):
-            result = _fit(trial, cfg, split, lam=lam, seed=seed, on_epoch=_epoch_reporter(trial) if j == 0 else None)
+            result = _fit(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial) if j == 0 else None)
             runs.append(result.history)
             scores.append(result.final.val_acc)
             train_accs.append(result.final.train_acc)
@@ -171,16 +171,3 @@ def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callabl
 
     return objective
 
-
-def _epoch_reporter(trial: optuna.Trial) -> Callable[[EpochStats], None]:
-    """The plain holdout's per-epoch report and prune, keeping the history a pruned trial leaves behind."""
-    history: list[dict[str, float]] = []
-
-    def on_epoch(s: EpochStats) -> None:
-        history.append(_epoch_record(s))
-        trial.report(s.val_acc, s.epoch)
-        trial.set_user_attr("history", history)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {s.epoch}: val_acc {s.val_acc:.4f}")
-
-    return on_epoch

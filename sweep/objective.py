@@ -55,9 +55,23 @@ def binomial_se(acc: float, n: int) -> float:
     return math.sqrt(max(acc * (1 - acc), 0.0) / max(n, 1))
 
 
-def _epoch_record(s: EpochStats) -> dict[str, float]:
+def epoch_record(s: EpochStats) -> dict[str, float]:
     return {"epoch": s.epoch, "train_loss": s.train_loss, "train_acc": s.train_acc,
             "val_loss": s.val_loss, "val_acc": s.val_acc, "seconds": round(s.seconds, 4)}
+
+
+def epoch_reporter(trial: optuna.Trial) -> Callable[[EpochStats], None]:
+    """Per-epoch report and prune, keeping the history (also of a pruned trial) in the store."""
+    history: list[dict[str, float]] = []
+
+    def on_epoch(s: EpochStats) -> None:
+        history.append(epoch_record(s))
+        trial.report(s.val_acc, s.epoch)
+        trial.set_user_attr("history", history)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {s.epoch}: val_acc {s.val_acc:.4f}")
+
+    return on_epoch
 
 
 def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
@@ -77,15 +91,7 @@ def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial],
         seed = cfg.train.seed  # one seed for all lambdas: differences come from lambda, not luck
         trial.set_user_attr("device", str(prep.device))
         trial.set_user_attr("seed", seed)
-        history: list[dict[str, float]] = []
-
-        def on_epoch(s: EpochStats) -> None:
-            history.append(_epoch_record(s))
-            trial.report(s.val_acc, s.epoch)
-            trial.set_user_attr("history", history)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {s.epoch}: val_acc {s.val_acc:.4f}")
-
+        on_epoch = epoch_reporter(trial)
         try:
             result = fit(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lam=lam, cfg=cfg.train,
                          hidden=cfg.model.hidden, seed=seed, on_epoch=on_epoch)
@@ -100,7 +106,7 @@ def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial],
         trial.set_user_attr("train_loss", final.train_loss)
         trial.set_user_attr("val_se", binomial_se(final.val_acc, n_val))
         trial.set_user_attr("n_val", n_val)
-        trial.set_user_attr("seconds", round(sum(h["seconds"] for h in history), 4))
+        trial.set_user_attr("seconds", round(sum(h.seconds for h in result.history), 4))
         return final.val_acc
 
     return objective

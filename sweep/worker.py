@@ -186,9 +186,10 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         if size > 1:
             free = target - counts.get(TrialState.COMPLETE, 0) - counts.get(TrialState.RUNNING, 0)
             # The lock is released once every member is asked (RUNNING): no overshoot across workers.
-            batch = run_batch(study, cfg, job.prep, size=min(size, free), after_ask=lock.release)
+            batch = run_batch(study, cfg, job.prep, size=min(size, free), after_ask=lock.release,
+                              stop=lambda: bool(stop))
             lock.release()
-            return _after_batch(job, batch, stop=stop, on_trial=on_trial)
+            return _after_batch(job, batch, stop=stop, on_trial=on_trial, interrupted=interrupted)
         own: list[optuna.Trial] = []
 
         def admitted(trial: optuna.Trial) -> float:
@@ -222,9 +223,15 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
 
 
 def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
-                 on_trial: study_mod.ProgressCallback | None) -> tuple[str, int | None]:
+                 on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, int | None]:
     target = job.cfg.search.n_trials
     for last in finished:
+        if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
+            # Give the lambda back to the study, as for a single interrupted trial.
+            job.study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
+            if interrupted is not None:
+                interrupted.append(last.number)
+            continue
         job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
         if on_trial is not None:
             on_trial(study_mod._progress(job.study, last, target))

@@ -366,3 +366,27 @@ def test_dashboard_binds_localhost_by_default(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_ctrl_c_during_a_batch_ends_it_and_the_next_run_resumes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    text = with_("train", "epochs = 300").replace("n_trials = 2", "n_trials = 3")
+    text = text.replace('pruner = "none"', 'pruner = "none"\nbatch = 3')
+    text = text.replace("holdout = 1000", "holdout = 3000")  # 1,000 fit digits: short epochs
+    f = study(tmp_path, text)
+    exe = str(Path(sys.executable).with_name("sweep"))
+    proc = subprocess.Popen([exe, "run", f, "--storage", url], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(str(r[3]) == "RUNNING" for r in dump(url).get("trials", [])):
+        time.sleep(0.2)
+    time.sleep(0.5)  # the population is training
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest
+    assert rest.splitlines()[-1] == "error: interrupted; the current trial was ended, run the same command again to resume"
+    states = [str(row[3]) for row in sorted(dump(url)["trials"])]
+    assert states == ["FAIL"] * 3 + ["WAITING"] * 3  # every member ended, every lambda queued again
+    resumed = subprocess.run([exe, "run", f, "--storage", url], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    states = [str(row[3]) for row in sorted(dump(url)["trials"])]
+    assert states.count("COMPLETE") == 3 and "RUNNING" not in states and "WAITING" not in states
