@@ -45,6 +45,16 @@ STORAGE = click.option("--storage", envvar="SWEEP_STORAGE", default=None, metava
                        help="SQLAlchemy URL of the study store [env SWEEP_STORAGE; default sqlite:///sweeps.db].")
 
 
+OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                         help="Override a study-file value (repeatable), e.g. --set train.epochs=3.")
+NEW_NAME = click.option("--name", default=None, help="Store the study under this name instead of the file's.")
+
+
+def _load_study_file(study_file: str, overrides: tuple[str, ...], name: str | None) -> config_mod.StudyConfig:
+    extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
+    return config_mod.load(study_file, extra)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="lambda-sweep")
@@ -96,9 +106,8 @@ class _TrialProgress:
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
 @STORAGE
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override a study-file value (repeatable), e.g. --set train.epochs=3.")
-@click.option("--name", default=None, help="Store the study under this name instead of the file's.")
+@OVERRIDES
+@NEW_NAME
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes (this one + N-1 'sweep worker' processes) on the same store.")
 def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None, workers: int) -> None:
@@ -107,8 +116,7 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     from sweep import worker
     from sweep.select import best_record
 
-    extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
-    cfg = config_mod.load(study_file, extra)
+    cfg = _load_study_file(study_file, overrides, name)
     with _TrialProgress(cfg.name, cfg.search.n_trials) as progress, worker.stop_on_signals(worker.StopFlag()) as stop:
         study_mod.run(cfg, storage, on_trial=progress.update, workers=workers, stop=stop)
     if stop:
@@ -204,15 +212,13 @@ def report(names: tuple[str, ...], storage: str | None, output: str, png: str | 
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=str))
 @STORAGE
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override a study-file value (repeatable), e.g. --set train.epochs=3.")
-@click.option("--name", default=None, help="Store the study under this name instead of the file's.")
+@OVERRIDES
+@NEW_NAME
 def submit(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None) -> None:
     """Store the study of STUDY_FILE (with its config) for workers to run; print its name and return."""
     from sweep import worker
 
-    extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
-    cfg = config_mod.load(study_file, extra)
+    cfg = _load_study_file(study_file, overrides, name)
     worker.submit(cfg, storage)
     click.echo(cfg.name)
 
