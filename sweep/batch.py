@@ -125,7 +125,13 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
     def tell(i: int, state: TrialState, value: float | None = None) -> None:
         trial = live.pop(i)
         heartbeats.discard(trial._trial_id)
-        study.tell(trial, value, state=state)
+        try:
+            study.tell(trial, value, state=state)
+        except RuntimeError as err:
+            # GridSampler calls study.stop() once the grid is used up, which Optuna allows only inside
+            # optimize; the trial is stored all the same (tell's `finally`), and run() sees the exhausted grid.
+            if "Study.stop" not in str(err):
+                raise
 
     with _Heartbeats(storage) as heartbeats:
         try:

@@ -202,3 +202,15 @@ def test_killed_batch_fails_and_is_retried(tiny_cfg, sqlite_url: str, tmp_path: 
     assert [t.state for t in trials[3:]] == [TrialState.COMPLETE] * 3
     assert sorted(t.params[PARAM] for t in trials[3:]) == lams  # the same lambdas, retried
     assert sorted(t.system_attrs["failed_trial"] for t in trials[3:]) == [0, 1, 2]
+
+
+def test_grid_study_in_batches_uses_up_the_grid(tiny_cfg, sqlite_url: str) -> None:
+    # GridSampler stops the study from inside tell when its grid is used up; a batch must not trip on it.
+    from sweep import study as study_mod
+    from sweep.config import PARAM
+
+    cfg = tiny_cfg(name="grid-batch", train={"epochs": 1}, search={"sampler": "grid", "n_trials": 4, "batch": 4})
+    study = study_mod.run(cfg, sqlite_url)
+    done = sorted(t.params[PARAM] for t in study.trials if t.state.name == "COMPLETE")
+    assert done == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2]) and len(study.trials) == 4
+    assert "refit" in study.user_attrs
