@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 import zlib
 from typing import Any
@@ -16,7 +17,14 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from sweep.errors import StorageError
 
@@ -103,7 +111,18 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
         }
     shown = mask(raw)
     try:
-        return RDBStorage(parsed.render_as_string(hide_password=False), engine_kwargs=_engine_kwargs(parsed), **extra)
+        for attempt in range(3):
+            try:
+                return RDBStorage(parsed.render_as_string(hide_password=False), engine_kwargs=_engine_kwargs(parsed),
+                                  **extra)
+            except (IntegrityError, OperationalError, ProgrammingError) as err:
+                # Two processes set up the same empty database at once ("UNIQUE constraint failed",
+                # "table ... already exists"): the other one won; open it again.
+                racing = isinstance(err, IntegrityError) or "already exists" in str(err)
+                if attempt == 2 or not racing:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
     except (OperationalError, DatabaseError) as err:
         raise StorageError(f"cannot open storage {shown}: {_explain(err)}; check the URL, the server and the file") from None
     except (SQLAlchemyError, ImportError, ValueError) as err:
