@@ -89,6 +89,20 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+def _rdb_storage(url: sqlalchemy.URL, extra: dict[str, Any]) -> RDBStorage:
+    """RDBStorage, retrying the race of two processes that set up the same empty database at once
+    ("UNIQUE constraint failed", "table ... already exists"): the other one won, so open it again."""
+    for attempt in range(3):
+        try:
+            return RDBStorage(url.render_as_string(hide_password=False), engine_kwargs=_engine_kwargs(url), **extra)
+        except (IntegrityError, OperationalError, ProgrammingError) as err:
+            racing = isinstance(err, IntegrityError) or "already exists" in str(err)
+            if attempt == 2 or not racing:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise StorageError("unreachable")  # the loop returns or raises
+
+
 def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorage:
     """Optuna RDB storage for ``url``; stale RUNNING trials (dead workers) are failed and retried."""
     raw = resolve_url(url)
@@ -111,18 +125,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
         }
     shown = mask(raw)
     try:
-        for attempt in range(3):
-            try:
-                return RDBStorage(parsed.render_as_string(hide_password=False), engine_kwargs=_engine_kwargs(parsed),
-                                  **extra)
-            except (IntegrityError, OperationalError, ProgrammingError) as err:
-                # Two processes set up the same empty database at once ("UNIQUE constraint failed",
-                # "table ... already exists"): the other one won; open it again.
-                racing = isinstance(err, IntegrityError) or "already exists" in str(err)
-                if attempt == 2 or not racing:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return _rdb_storage(parsed, extra)
     except (OperationalError, DatabaseError) as err:
         raise StorageError(f"cannot open storage {shown}: {_explain(err)}; check the URL, the server and the file") from None
     except (SQLAlchemyError, ImportError, ValueError) as err:
@@ -136,9 +139,6 @@ def storage_failure(err: BaseException) -> StorageError:
     reason = text[0] if text else type(cause).__name__
     return StorageError(f"the study store failed: {reason}; check that the database is reachable and writable")
 
-
-def study_names(storage: RDBStorage) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
 class StudyLock:

@@ -73,7 +73,6 @@ def stored_config(study: optuna.Study) -> StudyConfig | None:
 def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
     """The study named ``cfg.name``: created with its config, or loaded when the stored config is the same."""
     store = open_storage(storage)
-    offset = 0
     try:
         existing = optuna.load_study(study_name=cfg.name, storage=store)
     except KeyError:
@@ -91,10 +90,9 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
                 f"study {cfg.name!r} exists with a different config ({', '.join(changed)}); "
                 "run the same study file to resume it, or give a new name with --name"
             )
-        offset = len(existing.get_trials(deepcopy=False))
     study = optuna.create_study(
         study_name=cfg.name, storage=store, direction="maximize", load_if_exists=True,
-        sampler=make_sampler(cfg, offset=offset), pruner=make_pruner(cfg),
+        sampler=make_sampler(cfg), pruner=make_pruner(cfg),  # workers reseed it per trial
     )
     if existing is None:
         try:
@@ -106,10 +104,6 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
             optuna.delete_study(study_name=cfg.name, storage=store)  # no half-made study left behind
             raise
     return study
-
-
-def count(study: optuna.Study, *states: TrialState) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
 
 
 @dataclass(frozen=True)
