@@ -12,9 +12,7 @@ set -euo pipefail
 PG_DIR=${SWEEP_PG_DIR:-/var/tmp/sweep-pg}
 PG_PORT=${SWEEP_PG_PORT:-55432}
 
-if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-fi
+bash "$(dirname "$0")/../scripts/install-debian.sh" postgresql
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 as_pg() { runuser -u postgres -- "$@"; }
 

@@ -6,11 +6,7 @@
 set -euo pipefail
 venv="${1:-.venv}"
 
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver
-fi
+bash "$(dirname "$0")/../scripts/install-debian.sh" chromium chromium-driver
 
 # ipykernel's wheel already ships share/jupyter/kernels/python3 inside the venv, and jupyter_client runs
 # a kernelspec whose argv[0] is "python" with the running interpreter; install it only if it is missing.

@@ -7,8 +7,8 @@ All methods train SimpleNet 784-128-10 (SGD lr 0.01, batch 64, weight_decay = --
 
 - seed: the seed document's loop as written (torchvision dataset + ToTensor + DataLoader,
   optimizer.step per batch, loss.item() per batch), model and batches moved to --device;
-- single: ``sweep.train.fit`` (tensors on the device, hand-written SGD step);
-- population K: ``sweep.population.fit_population`` with K lambdas (geometric over 1e-5..1e-2,
+- single: ``sweep.training.fit.fit`` (tensors on the device, hand-written SGD step);
+- population K: ``sweep.training.population.fit_population`` with K lambdas (geometric over 1e-5..1e-2,
   member 0 at --lam), one shared seed as a study uses; "own seeds" gives each member its seed.
 
 Times are wall seconds per model-epoch, training plus each method's per-epoch evaluation
@@ -28,11 +28,11 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from sweep import data
 from sweep.config import TrainConfig
-from sweep.model import init_simplenet
-from sweep.population import fit_population
-from sweep.train import fit, resolve_device
+from sweep.training import data
+from sweep.training.fit import fit, resolve_device
+from sweep.training.model import init_simplenet
+from sweep.training.population import fit_population
 
 
 def sync(device: torch.device) -> None:

@@ -51,7 +51,8 @@ def main() -> None:
         for label, url in stores:
             for n in args.workers:
                 wall, complete, locked, codes = one(url, n, args.trials, tmp)
-                print(f"{label:10} {n:>7} {args.trials:>6} {complete:>8} {locked:>6} {','.join(map(str, codes)):>12} {wall:>7.1f}")
+                codes_text = ",".join(map(str, codes))
+                print(f"{label:10} {n:>7} {args.trials:>6} {complete:>8} {locked:>6} {codes_text:>12} {wall:>7.1f}")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from sweep import data
 from sweep.config import TrainConfig
-from sweep.model import SimpleNet
-from sweep.train import fit
+from sweep.training import data
+from sweep.training.fit import fit
+from sweep.training.model import SimpleNet
 
 TV = {"fashion-mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}
 

@@ -6,8 +6,11 @@ __version__ = "0.1.0"
 __all__ = ["SweepError", "__version__", "best_lambda"]
 
 
-def best_lambda(name: str, *, storage: str | None = None, rule: str = "min") -> float:
-    """The chosen lambda of study ``name`` (one line: ``sweep.best_lambda("quickstart")``)."""
+def best_lambda(name: str, *, storage: str | None = None, rule: str | None = None) -> float:
+    """The chosen lambda of study ``name`` (one line: ``sweep.best_lambda("quickstart")``).
+
+    ``rule`` is ``"min"`` or ``"1se"``; by default the study's own ``search.rule``.
+    """
     from sweep.select import best_record
 
     return best_record(name, storage=storage, rule=rule).lam

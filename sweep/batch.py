@@ -23,13 +23,15 @@ from types import TracebackType
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled  # what study.optimize itself uses
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import StudyConfig
 from sweep.errors import TrialInterrupted
-from sweep.objective import Prepared, binomial_se, epoch_record, suggest_lambda
-from sweep.population import PopulationEpoch, auto_size, fit_population
+from sweep.optuna_compat import BaseHeartbeat, heartbeat_storage, storage_of
+from sweep.optuna_compat import trial_id as trial_id_of
+from sweep.training.population import PopulationEpoch, auto_size, fit_population
+from sweep.trial_attrs import epoch_record, single_fit_attrs, write_attrs
+from sweep.trial_data import Prepared, suggest_lambda
 
 
 def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
@@ -59,8 +61,7 @@ class _Heartbeats:
     """Records a heartbeat for each live trial every ``heartbeat_interval`` seconds, from one thread."""
 
     def __init__(self, storage: BaseStorage) -> None:
-        # study._storage is RDBStorage wrapped in optuna's cache; both are BaseHeartbeat.
-        self._storage = storage if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage) else None
+        self._storage = heartbeat_storage(storage)
         self._interval = self._storage.get_heartbeat_interval() or 0 if self._storage is not None else 0
         self._ids: set[int] = set()
         self._lock = threading.Lock()
@@ -114,8 +115,8 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
     When ``stop()`` turns true (a stop signal) the batch ends after the current epoch: its open trials
     are told FAIL with reason "interrupted" (the worker queues their lambdas again).
     """
-    storage = study._storage  # optuna's own fail_stale_trials reads it the same way
-    if is_heartbeat_enabled(storage):
+    storage = storage_of(study)  # optuna's own fail_stale_trials reads it the same way
+    if heartbeat_storage(storage) is not None:
         optuna.storages.fail_stale_trials(study)  # what study.optimize does before each trial
     seed = cfg.train.seed  # one seed for all lambdas, as in the single objective
     live: dict[int, optuna.Trial] = {}
@@ -124,7 +125,7 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
 
     def tell(i: int, state: TrialState, value: float | None = None) -> None:
         trial = live.pop(i)
-        heartbeats.discard(trial._trial_id)
+        heartbeats.discard(trial_id_of(trial))
         try:
             study.tell(trial, value, state=state)
         except RuntimeError as err:
@@ -138,13 +139,11 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
             lams = []
             for i in range(size):
                 trial = _ask(study)
-                heartbeats.add(trial._trial_id)
+                heartbeats.add(trial_id_of(trial))
                 live[i], histories[i] = trial, []
                 trials.append(trial)
                 lams.append(suggest_lambda(trial, cfg.search))  # before the next ask: constant liar sees it
-                trial.set_user_attr("device", str(prep.device))
-                trial.set_user_attr("seed", seed)
-                trial.set_user_attr("population", size)
+                write_attrs(trial, {"device": str(prep.device), "seed": seed, "population": size})
             if after_ask is not None:
                 after_ask()
 
@@ -172,14 +171,8 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
             for i, r in enumerate(results):
                 if r.state != "complete":
                     continue
-                final, trial = r.history[-1], live[i]
-                attrs = {"history": histories[i], "val_acc": final.val_acc, "val_loss": final.val_loss,
-                         "train_acc": final.train_acc, "train_loss": final.train_loss,
-                         "val_se": binomial_se(final.val_acc, n_val), "n_val": n_val,
-                         "seconds": round(sum(h["seconds"] for h in histories[i]), 4)}
-                for key, value in attrs.items():
-                    trial.set_user_attr(key, value)
-                tell(i, TrialState.COMPLETE, final.val_acc)
+                write_attrs(live[i], single_fit_attrs(r.history, n_val=n_val))
+                tell(i, TrialState.COMPLETE, r.history[-1].val_acc)
         except BaseException as err:
             # Whatever stopped the batch (a stop signal, Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.
             reason = "interrupted" if isinstance(err, TrialInterrupted) else f"batch stopped: {type(err).__name__}: {err}"

@@ -6,6 +6,8 @@ code (1, or 2 for config and usage); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import signal
@@ -18,6 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
 from sweep.errors import SweepError
+from sweep.report.tables import fmt
+from sweep.select import RULES
 from sweep.storage import storage_failure
 
 
@@ -65,10 +69,6 @@ def main(ctx: click.Context, debug: bool) -> None:
     optuna.logging.set_verbosity(logging.DEBUG if debug else logging.WARNING)
 
 
-def _fmt(v: float | None, spec: str = ".4f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
 class _TrialProgress:
     """A progress bar of complete trials on a terminal; one line per trial otherwise (logs, CI).
 
@@ -82,7 +82,7 @@ class _TrialProgress:
 
     def update(self, p: Any) -> None:
         lam = "-" if p.lam is None else f"{p.lam:.3g}"
-        line = f"trial {p.trial} {p.state.lower()} lambda={lam} val={_fmt(p.value)}"
+        line = f"trial {p.trial} {p.state.lower()} lambda={lam} val={fmt(p.value)}"
         if p.best_lam is not None:
             line += f" | best {p.best_value:.4f} at lambda={p.best_lam:.3g}"
         if not self.tty:
@@ -112,61 +112,86 @@ class _TrialProgress:
               help="Local worker processes (this one + N-1 'sweep worker' processes) on the same store.")
 def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None, workers: int) -> None:
     """Run (or resume) the sweep described by STUDY_FILE, then refit the chosen lambda and test it once."""
-    from sweep import study as study_mod
     from sweep import worker
+    from sweep.run import run as run_study
     from sweep.select import best_record
 
     cfg = _load_study_file(study_file, overrides, name)
     with _TrialProgress(cfg.name, cfg.search.n_trials) as progress, worker.stop_on_signals(worker.StopFlag()) as stop:
-        study_mod.run(cfg, storage, on_trial=progress.update, workers=workers, stop=stop)
+        run_study(cfg, storage, on_trial=progress.update, workers=workers, stop=stop)
     if stop:
         raise KeyboardInterrupt  # the trial was ended cleanly; _Group prints how to resume
     rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
     click.echo(
         f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "
-        f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {_fmt(rec.test_acc)} "
+        f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {fmt(rec.test_acc)} "
         f"(refit on the whole training set)"
     )
 
 
+TABLE_FORMAT = click.option("--format", "fmt_", type=click.Choice(["table", "json", "csv"]), default="table",
+                            show_default=True, help="table for people; json or csv (the same rows) for programs.")
+
+
+def _echo_rows(rows: list[dict[str, Any]], fmt_: str) -> bool:
+    """Print ``rows`` as JSON or CSV and return True; False for ``table`` (the caller draws it)."""
+    if fmt_ == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return True
+    if fmt_ == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+        return True
+    return False
+
+
 @main.command("ls")
 @STORAGE
-def list_studies(storage: str | None) -> None:
+@TABLE_FORMAT
+def list_studies(storage: str | None, fmt_: str) -> None:
     """List the studies in the store."""
-    from sweep.report_table import study_rows
+    from sweep.report.tables import study_rows
 
     rows = study_rows(storage)
+    if _echo_rows(rows, fmt_):
+        return
     if not rows:
         click.echo("no studies")
         return
     click.echo(f"{'study':30} {'complete':>8} {'pruned':>6} {'failed':>6} {'best val':>8} {'lambda':>9}")
     for r in rows:
         click.echo(f"{r['study']:30} {r['complete']:>8} {r['pruned']:>6} {r['failed']:>6} "
-                   f"{_fmt(r['best_val']):>8} {_fmt(r['best_lambda'], '.3g'):>9}")
+                   f"{fmt(r['best_val']):>8} {fmt(r['best_lambda'], '.3g'):>9}")
 
 
 @main.command()
 @click.argument("name")
 @STORAGE
-def show(name: str, storage: str | None) -> None:
+@TABLE_FORMAT
+def show(name: str, storage: str | None, fmt_: str) -> None:
     """Show the trials of study NAME."""
-    from sweep.report_table import trial_rows
+    from sweep.report.tables import trial_rows
 
     rows = trial_rows(name, storage)  # errors before any output
-
+    if _echo_rows(rows, fmt_):
+        return
     click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'val acc':>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
     for r in rows:
-        click.echo(f"{r['number']:>5} {r['state']:9} {_fmt(r['lambda'], '.3g'):>9} {_fmt(r['val_acc']):>8} "
-                   f"{_fmt(r['train_acc']):>9} {r['epochs']:>6} {_fmt(r['seconds'], '.1f'):>8}  {r['note']}")
+        click.echo(f"{r['number']:>5} {r['state']:9} {fmt(r['lambda'], '.3g'):>9} {fmt(r['val_acc']):>8} "
+                   f"{fmt(r['train_acc']):>9} {r['epochs']:>6} {fmt(r['seconds'], '.1f'):>8}  {r['note']}")
 
 
 @main.command()
 @click.argument("name")
 @STORAGE
 @click.option("--format", "fmt", type=click.Choice(["value", "json", "env"]), default="value", show_default=True)
-@click.option("--rule", type=click.Choice(["min", "1se"]), default="min", show_default=True,
-              help="min: best mean validation accuracy; 1se: largest lambda within one standard error of it.")
-def best(name: str, storage: str | None, fmt: str, rule: str) -> None:
+@click.option("--rule", type=click.Choice(list(RULES)), default=None,
+              help="min: best mean validation accuracy; 1se: largest lambda within one standard error of it "
+                   "[default: the study's own search.rule].")
+def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
     """Print the chosen lambda of study NAME."""
     from sweep.select import best_record
 
@@ -195,8 +220,8 @@ def report(names: tuple[str, ...], storage: str | None, output: str, png: str | 
     Several NAMEs are overlaid on the same axes with a summary table. The accuracy-vs-lambda
     chart is also stored in each study, where optuna-dashboard shows it.
     """
-    from sweep import report as report_mod
-    from sweep.report_plot import plot_accuracy_vs_lambda
+    from sweep.report import html as report_mod
+    from sweep.report.figures import plot_accuracy_vs_lambda
     from sweep.select import load_study
 
     records = report_mod.write_report(names, storage, output)
@@ -216,10 +241,10 @@ def report(names: tuple[str, ...], storage: str | None, output: str, png: str | 
 @NEW_NAME
 def submit(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None) -> None:
     """Store the study of STUDY_FILE (with its config) for workers to run; print its name and return."""
-    from sweep import worker
+    from sweep.study import create_or_load
 
     cfg = _load_study_file(study_file, overrides, name)
-    worker.submit(cfg, storage)
+    create_or_load(cfg, storage)
     click.echo(cfg.name)
 
 
@@ -237,7 +262,7 @@ def worker_cmd(storage: str | None, study_name: str | None, wait: bool, poll: fl
 
     def on_trial(p: Any) -> None:
         lam = "-" if p.lam is None else f"{p.lam:.3g}"
-        click.echo(f"#{p.trial} {p.state.lower()} lambda={lam} val={_fmt(p.value)} ({p.complete}/{p.target} complete)",
+        click.echo(f"#{p.trial} {p.state.lower()} lambda={lam} val={fmt(p.value)} ({p.complete}/{p.target} complete)",
                    err=True)
 
     with worker.stop_on_signals(worker.StopFlag()) as stop:

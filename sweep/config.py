@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
+    """``[data]``: which dataset, where it lives, and the holdout split."""
+
     dataset: Dataset = "mnist-sample"
     data_dir: str | None = None
     # Below 1: a fraction of the training set; 1 or more: a count (10,000 of 60,000 by default).
@@ -46,10 +49,14 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """``[model]``: the network (SimpleNet 784-hidden-10)."""
+
     hidden: int = Field(default=128, ge=1)
 
 
 class TrainConfig(_Section):
+    """``[train]``: one fit: SGD settings, the penalty form, the device and the seed."""
+
     lr: float = Field(default=0.01, gt=0)
     batch_size: int = Field(default=64, ge=1)
     epochs: int = Field(default=5, ge=1)
@@ -68,6 +75,8 @@ class TrainConfig(_Section):
 
 
 class SearchConfig(_Section):
+    """``[search]``: the lambda range, sampler, pruner, validation scheme, rule and batch size."""
+
     sampler: Sampler = "tpe"
     n_trials: int = Field(default=20, ge=1)
     lambda_low: float = Field(default=1e-5, gt=0)
@@ -101,6 +110,8 @@ class SearchConfig(_Section):
 
 
 class StudyConfig(_Section):
+    """A whole study file, validated and frozen; stored with the study as JSON (``to_json``)."""
+
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     data: DataConfig = DataConfig()
@@ -162,6 +173,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def read_raw(path: str | Path) -> dict[str, Any]:
+    """The TOML mapping of a study file, before overrides and validation."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -184,7 +196,24 @@ def load(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
 
 
 def from_json(text: str) -> StudyConfig:
+    """A config from the JSON ``StudyConfig.to_json`` wrote (pydantic validates it again)."""
     return StudyConfig.model_validate_json(text)
+
+
+def stored_config(study_attrs: Mapping[str, Any]) -> StudyConfig | None:
+    """The config a study was created with (its ``config`` attribute), or None for a study lambda-sweep did not make.
+
+    The one reader of the stored config: the run loop, workers, ``sweep best`` and reports all use it.
+    A stored config this version cannot read raises ConfigError.
+    """
+    text = study_attrs.get("config")
+    if not isinstance(text, str):
+        return None
+    try:
+        return from_json(text)
+    except ValidationError as err:
+        raise ConfigError(f"the stored study config cannot be read by this version ({_one_line(err)}); "
+                          "use the lambda-sweep version that made the study, or run it again under a new name") from None
 
 
 def diff(a: StudyConfig, b: StudyConfig) -> list[str]:

@@ -7,6 +7,12 @@ prints ``error: <message>`` and exits with ``exit_code``.
 from __future__ import annotations
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (of the driver's own error for a SQLAlchemy one), or its type name."""
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 class SweepError(Exception):
     """Base class of every error the library raises on purpose."""
 

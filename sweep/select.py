@@ -10,13 +10,13 @@ Rules work on plain ``TrialScore`` records, so they are tested without Optuna:
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
 
-from sweep.config import PARAM
+from sweep.config import PARAM, stored_config
 from sweep.errors import NoCompleteTrialsError, StudyNotFoundError
 from sweep.storage import mask, open_storage, resolve_url
 
@@ -25,6 +25,8 @@ RULES = ("min", "1se")
 
 @dataclass(frozen=True)
 class TrialScore:
+    """A complete trial as the rules see it: its lambda, mean validation accuracy and that mean's SE."""
+
     number: int
     lam: float
     mean: float  # mean validation accuracy
@@ -33,6 +35,8 @@ class TrialScore:
 
 @dataclass(frozen=True)
 class BestRecord:
+    """The answer of ``sweep best`` / ``best_lambda``: one rule's pick, both rules' picks, the refit's test accuracy."""
+
     study: str
     rule: str
     lam: float
@@ -60,6 +64,7 @@ class BestRecord:
 
 
 def choose(scores: list[TrialScore], rule: str) -> TrialScore:
+    """The trial ``rule`` picks from ``scores`` (see the module docstring for the rules)."""
     if not scores:
         raise NoCompleteTrialsError("no complete trials to choose from")
     best = max(scores, key=lambda s: (s.mean, -s.number))
@@ -80,7 +85,16 @@ def scores_of(trials: list[optuna.trial.FrozenTrial]) -> list[TrialScore]:
     ]
 
 
+def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """Trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING): the one place trials are counted."""
+    counts = dict.fromkeys(("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"), 0)
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
 def load_study(name: str, storage: str | None) -> optuna.Study:
+    """Study ``name`` from the store, read-only; a missing one is a StudyNotFoundError naming the studies there."""
     store = open_storage(storage, heartbeat=False)
     try:
         return optuna.load_study(study_name=name, storage=store)
@@ -93,11 +107,14 @@ def load_study(name: str, storage: str | None) -> optuna.Study:
         ) from None
 
 
-def best_record(name: str, *, storage: str | None = None, rule: str = "min") -> BestRecord:
-    """The lambda chosen by ``rule`` for study ``name``, with its figures and the refit's test accuracy."""
-    if rule not in RULES:
+def best_record(name: str, *, storage: str | None = None, rule: str | None = None) -> BestRecord:
+    """The lambda chosen by ``rule`` (default: the study's own ``search.rule``) for study ``name``,
+    with its figures and the refit's test accuracy."""
+    if rule is not None and rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     study = load_study(name, storage)
+    cfg = stored_config(study.user_attrs)
+    rule = rule or (cfg.search.rule if cfg is not None else "min")
     scores = scores_of(study.get_trials(deepcopy=False))
     if not scores:
         raise NoCompleteTrialsError(
@@ -107,9 +124,7 @@ def best_record(name: str, *, storage: str | None = None, rule: str = "min") -> 
     lo, one = choose(scores, "min"), choose(scores, "1se")
     refit = study.user_attrs.get("refit", {}).get(rule)
     matches = refit is not None and refit.get("trial") == pick.number
-    validation = None
-    if isinstance(study.user_attrs.get("config"), str):
-        validation = json.loads(study.user_attrs["config"]).get("search", {}).get("validation", "holdout")
+    validation = cfg.search.validation if cfg is not None else None
     return BestRecord(
         study=name, rule=rule, lam=pick.lam, trial=pick.number, val_acc=pick.mean, val_se=pick.se,
         test_acc=refit["test_acc"] if matches else None, refit_seed=refit["seed"] if matches else None,

@@ -26,7 +26,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from sweep.errors import StorageError
+from sweep.errors import StorageError, first_line
 
 DEFAULT_URL = "sqlite:///sweeps.db"
 HEARTBEAT_SECONDS = 10  # env SWEEP_HEARTBEAT_INTERVAL overrides (tests use 1 s)
@@ -37,6 +37,7 @@ MAX_RETRY = 3
 
 
 def resolve_url(url: str | None) -> str:
+    """The storage URL in use: ``url``, else ``SWEEP_STORAGE``, else the SQLite default."""
     return url or os.environ.get("SWEEP_STORAGE") or DEFAULT_URL
 
 
@@ -59,11 +60,6 @@ def _engine_kwargs(url: sqlalchemy.URL) -> dict[str, Any]:
         return {"pool_size": 3, "max_overflow": 2, "pool_timeout": 60, "pool_pre_ping": True, "pool_recycle": 1800,
                 "connect_args": {"connect_timeout": 10}}
     return {"pool_pre_ping": True}
-
-
-def _explain(err: Exception) -> str:
-    text = str(getattr(err, "orig", None) or err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _seconds(env: str, default: int) -> int:
@@ -127,16 +123,14 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
     try:
         return _rdb_storage(parsed, extra)
     except (OperationalError, DatabaseError) as err:
-        raise StorageError(f"cannot open storage {shown}: {_explain(err)}; check the URL, the server and the file") from None
+        raise StorageError(f"cannot open storage {shown}: {first_line(err)}; check the URL, the server and the file") from None
     except (SQLAlchemyError, ImportError, ValueError) as err:
-        raise StorageError(f"cannot use storage {shown}: {_explain(err)}; check the URL") from None
+        raise StorageError(f"cannot use storage {shown}: {first_line(err)}; check the URL") from None
 
 
 def storage_failure(err: BaseException) -> StorageError:
     """A one-line StorageError for a database failure met while a command was running."""
-    cause = err.__cause__ or err
-    text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
-    reason = text[0] if text else type(cause).__name__
+    reason = first_line(err.__cause__ or err)
     return StorageError(f"the study store failed: {reason}; check that the database is reachable and writable")
 
 

@@ -1,9 +1,8 @@
-"""Studies: create or load them, their samplers and pruners, the run loop, the refit.
+"""Studies: create or load them, their samplers and pruners, progress records, the refit.
 
 A study's config is stored as the study attribute ``config`` when it is created,
 so workers and reports rebuild everything from the store. ``run`` continues an
-interrupted study to its target count of complete trials: it never starts over
-and never overshoots.
+interrupted study to its target count of complete trials (``sweep.run``).
 """
 
 from __future__ import annotations
@@ -11,17 +10,19 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from sweep import __version__
-from sweep.config import PARAM, StudyConfig, diff, from_json
+from sweep.config import PARAM, StudyConfig, diff, stored_config
 from sweep.errors import StorageError, StudyConflictError, TrainingDivergedError
-from sweep.objective import make_objective, prepare, refit
+from sweep.objective import refit
 from sweep.select import choose, scores_of
 from sweep.storage import mask, open_storage, resolve_url
+from sweep.trial_data import Prepared, prepare
 
 
 def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -42,11 +43,13 @@ def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSa
 
 
 def grid_points(cfg: StudyConfig) -> list[float]:
+    """The lambdas of a grid study: ``n_trials`` points, geometric over the range."""
     s = cfg.search
     return [float(v) for v in np.geomspace(s.lambda_low, s.lambda_high, s.n_trials)]
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner; CV trials report per fold, holdout trials per epoch."""
     epochs = cfg.train.epochs
     if cfg.search.validation == "cv":
         # CV trials report the running mean of fold accuracies at step = fold (0..folds-1); see docs/cv.md.
@@ -65,11 +68,6 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def stored_config(study: optuna.Study) -> StudyConfig | None:
-    text = study.user_attrs.get("config")
-    return from_json(text) if isinstance(text, str) else None
-
-
 def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
     """The study named ``cfg.name``: created with its config, or loaded when the stored config is the same."""
     store = open_storage(storage)
@@ -78,7 +76,7 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
     except KeyError:
         existing = None
     if existing is not None:
-        old = stored_config(existing)
+        old = stored_config(existing.user_attrs)
         if old is None:
             raise StudyConflictError(
                 f"study {cfg.name!r} in {mask(resolve_url(storage))} was not made by lambda-sweep; "
@@ -120,44 +118,17 @@ class Progress:
     best_lam: float | None
 
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = Callable[[Progress], None]  # called by the run loop after each finished trial
 
 
-def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallback | None = None,
-        refit_after: bool = True, workers: int = 1, stop=None) -> optuna.Study:
-    """Create or resume the study and run trials until it has ``n_trials`` complete ones, then refit.
-
-    This is ``worker.submit`` + ``worker.work`` (+ ``workers - 1`` extra ``sweep worker`` processes)
-    + the refit. ``stop`` (a ``worker.StopFlag``) ends the run cleanly, without the refit.
-    """
-    import tempfile
-
-    from sweep import worker
-
-    prep = prepare(cfg)  # data and device problems surface before anything is written to the store
-    objective = make_objective(cfg, prep)  # so do fold problems (more folds than a class has examples)
-    study = worker.submit(cfg, storage)
-    stop = stop if stop is not None else worker.StopFlag()
-    with tempfile.TemporaryDirectory(prefix="sweep-workers-") as logs:
-        procs = worker.spawn_workers(storage, cfg.name, workers - 1, log_dir=logs) if workers > 1 else []
-        try:
-            worker.work(storage, study_name=cfg.name, refit=False, on_trial=on_trial, stop=stop, objective=objective,
-                        prep=prep)
-        except BaseException:
-            worker.join_workers(procs, terminate=True)
-            raise
-        worker.join_workers(procs, terminate=bool(stop))
-    if refit_after and not stop:
-        refit_best(study, cfg, prep)
-    return study
-
-
-def _grid_exhausted(study: optuna.Study, cfg: StudyConfig) -> bool:
+def grid_exhausted(study: optuna.Study, cfg: StudyConfig) -> bool:
+    """True when every grid point has a finished (complete or pruned) trial."""
     done = {t.params.get(PARAM) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
     return all(p in done for p in grid_points(cfg))
 
 
-def _progress(study: optuna.Study, last: optuna.trial.FrozenTrial, target: int) -> Progress:
+def progress(study: optuna.Study, last: optuna.trial.FrozenTrial, target: int) -> Progress:
+    """What the run loop reports after trial ``last``: its figures and the best lambda so far."""
     scores = scores_of(study.get_trials(deepcopy=False))
     best = choose(scores, "min") if scores else None
     return Progress(
@@ -167,7 +138,8 @@ def _progress(study: optuna.Study, last: optuna.trial.FrozenTrial, target: int) 
     )
 
 
-def refit_best(study: optuna.Study, cfg: StudyConfig, prep=None, rules: tuple[str, ...] | None = None) -> dict:
+def refit_best(study: optuna.Study, cfg: StudyConfig, prep: Prepared | None = None, *,
+               rules: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Refit each rule's lambda on the whole training set and store its test accuracy (once per choice).
 
     ``rules`` defaults to the study's ``search.rule`` alone: test accuracies of both rules

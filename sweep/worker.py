@@ -1,8 +1,9 @@
 """Workers: many processes, one study store, exactly ``n_trials`` complete trials.
 
-``submit`` stores a study with its config and returns. ``work`` runs trials of
-studies that still have budget, rebuilding each study's config from the store,
-so workers need nothing but the storage URL. ``study.run`` is submit + work + refit.
+``sweep submit`` stores a study with its config (``study.create_or_load``). ``work``
+runs trials of studies that still have budget, rebuilding each study's config from
+the store, so workers need nothing but the storage URL. ``sweep.run.run`` is
+create_or_load + work (+ local worker processes) + the refit.
 
 Exactness. Before a worker starts a trial it takes the study's lock (see
 ``storage.StudyLock``), fails stale trials (their lambdas are queued again by
@@ -28,8 +29,6 @@ import datetime as dt
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,21 +38,18 @@ from typing import cast
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
 from sweep import study as study_mod
 from sweep.batch import resolve_size, run_batch
-from sweep.config import StudyConfig
-from sweep.errors import ConfigError, StudyConflictError, StudyNotFoundError, SweepError, TrainingDivergedError, TrialInterrupted
-from sweep.objective import Prepared, make_objective, prepare
+from sweep.config import StudyConfig, stored_config
+from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError, TrainingDivergedError, TrialInterrupted
+from sweep.objective import make_objective
+from sweep.optuna_compat import frozen
+from sweep.select import choose, scores_of, state_counts
 from sweep.storage import StudyLock, mask, open_storage, resolve_url
+from sweep.trial_data import Prepared, prepare
 
 RAN, BUSY, DONE = "ran", "busy", "done"
-
-
-def submit(cfg: StudyConfig, storage: str | None = None) -> optuna.Study:
-    """Create the study with its config stored (or load the same one) and return at once."""
-    return study_mod.create_or_load(cfg, storage)
 
 
 class StopFlag:
@@ -139,24 +135,21 @@ def _load(store: optuna.storages.RDBStorage, name: str, url: str) -> _Loaded:
         raise StudyNotFoundError(
             f"no study named {name!r} in {mask(url)}; submit it first with 'sweep submit STUDY.toml --storage URL'"
         ) from None
-    cfg = study_mod.stored_config(study)
+    cfg = stored_config(study.user_attrs)
     if cfg is None:
         raise StudyConflictError(f"study {name!r} in {mask(url)} was not made by lambda-sweep; a worker cannot run it")
     study.pruner = study_mod.make_pruner(cfg)
     return _Loaded(study, cfg)
 
 
-def _states(study: optuna.Study) -> dict[TrialState, int]:
-    counts: dict[TrialState, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state] = counts.get(t.state, 0) + 1
-    return counts
+def _states(study: optuna.Study) -> dict[str, int]:
+    return state_counts(study.get_trials(deepcopy=False))
 
 
-def _finished(job: _Loaded, counts: dict[TrialState, int]) -> bool:
-    if counts.get(TrialState.COMPLETE, 0) >= job.cfg.search.n_trials:
+def _finished(job: _Loaded, counts: dict[str, int]) -> bool:
+    if counts["COMPLETE"] >= job.cfg.search.n_trials:
         return True
-    return job.cfg.search.sampler == "grid" and study_mod._grid_exhausted(job.study, job.cfg)
+    return job.cfg.search.sampler == "grid" and study_mod.grid_exhausted(job.study, job.cfg)
 
 
 def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
@@ -178,13 +171,13 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         counts = _states(study)
         if _finished(job, counts):
             return DONE, None
-        if counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.RUNNING, 0) >= target:
+        if counts["COMPLETE"] + counts["RUNNING"] >= target:
             return BUSY, None
         # Seeded by the next trial number: concurrent workers draw different lambdas, and a
         # single process is reproducible and does not replay its start when resumed.
         study.sampler = study_mod.make_sampler(cfg, offset=sum(counts.values()))
         if size > 1:
-            free = target - counts.get(TrialState.COMPLETE, 0) - counts.get(TrialState.RUNNING, 0)
+            free = target - counts["COMPLETE"] - counts["RUNNING"]
             # The lock is released once every member is asked (RUNNING): no overshoot across workers.
             batch = run_batch(study, cfg, job.prep, size=min(size, free), after_ask=lock.release,
                               stop=lambda: bool(stop))
@@ -205,14 +198,14 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
     if not own:
         return BUSY, None
     interrupted = interrupted if interrupted is not None else []
-    last = study._storage.get_trial(own[0]._trial_id)
+    last = frozen(study, own[0])
     if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
         # Give the lambda back to the study, as the stale-trial retry does.
         study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
         interrupted.append(last.number)
     job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
     if on_trial is not None:
-        on_trial(study_mod._progress(study, last, target))
+        on_trial(study_mod.progress(study, last, target))
     if job.failures >= max(5, target) and not stop:
         raise SweepError(
             f"study {study.study_name!r}: the last {job.failures} trials failed "
@@ -234,7 +227,7 @@ def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop
             continue
         job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
         if on_trial is not None:
-            on_trial(study_mod._progress(job.study, last, target))
+            on_trial(study_mod.progress(job.study, last, target))
     if job.failures >= max(5, target) and not stop:
         raise SweepError(
             f"study {job.study.study_name!r}: the last {job.failures} trials failed "
@@ -247,11 +240,11 @@ def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop
 def refit_once(job: _Loaded, store: optuna.storages.RDBStorage) -> bool:
     """Refit the chosen lambda unless it is stored or another worker claimed it; True if this one did."""
     study = job.study
-    scores = study_mod.scores_of(study.get_trials(deepcopy=False))
+    scores = scores_of(study.get_trials(deepcopy=False))
     if not scores:
         return False
     rule = job.cfg.search.rule
-    pick = study_mod.choose(scores, rule).number
+    pick = choose(scores, rule).number
     with StudyLock(store, study.study_name):
         attrs = optuna.load_study(study_name=study.study_name, storage=store).user_attrs
         if attrs.get("refit", {}).get(rule, {}).get("trial") == pick:
@@ -326,43 +319,3 @@ def describe(summary: WorkSummary) -> str:
     lams = f"{len(summary.trials)} trial{'s' if len(summary.trials) != 1 else ''}"
     done = ", ".join(summary.finished) or "none"
     return f"worker ran {lams}; studies at target: {done}; refits: {', '.join(summary.refits) or 'none'}"
-
-
-
-def spawn_workers(storage: str | None, study_name: str, n: int, *, log_dir: str) -> list[tuple[subprocess.Popen, str]]:
-    """Start ``n`` ``sweep worker`` processes on one study (the URL goes by environment, not argv, so no password
-    shows in ``ps``); their stderr goes to files in ``log_dir`` so a failure can be reported."""
-    url = resolve_url(storage)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ConfigError("--workers needs a store that processes can share; an in-memory SQLite URL is not; "
-                          "use sqlite:///sweeps.db or PostgreSQL")
-    env = {**os.environ, "SWEEP_STORAGE": url}
-    procs = []
-    for i in range(n):
-        log = os.path.join(log_dir, f"worker-{i + 1}.log")
-        with open(log, "wb") as err:
-            cmd = [sys.executable, "-m", "sweep", "worker", "--study", study_name, "--no-refit"]
-            procs.append((subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err), log))
-    return procs
-
-
-def join_workers(procs: list[tuple[subprocess.Popen, str]], *, terminate: bool = False) -> None:
-    """Wait for spawned workers (after SIGTERM if ``terminate``); raise the first failure as one line."""
-    if terminate:
-        for p, _ in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-    failures = []
-    for i, (p, log) in enumerate(procs, start=1):
-        try:
-            code = p.wait(timeout=None if not terminate else 120)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            code = p.wait()
-        if code != 0 and not terminate:
-            with open(log, encoding="utf-8", errors="replace") as f:
-                lines = [line.strip() for line in f if line.strip()]
-            failures.append(f"worker process {i} exited with code {code}: {lines[-1] if lines else 'no message'}")
-    if failures:
-        raise SweepError(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))

@@ -75,6 +75,22 @@ def test_ls_and_show(finished: tuple[str, Path]) -> None:
     assert len(show) == 4 and [row.split()[1] for row in show[1:]] == ["complete"] * 3
 
 
+def test_ls_and_show_as_json_and_csv_carry_the_same_rows(finished: tuple[str, Path]) -> None:
+    import csv
+    import io
+
+    url, _ = finished
+    studies = json.loads(invoke("ls", "--storage", url, "--format", "json").stdout)
+    assert [(r["study"], r["complete"], r["pruned"], r["failed"]) for r in studies] == [("tiny", 3, 0, 0)]
+    best = json.loads(invoke("best", "tiny", "--storage", url, "--format", "json").stdout)
+    assert (studies[0]["best_lambda"], studies[0]["best_val"]) == (best["lambda"], best["val_acc"])
+    trials = json.loads(invoke("show", "tiny", "--storage", url, "--format", "json").stdout)
+    assert [t["number"] for t in trials] == [0, 1, 2] and {t["state"] for t in trials} == {"complete"}
+    rows = list(csv.DictReader(io.StringIO(invoke("show", "tiny", "--storage", url, "--format", "csv").stdout)))
+    assert [float(r["lambda"]) for r in rows] == [t["lambda"] for t in trials]
+    assert list(rows[0]) == list(trials[0])
+
+
 def test_optuna_cli_agrees_on_the_best_trial(finished: tuple[str, Path]) -> None:
     url, _ = finished
     ours = json.loads(invoke("best", "tiny", "--storage", url, "--format", "json").stdout)

@@ -13,12 +13,14 @@ import torch
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from sweep import config, cv, data
+from sweep import config
 from sweep.cli import main
 from sweep.config import PARAM
 from sweep.errors import DataError
-from sweep.objective import make_objective, prepare
+from sweep.objective import make_objective
 from sweep.study import make_pruner
+from sweep.training import data
+from sweep.trial_data import fold_indices, prepare
 
 # Fast CV settings: 1 epoch, large batches; the sample's 4,000 training digits in 3 folds.
 FAST = {"train": {"epochs": 1, "batch_size": 256}}
@@ -40,7 +42,7 @@ def run_enqueued(cfg: config.StudyConfig, lambdas: list[float]) -> optuna.Study:
 def test_folds_are_stratified_disjoint_and_cover_the_training_set() -> None:
     labels = data.load("mnist-sample").train.y
     n, k = int(labels.shape[0]), 5
-    folds = cv.fold_indices(labels, folds=k, seed=0)
+    folds = fold_indices(labels, folds=k, seed=0)
     assert len(folds) == k
     seen = torch.cat([val for _, val in folds])
     assert sorted(seen.tolist()) == list(range(n))  # validation folds are disjoint and cover everything
@@ -50,8 +52,8 @@ def test_folds_are_stratified_disjoint_and_cover_the_training_set() -> None:
         assert len(fit) + len(val) == n
         # stratified: each class's share of a validation fold is its share of the whole set, to one example
         assert torch.all((torch.bincount(labels[val], minlength=10) - per_class / k).abs() <= 1)
-    again = cv.fold_indices(labels, folds=k, seed=0)
-    other = cv.fold_indices(labels, folds=k, seed=1)
+    again = fold_indices(labels, folds=k, seed=0)
+    other = fold_indices(labels, folds=k, seed=1)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
     assert not all(torch.equal(a[1], b[1]) for a, b in zip(folds, other, strict=True))
 
@@ -59,7 +61,7 @@ def test_folds_are_stratified_disjoint_and_cover_the_training_set() -> None:
 def test_more_folds_than_a_class_has_examples_is_one_line() -> None:
     labels = torch.tensor([0] * 10 + [1] * 3)
     with pytest.raises(DataError) as info:
-        cv.fold_indices(labels, folds=4, seed=0)
+        fold_indices(labels, folds=4, seed=0)
     assert str(info.value) == (
         "search.folds = 4 but the smallest class of the training set has 3 examples; set search.folds to at most 3"
     )
@@ -174,7 +176,9 @@ def test_sweep_run_and_best_1se_json(tmp_path: Path) -> None:
         assert isinstance(rec[key], float), key
     assert rec["val_acc_1se"] >= rec["val_acc_min"] - rec["val_se_min"]
     assert 0.5 < rec["test_acc"] <= 1  # the study's rule (1se) was refit and tested
-    by_min = json.loads(runner.invoke(main, ["best", "tiny-cv", "--storage", url, "--format", "json"]).stdout)
+    by_default = json.loads(runner.invoke(main, ["best", "tiny-cv", "--storage", url, "--format", "json"]).stdout)
+    assert by_default == rec  # without --rule: the study's own search.rule (1se here)
+    by_min = json.loads(runner.invoke(main, ["best", "tiny-cv", "--storage", url, "--rule", "min", "--format", "json"]).stdout)
     assert (by_min["rule"], by_min["lambda"]) == ("min", rec["lambda_min"])
     if by_min["lambda"] != rec["lambda"]:
         assert by_min["test_acc"] is None  # only the configured rule is refit

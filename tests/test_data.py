@@ -14,8 +14,8 @@ import pytest
 import torch
 import torchvision
 
-from sweep import data
 from sweep.errors import DataError
+from sweep.training import data
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

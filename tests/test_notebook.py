@@ -9,7 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from sweep import config, study
+from sweep import config
+from sweep.run import run as run_study
 from sweep.select import best_record
 from tests.conftest import make_raw
 
@@ -20,7 +21,7 @@ NOTEBOOK = ROOT / "notebooks" / "lambda_analysis.ipynb"
 def test_lambda_analysis_notebook_runs(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config.validate(make_raw(name="nb", search={"sampler": "grid", "n_trials": 3, "pruner": "none"},
                           train={"epochs": 1}), source="test")
-    study.run(cfg, sqlite_url)
+    run_study(cfg, sqlite_url)
     # The kernel is a child process: it reads these from the environment it inherits.
     monkeypatch.setenv("SWEEP_STORAGE", sqlite_url)
     monkeypatch.setenv("SWEEP_STUDY", "nb")

@@ -1,4 +1,4 @@
-"""Population training (sweep.population) and ask-and-tell batches (sweep.batch), all on the CPU."""
+"""Population training (sweep.training.population) and ask-and-tell batches (sweep.batch), all on the CPU."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ import torch
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from sweep import data, study
+from sweep import study
 from sweep.batch import run_batch
 from sweep.config import PARAM, TrainConfig
 from sweep.errors import ConfigError
-from sweep.objective import prepare
-from sweep.population import PopulationEpoch, fit_population
-from sweep.train import fit
+from sweep.run import run as run_study
+from sweep.training import data
+from sweep.training.fit import fit
+from sweep.training.population import PopulationEpoch, fit_population
+from sweep.trial_data import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = TrainConfig(epochs=2, lr=0.1, device="cpu")
@@ -103,7 +105,7 @@ def test_other_penalties_are_refused(split) -> None:
 
 def test_batch_study_reaches_n_trials_with_attrs(tiny_cfg, sqlite_url: str) -> None:
     cfg = tiny_cfg(name="pop", train={"epochs": 1}, search={"sampler": "tpe", "n_trials": 6, "batch": 4})
-    s = study.run(cfg, sqlite_url)
+    s = run_study(cfg, sqlite_url)
     trials = s.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6  # 4 then 2: never asks past n_trials
     assert [t.user_attrs["population"] for t in trials] == [4, 4, 4, 4, 2, 2]
@@ -119,7 +121,7 @@ def test_batch_study_reaches_n_trials_with_attrs(tiny_cfg, sqlite_url: str) -> N
 
 def test_batch_value_equals_single_trial(tiny_cfg, sqlite_url: str) -> None:
     cfg = tiny_cfg(name="pop", search={"n_trials": 2, "batch": 2})
-    s = study.run(cfg, sqlite_url, refit_after=False)
+    s = run_study(cfg, sqlite_url, refit_after=False)
     prep = prepare(cfg)
     for t in s.get_trials():
         alone = fit(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lam=t.params[PARAM], cfg=cfg.train, seed=0)
@@ -145,7 +147,7 @@ def test_batch_prunes_a_member(tiny_cfg, sqlite_url: str) -> None:
 def test_penalty_other_than_l2_falls_back_to_single_trials(tiny_cfg, sqlite_url: str) -> None:
     cfg = tiny_cfg(name="l1", train={"epochs": 1, "penalty": "l1"}, search={"n_trials": 2, "batch": 2})
     with pytest.warns(UserWarning, match="search.batch = 2 applies to train.penalty = 'l2' only"):
-        s = study.run(cfg, sqlite_url, refit_after=False)
+        s = run_study(cfg, sqlite_url, refit_after=False)
     assert [t.state for t in s.get_trials()] == [TrialState.COMPLETE] * 2
     assert all("population" not in t.user_attrs for t in s.get_trials())
 
@@ -153,7 +155,8 @@ def test_penalty_other_than_l2_falls_back_to_single_trials(tiny_cfg, sqlite_url:
 CHILD = """
 import sys, time
 import sweep.batch
-from sweep import config, study
+from sweep import config
+from sweep.run import run as run_study
 
 real = sweep.batch.fit_population
 
@@ -166,7 +169,7 @@ def stuck(*args, on_epoch, **kwargs):
     return real(*args, on_epoch=hook, **kwargs)
 
 sweep.batch.fit_population = stuck
-study.run(config.from_json(open(sys.argv[1]).read()), sys.argv[3])
+run_study(config.from_json(open(sys.argv[1]).read()), sys.argv[3])
 """
 
 
@@ -196,7 +199,7 @@ def test_killed_batch_fails_and_is_retried(tiny_cfg, sqlite_url: str, tmp_path: 
         child.wait()
     lams = sorted(t.params[PARAM] for t in s.get_trials())
     time.sleep(4.5)  # past the grace period since the last heartbeat
-    resumed = study.run(cfg, sqlite_url, refit_after=False)
+    resumed = run_study(cfg, sqlite_url, refit_after=False)
     trials = resumed.get_trials()
     assert [t.state for t in trials[:3]] == [TrialState.FAIL] * 3
     assert [t.state for t in trials[3:]] == [TrialState.COMPLETE] * 3
@@ -206,11 +209,10 @@ def test_killed_batch_fails_and_is_retried(tiny_cfg, sqlite_url: str, tmp_path: 
 
 def test_grid_study_in_batches_uses_up_the_grid(tiny_cfg, sqlite_url: str) -> None:
     # GridSampler stops the study from inside tell when its grid is used up; a batch must not trip on it.
-    from sweep import study as study_mod
     from sweep.config import PARAM
 
     cfg = tiny_cfg(name="grid-batch", train={"epochs": 1}, search={"sampler": "grid", "n_trials": 4, "batch": 4})
-    study = study_mod.run(cfg, sqlite_url)
+    study = run_study(cfg, sqlite_url)
     done = sorted(t.params[PARAM] for t in study.trials if t.state.name == "COMPLETE")
     assert done == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2]) and len(study.trials) == 4
     assert "refit" in study.user_attrs

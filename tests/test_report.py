@@ -6,7 +6,6 @@ Browser tests (headless Chromium through selenium) are in test_report_browser.py
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ from click.testing import CliRunner
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from sweep import report
 from sweep.cli import main
 from sweep.config import PARAM
-from sweep.report_data import collect_history, collect_study
-from sweep.report_plot import plot_accuracy_vs_lambda, plot_learning_curves, plot_train_vs_val
+from sweep.report import html as report
+from sweep.report.figures import plot_accuracy_vs_lambda, plot_learning_curves, plot_train_vs_val
+from sweep.report.records import collect_history, collect_study
 
 EVIL = "<script>alert(1)</script>"
 DIST = {PARAM: FloatDistribution(1e-5, 1e-2, log=True)}
@@ -61,7 +60,7 @@ def make_fake(url: str, name: str = "fake") -> optuna.Study:
 
 def test_collect_counts_choices_and_refit(sqlite_url: str) -> None:
     rec = collect_study(make_fake(sqlite_url))
-    assert rec.counts == {"COMPLETE": 4, "PRUNED": 1, "FAIL": 1, "RUNNING": 0}
+    assert rec.counts == {"COMPLETE": 4, "PRUNED": 1, "FAIL": 1, "RUNNING": 0, "WAITING": 0}
     assert [t.lam for t in rec.complete] == [1e-5, 1e-4, 1e-3, 1e-2]
     assert [(t.number, t.val_acc) for t in rec.pruned] == [(4, 0.70)]  # the last value it reported
     assert (rec.choices["min"].lam, rec.choices["min"].trial, rec.choices["min"].test_acc) == (1e-4, 1, 0.941)
@@ -71,14 +70,36 @@ def test_collect_counts_choices_and_refit(sqlite_url: str) -> None:
     assert [p.best for p in collect_history(rec)] == [0.90, 0.93, 0.93, 0.93]
 
 
-def test_cv_fold_scores_give_the_error_bar_and_the_1se_rule(sqlite_url: str) -> None:
+def test_error_bar_is_the_stored_se_not_a_recomputed_one(sqlite_url: str) -> None:
+    """The report reads the SE the objective stored (what the 1se rule uses), even when fold scores are present:
+    with repeats the fold SE is not std(fold_scores)/sqrt(n), and a recomputed one made the report disagree."""
     study = optuna.create_study(study_name="cv", storage=sqlite_url, direction="maximize")
-    add(study, 1e-4, 0.93, se=0.001, fold_scores=[0.90, 0.96, 0.93])  # fold SE = 0.03/sqrt(3) = 0.0173
+    add(study, 1e-4, 0.93, se=0.0173, fold_scores=[0.90, 0.96, 0.93])
     add(study, 1e-3, 0.915, se=0.001, fold_scores=[0.91, 0.92, 0.915])
     rec = collect_study(study)
-    assert math.isclose(rec.trials[0].val_err or 0, 0.03 / math.sqrt(3), rel_tol=1e-9)
+    assert [t.val_err for t in rec.trials] == [0.0173, 0.001]
     assert rec.trials[0].fold_scores == (0.90, 0.96, 0.93)
-    assert rec.choices["1se"].lam == 1e-3  # within one fold SE of the best; the binomial 0.001 would exclude it
+    assert rec.choices["1se"].lam == 1e-3  # 0.915 >= 0.93 - 0.0173
+
+
+@pytest.mark.parametrize("search", [
+    {"validation": "holdout"},
+    {"validation": "cv", "folds": 3},
+    {"validation": "cv", "folds": 3, "repeats": 2},
+], ids=["holdout", "cv", "cv-repeats"])
+def test_report_and_sweep_best_give_the_same_picks(tiny_cfg: Any, sqlite_url: str, search: dict[str, Any]) -> None:
+    from sweep.run import run as run_study
+    from sweep.select import best_record
+
+    cfg = tiny_cfg(name="same", train={"epochs": 1}, search={"n_trials": 4, **search})
+    study = run_study(cfg, sqlite_url, refit_after=False)
+    rec = collect_study(study)
+    stored = {t.number: t.user_attrs["val_se"] for t in study.get_trials() if t.state == TrialState.COMPLETE}
+    assert {t.number: t.val_err for t in rec.complete} == stored
+    for rule in ("min", "1se"):
+        best = best_record("same", storage=sqlite_url, rule=rule)
+        choice = rec.choices[rule]
+        assert (choice.lam, choice.trial, choice.val_acc, choice.val_se) == (best.lam, best.trial, best.val_acc, best.val_se)
 
 
 def test_empty_study_draws_without_choices(sqlite_url: str) -> None:

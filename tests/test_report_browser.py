@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from sweep import config, study
+from sweep import config
 from sweep.cli import main
+from sweep.run import run as run_study
 from tests.conftest import make_raw
 from tests.test_report import EVIL, make_fake
 
@@ -53,7 +54,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'sweeps.db'}"
     raw = make_raw(name="tiny", search={"sampler": "grid", "n_trials": 4, "pruner": "none"}, train={"epochs": 1})
     cfg = config.validate(raw, source="test")
-    study.run(cfg, url)
+    run_study(cfg, url)
     return url, "tiny"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
@@ -88,12 +90,12 @@ def test_scores_of_reads_val_se_and_skips_unfinished_trials() -> None:
 
 
 @pytest.fixture
-def table_study(sqlite_url: str) -> str:
-    """A stored study holding TABLE, refit (by hand) for the 1se rule only."""
+def table_study(sqlite_url: str, tiny_cfg: Any) -> str:
+    """A stored study holding TABLE, a CV study whose own rule is min, refit (by hand) for the 1se rule only."""
     study = optuna.create_study(study_name="table", storage=sqlite_url, direction="maximize")
     for s in TABLE:
         study.add_trial(_trial(s.lam, s.mean, s.se))
-    study.set_user_attr("config", '{"search": {"validation": "cv"}}')
+    study.set_user_attr("config", tiny_cfg(name="table", search={"validation": "cv", "rule": "min"}).to_json())
     study.set_user_attr("refit", {"1se": {"rule": "1se", "trial": 3, "lambda": 1e-2, "seed": 0, "test_acc": 0.91}})
     return sqlite_url
 

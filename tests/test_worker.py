@@ -16,7 +16,7 @@ from procs import ROOT, env, start, study_file, sweep, trials, wait_until_mid_tr
 
 from sweep import config
 from sweep.cli import main
-from sweep.worker import submit
+from sweep.study import create_or_load as submit
 
 pytestmark = pytest.mark.slow
 

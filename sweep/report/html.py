@@ -1,6 +1,6 @@
 """Reports: one self-contained HTML file for one or more studies, a PNG of the main chart, the dashboard figure.
 
-Data comes from ``report_data`` (plain records), figures from ``report_plot``;
+Data comes from ``report.records`` (plain records), figures from ``report.figures``;
 this module lays them out as HTML (plotly.js inlined, so the file opens with no
 internet), writes files atomically, and hands the main chart to optuna-dashboard.
 """
@@ -20,10 +20,11 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from sweep import __version__
-from sweep.errors import NoCompleteTrialsError, ReportError
-from sweep.report_data import StudyRecord, collect_study
-from sweep.report_plot import plot_accuracy_vs_lambda, plot_learning_curves, plot_optimization_history, plot_train_vs_val
-from sweep.select import load_study
+from sweep.errors import NoCompleteTrialsError, ReportError, first_line
+from sweep.report.figures import plot_accuracy_vs_lambda, plot_learning_curves, plot_optimization_history, plot_train_vs_val
+from sweep.report.records import StudyRecord, collect_study
+from sweep.report.tables import fmt
+from sweep.select import RULES, load_study
 
 DASHBOARD_FIGURE_ID = "sweep-accuracy-vs-lambda"  # fixed, so saving again replaces the figure instead of adding one
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
@@ -38,6 +39,7 @@ p.note { color: #555; font-size: 0.9rem; max-width: 60rem; }
 
 
 def load_records(names: Sequence[str], storage: str | None) -> list[StudyRecord]:
+    """One ``StudyRecord`` per distinct name, read from the store (reading only)."""
     return [collect_study(load_study(name, storage)) for name in names]
 
 
@@ -51,10 +53,6 @@ def build_figures(records: list[StudyRecord]) -> dict[str, go.Figure]:
     for i, rec in enumerate(records):
         figs[f"learning-curves-{i}"] = plot_learning_curves(rec)
     return figs
-
-
-def _f(v: float | None, spec: str) -> str:
-    return "–" if v is None else format(v, spec)
 
 
 def _duration(seconds: float | None) -> str:
@@ -71,11 +69,11 @@ def summary_rows(records: list[StudyRecord]) -> list[dict[str, str]]:
     for rec in records:
         row = {"study": rec.name, "sampler": str(rec.setup.get("sampler", "–")),
                "dataset": str(rec.setup.get("dataset", "–"))}
-        for rule in ("min", "1se"):
+        for rule in RULES:
             c = rec.choices.get(rule)
-            row[f"lambda {rule}"] = _f(c.lam if c else None, ".3g")
+            row[f"lambda {rule}"] = fmt(c.lam if c else None, ".3g", none="–")
             row[f"val {rule}"] = "–" if c is None else f"{c.val_acc:.4f} ± {c.val_se:.4f}"
-            row[f"test {rule}"] = _f(c.test_acc if c else None, ".4f")
+            row[f"test {rule}"] = fmt(c.test_acc if c else None, ".4f", none="–")
         for state in ("COMPLETE", "PRUNED", "FAIL"):
             row[state.lower()] = str(rec.counts.get(state, 0))
         row["wall time"] = _duration(rec.wall_seconds)
@@ -201,6 +199,5 @@ def write_png(fig: go.Figure, path: str | os.PathLike[str], *, width: int = 1100
         try:
             fig.write_image(str(out), format="png", width=width, height=height, scale=1.5)
         except Exception as err:  # kaleido raises many kinds; the user needs one line
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ReportError(f"kaleido could not render the PNG with {browser}: {first}") from None
+            raise ReportError(f"kaleido could not render the PNG with {browser}: {first_line(err)}") from None
         return write_atomic(target, out.read_bytes())

@@ -2,7 +2,10 @@
 
 ``collect_study`` turns one study into a ``StudyRecord`` (its trials, the
 lambdas chosen by each rule, the refit figures, counts and wall time), so the
-drawing side (``report_plot``) and the tests never touch Optuna objects.
+drawing side (``report.figures``) and the tests never touch Optuna objects.
+Nothing is recomputed here: each trial's error bar is the ``val_se`` its
+objective stored, and each rule's pick is ``sweep.select.choose``'s, so the
+report and ``sweep best`` always show the same numbers.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweep.config import PARAM, from_json
+from sweep.config import PARAM, stored_config
 from sweep.errors import SweepError
-from sweep.select import RULES, TrialScore, choose, scores_of
+from sweep.select import RULES, choose, scores_of, state_counts
 
 
 @dataclass(frozen=True)
 class EpochPoint:
+    """One epoch of a trial's learning curve."""
+
     epoch: int
     train_acc: float | None
     val_acc: float | None
@@ -36,7 +41,7 @@ class TrialRecord:
     state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
     lam: float | None
     val_acc: float | None
-    val_err: float | None  # error bar half-width: CV fold SE when there are folds, else the binomial SE
+    val_err: float | None  # error bar half-width: the stored ``val_se`` (the SE the 1se rule uses)
     train_acc: float | None
     fold_scores: tuple[float, ...] = ()
     seconds: float | None = None
@@ -61,6 +66,8 @@ class Choice:
 
 @dataclass(frozen=True)
 class StudyRecord:
+    """One study as the report draws it: trials, each rule's choice, counts, wall time, setup."""
+
     name: str
     trials: tuple[TrialRecord, ...]
     choices: dict[str, Choice] = field(default_factory=dict)  # rule -> choice; empty without complete trials
@@ -94,18 +101,6 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _error_bar(attrs: dict[str, Any]) -> tuple[float | None, tuple[float, ...]]:
-    """Half-width of the error bar: SE across folds when the trial stored them, else its own ``val_se``."""
-    folds = tuple(f for f in (_num(x) for x in attrs.get("fold_scores") or ()) if f is not None)
-    if len(folds) >= 2:
-        std = _num(attrs.get("val_std"))
-        if std is None:
-            mean = sum(folds) / len(folds)
-            std = math.sqrt(sum((f - mean) ** 2 for f in folds) / (len(folds) - 1))
-        return std / math.sqrt(len(folds)), folds
-    return _num(attrs.get("val_se")), folds
-
-
 def _curve(trial: optuna.trial.FrozenTrial) -> tuple[EpochPoint, ...]:
     history = trial.user_attrs.get("history")
     if isinstance(history, list) and history:
@@ -119,6 +114,7 @@ def _curve(trial: optuna.trial.FrozenTrial) -> tuple[EpochPoint, ...]:
 
 
 def collect_trials(study: optuna.Study) -> tuple[TrialRecord, ...]:
+    """Every trial of ``study`` as a ``TrialRecord`` (pruned trials keep their last reported value)."""
     out = []
     for t in study.get_trials(deepcopy=False):
         curve = _curve(t)
@@ -127,20 +123,21 @@ def collect_trials(study: optuna.Study) -> tuple[TrialRecord, ...]:
             val = curve[-1].val_acc  # pruned: the last value it reported
         if val is None:
             val = _num(t.user_attrs.get("val_acc"))
-        err, folds = _error_bar(t.user_attrs)
+        folds = tuple(f for f in (_num(x) for x in t.user_attrs.get("fold_scores") or ()) if f is not None)
         train = _num(t.user_attrs.get("train_acc"))
         if train is None and curve:
             train = curve[-1].train_acc
         out.append(TrialRecord(
-            number=t.number, state=t.state.name, lam=_num(t.params.get(PARAM)), val_acc=val, val_err=err,
-            train_acc=train, fold_scores=folds, seconds=_num(t.user_attrs.get("seconds")), curve=curve,
+            number=t.number, state=t.state.name, lam=_num(t.params.get(PARAM)), val_acc=val,
+            val_err=_num(t.user_attrs.get("val_se")), train_acc=train, fold_scores=folds,
+            seconds=_num(t.user_attrs.get("seconds")), curve=curve,
         ))
     return tuple(out)
 
 
 def collect_choices(study: optuna.Study) -> dict[str, Choice]:
     """lambda_min and lambda_1se (``sweep.select.choose``) with the stored refit test accuracy of each."""
-    scores = _scores(study)
+    scores = scores_of(study.get_trials(deepcopy=False))
     if not scores:
         return {}
     refits = study.user_attrs.get("refit") or {}
@@ -152,13 +149,6 @@ def collect_choices(study: optuna.Study) -> dict[str, Choice]:
         test = _num(refit.get("test_acc")) if isinstance(refit, dict) and refit.get("trial") == pick.number else None
         out[rule] = Choice(rule, pick.lam, pick.number, pick.mean, pick.se, test)
     return out
-
-
-def _scores(study: optuna.Study) -> list[TrialScore]:
-    # The error bar the chart shows is the one the 1se rule uses: CV SE when present.
-    base = scores_of(study.get_trials(deepcopy=False))
-    attrs = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False)}
-    return [TrialScore(s.number, s.lam, s.mean, _error_bar(attrs[s.number])[0] or s.se) for s in base]
 
 
 def collect_history(record: StudyRecord) -> tuple[HistoryPoint, ...]:
@@ -182,11 +172,9 @@ def _wall_seconds(study: optuna.Study) -> float | None:
 
 
 def _setup(study: optuna.Study) -> dict[str, Any]:
-    # Read the stored config directly (as sweep.study.stored_config does) so reports never import torch.
-    text = study.user_attrs.get("config")
     try:
-        cfg = from_json(text) if isinstance(text, str) else None
-    except (SweepError, ValueError):  # a config from another version (pydantic errors are ValueErrors): still draw
+        cfg = stored_config(study.user_attrs)
+    except SweepError:  # a config from another version: still draw the trials
         cfg = None
     if cfg is None:
         return {}
@@ -196,9 +184,8 @@ def _setup(study: optuna.Study) -> dict[str, Any]:
 
 
 def collect_study(study: optuna.Study) -> StudyRecord:
+    """The whole ``StudyRecord`` of ``study``."""
     trials = collect_trials(study)
-    counts = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
-    for t in trials:
-        counts[t.state] = counts.get(t.state, 0) + 1
+    counts = state_counts(study.get_trials(deepcopy=False))
     return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study), counts=counts,
                        wall_seconds=_wall_seconds(study), setup=_setup(study))

@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from torchvision import datasets as tvd
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from sweep.errors import DataError
+from sweep.errors import DataError, first_line
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -34,24 +34,26 @@ OFFLINE_HINT = (
 
 @dataclass(frozen=True)
 class Images:
+    """Images as stored (uint8, N x 28 x 28) and their integer labels."""
+
     x: torch.Tensor  # uint8 (N, 28, 28)
     y: torch.Tensor  # int64 (N,)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def subset(self, index: torch.Tensor) -> Images:
-        return Images(self.x[index], self.y[index])
-
 
 @dataclass(frozen=True)
 class Dataset:
+    """A named dataset: its training and test images."""
+
     name: str
     train: Images
     test: Images
 
 
 def default_data_dir() -> Path:
+    """Where datasets live unless ``data.data_dir`` says otherwise."""
     return Path(os.environ.get("SWEEP_DATA_DIR", "data"))
 
 
@@ -72,7 +74,7 @@ def _load(name: str, data_dir: str) -> Dataset:
 
 
 def _mnist_sample() -> Dataset:
-    with resources.files("sweep.datasets").joinpath("mnist-sample.npz").open("rb") as fh:
+    with resources.files("sweep.training.datasets").joinpath("mnist-sample.npz").open("rb") as fh:
         arrays = np.load(io.BytesIO(fh.read()))
         part = {k: torch.from_numpy(arrays[k].copy()) for k in ("train_x", "train_y", "test_x", "test_y")}
     return Dataset(
@@ -150,9 +152,8 @@ def _mnist(data_dir: Path) -> Dataset:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 tvd.MNIST(root=str(data_dir), train=True, download=True)
         except (RuntimeError, OSError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise DataError(
-                f"mnist: no IDX files in {raw} and the download failed ({reason}); put {', '.join(IDX_FILES)} "
+                f"mnist: no IDX files in {raw} and the download failed ({first_line(err)}); put {', '.join(IDX_FILES)} "
                 f"(or their .gz) in {raw}, or {OFFLINE_HINT}"
             ) from None
     return _read_idx(raw)

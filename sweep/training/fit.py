@@ -29,13 +29,15 @@ import torch.nn.functional as F
 
 from sweep.config import TrainConfig
 from sweep.errors import DeviceError, TrainingDivergedError
-from sweep.model import SimpleNet, init_simplenet
+from sweep.training.model import SimpleNet, init_simplenet
 
 EVAL_CHUNK = 8192
 
 
 @dataclass(frozen=True)
 class EpochStats:
+    """The figures of one epoch of one fit."""
+
     epoch: int  # 1-based
     train_loss: float  # mean training loss over the epoch's batches (penalty excluded)
     train_acc: float  # running accuracy over the epoch's training batches (as the loss), before each step
@@ -46,6 +48,8 @@ class EpochStats:
 
 @dataclass(frozen=True)
 class FitResult:
+    """A fit's per-epoch figures and, when it finished, its model."""
+
     history: list[EpochStats] = field(default_factory=list)
     model: SimpleNet | None = None
 

@@ -7,6 +7,7 @@ from optuna.trial import TrialState
 from sweep import study as study_mod
 from sweep.config import PARAM
 from sweep.errors import StudyConflictError
+from sweep.run import run as run_study
 from sweep.select import best_record
 
 
@@ -16,7 +17,7 @@ def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def test_run_stores_every_figure_and_the_refit(tiny_cfg, storage_url: str) -> None:
     cfg = tiny_cfg(name="figures")
-    study = study_mod.run(cfg, storage_url)
+    study = run_study(cfg, storage_url)
     trials = complete(study)
     assert len(trials) == 3
     for t in trials:
@@ -44,18 +45,18 @@ def test_interrupted_run_resumes_to_exactly_the_target(tiny_cfg, sqlite_url: str
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        study_mod.run(cfg, sqlite_url, on_trial=stop_after_two)
+        run_study(cfg, sqlite_url, on_trial=stop_after_two)
     assert seen == [0, 1]
-    again = study_mod.run(cfg, sqlite_url)
+    again = run_study(cfg, sqlite_url)
     assert [t.number for t in complete(again)] == [0, 1, 2, 3]
     assert len({t.params[PARAM] for t in complete(again)}) == 4  # the resumed sampler did not replay its start
     assert "refit" in again.user_attrs
     # a finished study run again does nothing more
-    assert len(study_mod.run(cfg, sqlite_url).trials) == 4
+    assert len(run_study(cfg, sqlite_url).trials) == 4
 
 
 def test_differing_config_is_refused_naming_keys(tiny_cfg, sqlite_url: str) -> None:
-    study_mod.run(tiny_cfg(name="same", search={"n_trials": 1}), sqlite_url)
+    run_study(tiny_cfg(name="same", search={"n_trials": 1}), sqlite_url)
     with pytest.raises(StudyConflictError) as info:
         study_mod.create_or_load(tiny_cfg(name="same", search={"n_trials": 1}, train={"epochs": 3, "lr": 0.2}), sqlite_url)
     assert str(info.value) == (
@@ -67,7 +68,7 @@ def test_differing_config_is_refused_naming_keys(tiny_cfg, sqlite_url: str) -> N
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "random", "qmc", "grid"])
 def test_each_sampler_runs(tiny_cfg, sqlite_url: str, sampler: str) -> None:
     cfg = tiny_cfg(name=sampler, train={"epochs": 1}, search={"sampler": sampler, "n_trials": 3})
-    study = study_mod.run(cfg, sqlite_url, refit_after=False)
+    study = run_study(cfg, sqlite_url, refit_after=False)
     lams = sorted(t.params[PARAM] for t in complete(study))
     assert len(lams) == 3
     if sampler == "grid":
@@ -78,7 +79,7 @@ def test_diverging_trial_fails_with_reason_and_sweep_goes_on(tiny_cfg, sqlite_ur
     cfg = tiny_cfg(name="nan", search={"n_trials": 2, "lambda_high": 1e3})
     study = study_mod.create_or_load(cfg, sqlite_url)
     study.enqueue_trial({PARAM: 1e3})  # lr 0.1 * lambda 1000 > 2: the weights blow up
-    study = study_mod.run(cfg, sqlite_url, refit_after=False)
+    study = run_study(cfg, sqlite_url, refit_after=False)
     first = study.trials[0]
     assert first.state == TrialState.FAIL
     assert first.user_attrs["fail_reason"].startswith("training loss became")
@@ -90,7 +91,7 @@ def test_median_pruner_prunes_a_bad_lambda_per_epoch(tiny_cfg, sqlite_url: str) 
     study = study_mod.create_or_load(cfg, sqlite_url)
     for lam in (1e-5, 2e-5, 3e-5, 4e-5, 5e-5, 5.0):  # lambda 5: weights decay towards 0, accuracy collapses
         study.enqueue_trial({PARAM: lam})
-    study = study_mod.run(cfg, sqlite_url, refit_after=False)
+    study = run_study(cfg, sqlite_url, refit_after=False)
     bad = study.trials[5]
     assert bad.params[PARAM] == 5.0 and bad.state == TrialState.PRUNED
     assert sorted(bad.intermediate_values) == [1, 2]  # stopped after the warm-up (epochs // 2), before epoch 4

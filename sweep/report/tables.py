@@ -1,4 +1,8 @@
-"""Plain-record tables of studies and trials, for ``sweep ls`` and ``sweep show``."""
+"""Plain-record tables of studies and trials (``sweep ls``, ``sweep show``) and how a number is printed.
+
+Rows are dicts of plain values, so the CLI prints them as a table, JSON or CSV
+from the same records.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,38 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.config import PARAM
-from sweep.select import load_study
+from sweep.select import choose, load_study, scores_of, state_counts
 from sweep.storage import open_storage
 
 
+def fmt(v: float | None, spec: str = ".4f", *, none: str = "-") -> str:
+    """``v`` formatted with ``spec``, or ``none`` for a missing value: the one number formatter of tables and lines."""
+    return none if v is None else format(v, spec)
+
+
 def study_rows(storage: str | None) -> list[dict[str, Any]]:
+    """One row per study in the store: trial counts and the best (rule ``min``) trial."""
     store = open_storage(storage, heartbeat=False)
     rows = []
     for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=store)
         trials = study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        top = max(complete, key=lambda t: t.value) if complete else None  # type: ignore[arg-type,return-value]
+        counts = state_counts(trials)
+        scores = scores_of(trials)
+        top = choose(scores, "min") if scores else None
         rows.append({
             "study": summary.study_name,
-            "complete": len(complete),
-            "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-            "failed": sum(t.state == TrialState.FAIL for t in trials),
-            "best_val": top.value if top else None,
-            "best_lambda": top.params.get(PARAM) if top else None,
+            "complete": counts["COMPLETE"],
+            "pruned": counts["PRUNED"],
+            "failed": counts["FAIL"],
+            "best_val": top.mean if top else None,
+            "best_lambda": top.lam if top else None,
         })
     return rows
 
 
 def trial_rows(name: str, storage: str | None) -> list[dict[str, Any]]:
+    """One row per trial of study ``name``."""
     study = load_study(name, storage)
     rows = []
     for t in study.get_trials(deepcopy=False):

@@ -1,4 +1,4 @@
-"""The drawing side of reports: Plotly figures built from ``report_data`` records.
+"""The drawing side of reports: Plotly figures built from ``report.records``.
 
 Every string that comes from a user (study names) is HTML-escaped before it
 goes into a figure: Plotly renders a subset of HTML in titles, legends and
@@ -18,7 +18,7 @@ from html import escape
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 
-from sweep.report_data import StudyRecord, TrialRecord, collect_history
+from sweep.report.records import StudyRecord, TrialRecord, collect_history
 
 STUDY_COLOURS = qualitative.Plotly
 LAMBDA_SCALE = "Viridis"

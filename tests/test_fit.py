@@ -3,10 +3,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweep import data, train
 from sweep.config import TrainConfig
 from sweep.errors import DeviceError, TrainingDivergedError
-from sweep.model import init_simplenet
+from sweep.training import data
+from sweep.training import fit as train
+from sweep.training.model import init_simplenet
 
 
 @pytest.fixture(scope="module")

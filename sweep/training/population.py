@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from sweep.config import TrainConfig
 from sweep.errors import ConfigError
-from sweep.model import CLASSES, IN_FEATURES, SimpleNet, init_simplenet
-from sweep.train import EVAL_CHUNK, EpochStats
+from sweep.training.fit import EVAL_CHUNK, EpochStats
+from sweep.training.model import CLASSES, IN_FEATURES, SimpleNet, init_simplenet
 
 CPU_AUTO_SIZE = 32  # "auto" on a CPU: measured gains flatten out around here on 2 cores
 CUDA_AUTO_CAP = 4096

@@ -1,0 +1,67 @@
+"""The holdout objectives: train on the fit split, score on the validation split.
+
+With one seed (``search.repeats = 1``) the trial reports its validation accuracy
+every epoch, so the epoch pruners work on it. With ``repeats`` seeds the trial's
+value is the mean over the seeds, and only the first seed reports epochs, so
+intermediate values keep the plain holdout meaning (step = epoch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import optuna
+
+from sweep.config import StudyConfig
+from sweep.training.fit import EpochStats
+from sweep.trial_attrs import (
+    binomial_se,
+    epoch_reporter,
+    fit_recorded,
+    many_fits_attrs,
+    single_fit_attrs,
+    write_attrs,
+)
+from sweep.trial_data import Prepared, seeds, suggest_lambda
+
+
+def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
+    """One fit per trial on the holdout split, with one seed for all lambdas."""
+    split = (prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)
+    n_val = int(prep.y_val.shape[0])
+
+    def objective(trial: optuna.Trial) -> float:
+        lam = suggest_lambda(trial, cfg.search)
+        seed = cfg.train.seed  # one seed for all lambdas: differences come from lambda, not luck
+        write_attrs(trial, {"device": str(prep.device), "seed": seed})
+        result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial))
+        write_attrs(trial, single_fit_attrs(result.history, n_val=n_val))
+        return result.final.val_acc
+
+    return objective
+
+
+def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
+    """Holdout with ``repeats`` seeds: the mean validation accuracy; pruning per epoch on the first seed."""
+    train_seeds = seeds(cfg)
+    n_val = int(prep.y_val.shape[0])
+    split = (prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)
+
+    def objective(trial: optuna.Trial) -> float:
+        lam = suggest_lambda(trial, cfg.search)
+        write_attrs(trial, {"device": str(prep.device), "seed": cfg.train.seed, "seeds": train_seeds,
+                            "repeats": len(train_seeds), "validation": "holdout", "n_val": n_val})
+        runs: list[list[EpochStats]] = []
+        start = time.perf_counter()
+        for j, seed in enumerate(train_seeds):
+            result = fit_recorded(trial, cfg, split, lam=lam, seed=seed,
+                                  on_epoch=epoch_reporter(trial) if j == 0 else None)
+            runs.append(result.history)
+        # One group per seed: the SE is then std(seed scores)/sqrt(repeats).
+        attrs = many_fits_attrs(runs, per_group=1, seconds=time.perf_counter() - start)
+        attrs["val_se_binomial"] = binomial_se(attrs["val_acc"], n_val)
+        write_attrs(trial, attrs)
+        return float(attrs["val_acc"])
+
+    return objective

@@ -1,0 +1,45 @@
+"""Every use of Optuna's private internals, in one place.
+
+Optuna has no public way to do these three things, and lambda-sweep needs them:
+
+- the storage behind a ``Study`` (``study._storage``): ask-and-tell batches record
+  heartbeats and read a finished trial back, as ``study.optimize`` does itself;
+- the storage id of a ``Trial`` (``trial._trial_id``): heartbeats are keyed by it;
+- whether a storage records heartbeats (``optuna.storages._heartbeat``), which
+  ``study.optimize`` checks before it starts its own heartbeat thread.
+
+``tests/test_optuna_compat.py`` exercises each one against the installed Optuna,
+so an Optuna release that moves them fails there, loudly, and not in a worker.
+``pyproject.toml`` caps optuna at the newest version those tests ran against.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.trial import FrozenTrial
+
+__all__ = ["BaseHeartbeat", "frozen", "heartbeat_storage", "storage_of", "trial_id"]
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage a study reads and writes (Optuna's cached wrapper around the RDB storage)."""
+    return study._storage
+
+
+def trial_id(trial: optuna.Trial) -> int:
+    """The storage's id of a live trial (not its per-study ``number``)."""
+    return trial._trial_id
+
+
+def frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    """A live trial as the store has it now (state, values, attributes)."""
+    return storage_of(study).get_trial(trial_id(trial))
+
+
+def heartbeat_storage(storage: BaseStorage) -> BaseHeartbeat | None:
+    """``storage`` when it records heartbeats (a heartbeat interval was set), else None."""
+    if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+        return storage
+    return None

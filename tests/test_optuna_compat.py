@@ -1,0 +1,56 @@
+"""Each private Optuna internal in sweep.optuna_compat, exercised against the installed Optuna.
+
+When an Optuna release renames or changes one of them, these tests fail here, with its name,
+instead of a worker failing in the middle of a study.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from sweep.optuna_compat import BaseHeartbeat, frozen, heartbeat_storage, storage_of, trial_id
+
+
+def _study(url: str, *, heartbeat: int | None) -> optuna.Study:
+    store = RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat if heartbeat else None)
+    return optuna.create_study(storage=store, direction="maximize")
+
+
+def test_storage_of_is_the_study_storage(sqlite_url: str) -> None:
+    study = _study(sqlite_url, heartbeat=None)
+    storage = storage_of(study)
+    assert storage.get_study_id_from_name(study.study_name) == study._study_id
+
+
+def test_trial_id_and_frozen_read_a_live_trial(sqlite_url: str) -> None:
+    study = _study(sqlite_url, heartbeat=None)
+    study.ask()
+    trial = study.ask()
+    trial.set_user_attr("x", 1)
+    assert trial_id(trial) == storage_of(study).get_trial_id_from_study_id_trial_number(study._study_id, 1)
+    live = frozen(study, trial)
+    assert (live.number, live.state, live.user_attrs) == (1, TrialState.RUNNING, {"x": 1})
+    study.tell(trial, 0.5)
+    assert frozen(study, trial).state == TrialState.COMPLETE
+
+
+def test_heartbeat_storage_only_when_heartbeats_are_on(sqlite_url: str, tmp_path) -> None:
+    on = storage_of(_study(sqlite_url, heartbeat=1))
+    off = storage_of(_study(f"sqlite:///{tmp_path / 'off.db'}", heartbeat=None))
+    beat = heartbeat_storage(on)
+    assert isinstance(beat, BaseHeartbeat) and beat.get_heartbeat_interval() == 1
+    assert heartbeat_storage(off) is None
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_recorded_heartbeat_keeps_a_trial_from_being_failed_as_stale(sqlite_url: str) -> None:
+    study = _study(sqlite_url, heartbeat=1)
+    trial = study.ask()
+    beat = heartbeat_storage(storage_of(study))
+    assert beat is not None
+    beat.record_heartbeat(trial_id(trial))
+    optuna.storages.fail_stale_trials(study)
+    assert frozen(study, trial).state == TrialState.RUNNING
