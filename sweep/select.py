@@ -28,7 +28,7 @@ import numpy as np
 import optuna
 
 from sweep.config import PARAM, StudyConfig, stored_config
-from sweep.errors import NoCompleteTrialsError, StudyNotFoundError
+from sweep.errors import ConfigError, NoCompleteTrialsError, StudyNotFoundError
 from sweep.storage import mask, open_storage, resolve_url
 from sweep.uncertainty import Comparison, SmoothFit, critical_value, fit_smooth, paired_diff, plausible_range, resolved
 
@@ -144,7 +144,11 @@ def selection_of(study: optuna.Study, cfg: StudyConfig | None = None) -> Selecti
     scores = scores_of(study.get_trials(deepcopy=False))
     if not scores:
         return None
-    cfg = cfg or stored_config(study.user_attrs)
+    if cfg is None:
+        try:
+            cfg = stored_config(study.user_attrs)
+        except ConfigError:  # a config from another version: smooth over the trials' own span
+            cfg = None
     if cfg is None:
         return select(scores)
     return select(scores, low=cfg.search.lambda_low, high=cfg.search.lambda_high)
