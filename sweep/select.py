@@ -164,15 +164,13 @@ def stop_reason(sel: Selection, cfg: StudyConfig) -> str | None:
     n = len(sel.scores)
     if cfg.search.stop != "resolved" or n < min_trials_to_stop(cfg) or sel.smooth is None:
         return None
-    done, top, floor = resolved(sel.smooth, sel.plausible)
+    best = sel.picks["min"]
+    done, regret, threshold = resolved(sel.smooth, best.val_se)
     if not done:
         return None
-    lo, hi = sel.plausible
-    if top == -np.inf:
-        return (f"resolved after {n} complete trials: every lambda from {lo:.3g} to {hi:.3g}, the whole searched "
-                "range, is within the noise of the best")
-    return (f"resolved after {n} complete trials: outside the plausible range {lo:.3g}..{hi:.3g} the smoothed "
-            f"accuracy's upper bound ({top:.4f}) is below the best's lower bound ({floor:.4f})")
+    return (f"resolved after {n} complete trials: no lambda in the searched range can beat the best by more than "
+            f"{regret:.4f} (the smoothed curve's highest upper bound minus its highest lower bound), which is "
+            f"within the best trial's standard error ({threshold:.4f})")
 
 
 def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:

@@ -91,11 +91,6 @@ class SmoothFit:
     interval: tuple[float, float]  # 5%..95% of the argmax over posterior draws
     noise: float  # fitted noise sd of one trial (the WhiteKernel), in accuracy units
 
-    @property
-    def best_lower(self) -> float:
-        """The lower bound of the curve at its argmax."""
-        return self.acc - critical_value(None) * self.sd
-
 
 def fit_smooth(lams: Sequence[float], accs: Sequence[float], *, low: float, high: float) -> SmoothFit:
     """Gaussian-process smooth of ``accs`` against log10 ``lams``; see the module docstring."""
@@ -108,7 +103,9 @@ def fit_smooth(lams: Sequence[float], accs: Sequence[float], *, low: float, high
     centre, scale = float(y.mean()), float(y.std()) or 1e-6
     span = max(math.log10(high) - math.log10(low), 1e-6)
     # Length scale at least a tenth of the range: a wiggle narrower than that is noise, not a curve.
-    kernel = (ConstantKernel(1.0, (1e-3, 1e2)) * RBF(span / 3, (span / 10, span * 10))
+    # The fixed constant term keeps the level of the curve uncertain (by about noise/sqrt(trials)): without
+    # it, trials that scatter widely are read as a flat curve known exactly, and the stop rule would act.
+    kernel = (ConstantKernel(1.0, "fixed") + ConstantKernel(1.0, (1e-3, 1e2)) * RBF(span / 3, (span / 10, span * 10))
               + WhiteKernel(0.5, (1e-6, 1e1)))
     gp = GaussianProcessRegressor(kernel, n_restarts_optimizer=3, random_state=0)
     with warnings.catch_warnings():
@@ -137,14 +134,13 @@ def fit_smooth(lams: Sequence[float], accs: Sequence[float], *, low: float, high
     )
 
 
-def resolved(fit: SmoothFit, plausible: tuple[float, float]) -> tuple[bool, float, float]:
-    """(done, best upper bound outside the plausible range, the best's lower bound).
+def resolved(fit: SmoothFit, best_se: float) -> tuple[bool, float, float]:
+    """(done, the most any lambda could still gain, the threshold): a regret bound, as Optuna's terminator.
 
-    Done when the smoothed curve's upper bound everywhere in the searched range outside the
-    plausible range is below the lower bound at its best: no untried lambda out there is
-    likely to beat the best, and inside the range the trials are already within the noise.
+    The most a lambda of the searched range could still beat the best by is bounded by the
+    smoothed curve's highest upper bound minus its highest lower bound. Done when that bound is
+    no larger than ``best_se``, the standard error of the best trial's own accuracy: a gain
+    smaller than the error with which the chosen lambda's accuracy is known cannot be told apart.
     """
-    lo, hi = plausible
-    outside = [u for g, u in zip(fit.grid, fit.upper, strict=True) if g < lo * (1 - 1e-9) or g > hi * (1 + 1e-9)]
-    top = max(outside) if outside else -math.inf
-    return top < fit.best_lower, top, fit.best_lower
+    regret = max(fit.upper) - max(fit.lower)
+    return bool(regret <= best_se), float(regret), float(best_se)
