@@ -25,6 +25,7 @@ LAMBDA_SCALE = "Viridis"
 TEST_COLOUR = "#d62728"
 RULE_MARKERS = {"min": ("star", "λ_min"), "1se": ("diamond", "λ_1se"), "1se-paired": ("triangle-up", "λ_1se-paired"),
                 "smooth": ("hexagram", "λ_smooth")}
+RULE_TEXT = {"1se-paired": "bottom center"}  # apart from λ_min's label when both rules pick one trial
 RULE_DASH = {"min": "dash", "1se": "dot", "1se-paired": "dashdot", "smooth": "longdash"}
 LAMBDA_AXIS = {"type": "log", "title": {"text": "lambda (weight_decay), log scale"}, "exponentformat": "power"}
 LAYOUT = {"template": "plotly_white", "height": 460, "legend": {"orientation": "h", "y": -0.22},
@@ -112,7 +113,7 @@ def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
         for rule, choice in rec.choices.items():
             symbol, label = RULE_MARKERS.get(rule, ("square", rule))
             fig.add_trace(go.Scatter(
-                x=[choice.lam], y=[choice.val_acc], mode="markers+text", text=[label], textposition="top center",
+                x=[choice.lam], y=[choice.val_acc], mode="markers+text", text=[label], textposition=RULE_TEXT.get(rule, "top center"),
                 name=_label(rec, f"{label} = {choice.lam:.3g}", many),
                 marker={"symbol": symbol, "size": 16, "color": colour, "line": {"width": 1.5, "color": "black"}},
                 customdata=[["smoothed curve" if choice.trial is None else f"trial {choice.trial}", name]],
