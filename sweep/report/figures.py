@@ -113,7 +113,8 @@ def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
         for rule, choice in rec.choices.items():
             symbol, label = RULE_MARKERS.get(rule, ("square", rule))
             fig.add_trace(go.Scatter(
-                x=[choice.lam], y=[choice.val_acc], mode="markers+text", text=[label], textposition=RULE_TEXT.get(rule, "top center"),
+                x=[choice.lam], y=[choice.val_acc], mode="markers+text", text=[label],
+                textposition=RULE_TEXT.get(rule, "top center"),
                 name=_label(rec, f"{label} = {choice.lam:.3g}", many),
                 marker={"symbol": symbol, "size": 16, "color": colour, "line": {"width": 1.5, "color": "black"}},
                 customdata=[["smoothed curve" if choice.trial is None else f"trial {choice.trial}", name]],
