@@ -55,7 +55,7 @@ NEW_NAME = click.option("--name", default=None, help="Store the study under this
 
 
 def _load_study_file(study_file: str, overrides: tuple[str, ...], name: str | None) -> config_mod.StudyConfig:
-    extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
+    extra = list(overrides) + ([f"name={json.dumps(name, ensure_ascii=False)}"] if name is not None else [])
     return config_mod.load(study_file, extra)
 
 

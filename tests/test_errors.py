@@ -110,6 +110,30 @@ STUDY_FILE_CASES = {
                         "'l2-decoupled', 'l1' or 'elastic-net' (given: 'l3')" + REF, 2),
     "unknown device": (with_("train", 'device = "tpu"'),
                        "{f}: train: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" + REF, 2),
+    "negative CUDA index": (with_("train", 'device = "cuda:-1"'),
+                            "{f}: train: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                            "got 'cuda:-1'" + REF, 2),
+    "CUDA index not a number": (with_("train", 'device = "cuda:abc"'),
+                                "{f}: train: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                                "got 'cuda:abc'" + REF, 2),
+    "negative seed": (with_("search", "seed = -1"),
+                      "{f}: search.seed: Input should be greater than or equal to 0 (given: -1)" + REF, 2),
+    "seed of 2**32": (with_("train", "seed = 4294967296"),
+                      "{f}: train.seed: Input should be less than or equal to 4294967295 (given: 4294967296)" + REF, 2),
+    "negative split seed": (with_("data", "split_seed = -3"),
+                            "{f}: data.split_seed: Input should be greater than or equal to 0 (given: -3)" + REF, 2),
+    "grid of 10**10 points": (with_("search", 'sampler = "grid"').replace("n_trials = 2", "n_trials = 10000000000"),
+                              "{f}: search: a grid has at most 1000000 points (n_trials), got 10000000000; use sampler "
+                              "'tpe' or 'random' for longer searches" + REF, 2),
+    "empty name": (GOOD.replace('name = "ok"', 'name = ""'),
+                   "{f}: name: String should have at least 1 character (given: '')" + REF, 2),
+    "name of spaces": (GOOD.replace('name = "ok"', 'name = "   "'),
+                       "{f}: name: must not be empty or only spaces (given: '   ')" + REF, 2),
+    "name with a newline": (GOOD.replace('name = "ok"', 'name = "a\\nb"'),
+                            "{f}: name: must not contain control characters (newlines, tabs, ...) (given: 'a\\nb')"
+                            + REF, 2),
+    "name too long": (GOOD.replace('name = "ok"', f'name = "{"n" * 201}"'),
+                      "{f}: name: String should have at most 200 characters (given: '" + "n" * 201 + "')" + REF, 2),
 }
 
 
@@ -130,6 +154,50 @@ def test_cuda_on_a_machine_without_one(tmp_path: Path, store: str) -> None:
     before = dump(store)
     assert run_cli("run", study(tmp_path, with_("train", 'device = "cuda"')), "--storage", store) == (
         2, "error: train.device = 'cuda' but this machine has 0 CUDA device(s); set train.device = 'auto' or 'cpu'\n")
+    assert dump(store) == before
+
+
+def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path: Path, store: str) -> None:
+    from sweep.trial_data import device_memory
+
+    import torch
+
+    have = device_memory(torch.device("cpu")) / 2**30
+    before = dump(store)
+    code, err = run_cli("run", study(tmp_path, GOOD + "[model]\nhidden = 100000000\n"), "--storage", store)
+    assert (code, err) == (2, f"error: model.hidden = 100000000 with a population of 1 (search.batch) needs about "
+                              f"983.8 GiB on cpu, more than its {have:.1f} GiB of memory; lower model.hidden or "
+                              "search.batch\n")
+    assert dump(store) == before
+
+
+def test_population_too_large_for_memory_is_refused(tmp_path: Path, store: str) -> None:
+    text = with_("search", "batch = 2000").replace("n_trials = 2", "n_trials = 2000") + "[model]\nhidden = 100000\n"
+    before = dump(store)
+    code, err = run_cli("run", study(tmp_path, text), "--storage", store)
+    assert code == 2 and err.startswith("error: model.hidden = 100000 with a population of 2000 (search.batch) needs "
+                                        "about "), err
+    assert err.endswith("; lower model.hidden or search.batch\n")
+    assert dump(store) == before
+
+
+def test_study_file_with_a_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    result = CliRunner().invoke(main, ["submit", str(path), "--storage", url])
+    assert (result.exit_code, result.stdout) == (0, "ok\n"), result.output
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("", "name: String should have at least 1 character (given: '')"),
+    ("a\nb", "name: must not contain control characters (newlines, tabs, ...) (given: 'a\\nb')"),
+    ("\t", "name: must not be empty or only spaces (given: '\\t')"),
+])
+def test_bad_name_option_is_refused(name: str, expected: str, tmp_path: Path, store: str) -> None:
+    f = study(tmp_path, GOOD)
+    before = dump(store)
+    assert run_cli("run", f, "--name", name, "--storage", store) == (2, f"error: {f}: {expected}{REF}\n")
     assert dump(store) == before
 
 
