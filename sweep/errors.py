@@ -49,6 +49,10 @@ class StoreOutageError(StorageError):
     """The store stayed unreachable for longer than the outage budget (``SWEEP_STORE_OUTAGE``)."""
 
 
+class StoreNotFoundError(StorageError):
+    """A read-only command was pointed at a SQLite file that does not exist."""
+
+
 class NotAStudyStoreError(StorageError):
     """A read-only command was pointed at a file or database that holds no Optuna study store."""
 

@@ -25,7 +25,9 @@ again, and the worker exits; a second signal stops at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import logging
 import os
 import signal
 import socket
@@ -40,16 +42,25 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from sweep import study as study_mod
-from sweep.batch import resolve_size, run_batch
+from sweep.batch import Heartbeats, ask, resolve_size, run_batch
 from sweep.config import StudyConfig, stored_config
-from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError, TrainingDivergedError, TrialInterrupted
+from sweep.errors import (
+    StoreOutageError,
+    StudyConflictError,
+    StudyNotFoundError,
+    SweepError,
+    TrainingDivergedError,
+    TrialInterrupted,
+    first_line,
+)
 from sweep.objective import make_objective
-from sweep.optuna_compat import frozen
+from sweep.optuna_compat import frozen, storage_of, trial_id
 from sweep.select import choose, scores_of, state_counts
-from sweep.storage import StudyLock, mask, open_storage, resolve_url
+from sweep.storage import StudyLock, fail_stale, mask, open_storage, resolve_url
 from sweep.trial_data import Prepared, prepare
 
 RAN, BUSY, DONE = "ran", "busy", "done"
+log = logging.getLogger("sweep")
 
 
 class StopFlag:
@@ -153,26 +164,26 @@ def _finished(job: _Loaded, counts: dict[str, int]) -> bool:
 
 
 def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
-            on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, int | None]:
-    """Run one trial of ``job`` if the study has a free slot: (RAN, number), (BUSY, None) or (DONE, None)."""
+            on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, list[int]]:
+    """Run one trial (or one batch) of ``job`` if the study has a free slot: (RAN, the numbers of the trials that
+    ended here), (BUSY, []) or (DONE, [])."""
     study, cfg = job.study, job.cfg
     target = cfg.search.n_trials
     if _finished(job, _states(study)):  # COMPLETE never decreases: no lock needed to see this
-        return DONE, None
+        return DONE, []
     if job.objective is None or job.prep is None:  # loads the data: outside the lock, so workers start in parallel
         job.prep = job.prep or prepare(cfg)
         job.objective = job.objective or make_objective(cfg, job.prep)
-    objective = job.objective
     size = resolve_size(cfg, job.prep)  # above 1: a population of trials asked and told together
     lock = StudyLock(store, study.study_name).acquire()
     try:
         # Dead workers' trials are failed (and their lambdas re-queued) before counting.
-        optuna.storages.fail_stale_trials(study)
+        fail_stale(study)
         counts = _states(study)
         if _finished(job, counts):
-            return DONE, None
+            return DONE, []
         if counts["COMPLETE"] + counts["RUNNING"] >= target:
-            return BUSY, None
+            return BUSY, []
         # Seeded by the next trial number: concurrent workers draw different lambdas, and a
         # single process is reproducible and does not replay its start when resumed.
         study.sampler = study_mod.make_sampler(cfg, offset=sum(counts.values()))
@@ -183,22 +194,15 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
                               stop=lambda: bool(stop))
             lock.release()
             return _after_batch(job, batch, stop=stop, on_trial=on_trial, interrupted=interrupted)
-        own: list[optuna.Trial] = []
-
-        def admitted(trial: optuna.Trial) -> float:
-            lock.release()  # the trial is stored as RUNNING: the slot is taken
-            own.append(trial)
-            return objective(cast(optuna.Trial, _Stoppable(trial, stop)))
-
-        # UpdateFinishedTrialError: our trial was failed as stale meanwhile (heartbeat lost); its retry is queued.
-        with contextlib.suppress(UpdateFinishedTrialError):
-            study.optimize(admitted, n_trials=1, catch=(TrainingDivergedError, TrialInterrupted), gc_after_trial=False)
+        trial = ask(study)  # stored RUNNING: the slot is taken
+        lock.release()
+        done = _run_single(job, trial, stop=stop)
     finally:
         lock.release()
-    if not own:
-        return BUSY, None
+    if not done:
+        return RAN, []
     interrupted = interrupted if interrupted is not None else []
-    last = frozen(study, own[0])
+    last = frozen(study, trial)
     if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
         # Give the lambda back to the study, as the stale-trial retry does.
         study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
@@ -212,13 +216,50 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             f"({last.user_attrs.get('fail_reason', 'see sweep show')}); fix the study file (train.lr, the lambda range) "
             "and run again"
         )
-    return RAN, last.number
+    return RAN, [last.number]
+
+
+def _run_single(job: _Loaded, trial: optuna.Trial, *, stop: StopFlag) -> bool:
+    """Run the objective on ``trial`` with heartbeats and tell the store; False when the trial was taken over
+    (failed as stale while this worker was paused) and its result discarded."""
+    assert job.objective is not None
+    study = job.study
+    state, value = TrialState.FAIL, None
+    with Heartbeats(storage_of(study)) as beats:
+        beats.add(trial_id(trial))
+        try:
+            value = job.objective(cast(optuna.Trial, _Stoppable(trial, stop)))
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except (TrainingDivergedError, TrialInterrupted):
+            pass  # the objective stored the fail_reason
+        except UpdateFinishedTrialError:
+            log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+            return False
+        except BaseException as err:
+            # Whatever else stopped the trial (Ctrl-C twice, a bug, the store gone for good): FAIL, not RUNNING.
+            if not isinstance(err, StoreOutageError):
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr("fail_reason", f"{type(err).__name__}: {first_line(err)}")
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        finally:
+            beats.discard(trial_id(trial))
+    try:
+        told = study.tell(trial, value, state=state, skip_if_finished=True)
+    except UpdateFinishedTrialError:
+        told = None
+    if told is None or told.state != state:
+        log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+        return False
+    return True
 
 
 def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
-                 on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, int | None]:
+                 on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, list[int]]:
     target = job.cfg.search.n_trials
-    for last in finished:
+    for i, last in enumerate(finished):
         if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
             # Give the lambda back to the study, as for a single interrupted trial.
             job.study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
@@ -227,14 +268,17 @@ def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop
             continue
         job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
         if on_trial is not None:
-            on_trial(study_mod.progress(job.study, last, target))
+            # The store counts every member at once; each line counts the members told up to it.
+            later = sum(t.state == TrialState.COMPLETE for t in finished[i + 1:])
+            p = study_mod.progress(job.study, last, target)
+            on_trial(dataclasses.replace(p, complete=p.complete - later))
     if job.failures >= max(5, target) and not stop:
         raise SweepError(
             f"study {job.study.study_name!r}: the last {job.failures} trials failed "
             f"({finished[-1].user_attrs.get('fail_reason', 'see sweep show')}); fix the study file "
             "(train.lr, the lambda range) and run again"
         )
-    return RAN, finished[-1].number if finished else None
+    return RAN, [t.number for t in finished]
 
 
 def refit_once(job: _Loaded, store: optuna.storages.RDBStorage) -> bool:
@@ -294,9 +338,9 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
             job = jobs[name]
             if name in summary.finished:
                 continue
-            state, number = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=stopped)
-            if state == RAN and number is not None:
-                summary.trials.append(number)
+            state, numbers = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=stopped)
+            if state == RAN:
+                summary.trials.extend(numbers)
                 progressed = True
             elif state == BUSY:
                 busy = True

@@ -158,9 +158,9 @@ def test_cuda_on_a_machine_without_one(tmp_path: Path, store: str) -> None:
 
 
 def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path: Path, store: str) -> None:
-    from sweep.trial_data import device_memory
-
     import torch
+
+    from sweep.trial_data import device_memory
 
     have = device_memory(torch.device("cpu")) / 2**30
     before = dump(store)
