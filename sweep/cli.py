@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from typing import Any
 
 import click
@@ -19,7 +20,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
-from sweep.errors import SweepError
+from sweep.errors import EmptyStoreError, SweepError
 from sweep.report.tables import fmt
 from sweep.select import RULES
 from sweep.storage import storage_failure
@@ -304,7 +305,13 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 
     from sweep.storage import mask, open_storage, resolve_url
 
-    store = open_storage(storage, read_only=True)
+    while True:  # a server started beside an empty database (compose, Kubernetes) waits for the first study
+        try:
+            store = open_storage(storage, read_only=True)
+            break
+        except EmptyStoreError as err:
+            click.echo(f"sweep: {err}; waiting", err=True)
+            time.sleep(10)
     click.echo(f"optuna-dashboard for {mask(resolve_url(storage))} at http://{host}:{port}/", err=True)
     try:
         optuna_dashboard.run_server(store, host=host, port=port)

@@ -57,6 +57,10 @@ class NotAStudyStoreError(StorageError):
     """A read-only command was pointed at a file or database that holds no Optuna study store."""
 
 
+class EmptyStoreError(NotAStudyStoreError):
+    """A read-only command was pointed at a database with no tables at all: nothing was submitted there yet."""
+
+
 class StudyNotFoundError(SweepError):
     """No study of that name is in the storage."""
 

@@ -35,7 +35,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from sweep.errors import NotAStudyStoreError, StorageError, StoreNotFoundError, first_line
+from sweep.errors import EmptyStoreError, NotAStudyStoreError, StorageError, StoreNotFoundError, first_line
 from sweep.optuna_compat import stale_trial_ids, storage_of, study_id
 from sweep.outage import Outage, outage_budget
 
@@ -178,6 +178,9 @@ def _check_store(url: sqlalchemy.URL, shown: str) -> None:
             tables = set(sqlalchemy.inspect(conn).get_table_names())
     finally:
         engine.dispose()
+    if not tables:
+        raise EmptyStoreError(f"{shown} holds no study store yet (no tables); submit a study there first "
+                              "('sweep submit' or 'sweep run'), this command adds nothing to it")
     missing = sorted({"studies", "trials", "version_info"} - tables)
     if missing:
         there = ", ".join(sorted(tables)[:8]) or "none"

@@ -339,7 +339,8 @@ def test_study_whose_every_trial_failed(tmp_path: Path, store: str) -> None:
     assert len(show) == 6 and all(" fail " in row and "training loss became nan" in row for row in show[1:])
 
 
-def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(sig: signal.Signals, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     f = study(tmp_path, with_("train", "epochs = 40").replace("n_trials = 2", "n_trials = 3"))
     exe = str(Path(sys.executable).with_name("sweep"))
@@ -348,10 +349,11 @@ def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
     while time.time() < deadline and "[1/3]" not in proc.stderr.readline():
         pass
     time.sleep(0.5)  # trial 1 (40 epochs) is under way
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, rest = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert rest.splitlines()[-1] == "error: interrupted; the current trial was ended, run the same command again to resume"
+    assert proc.returncode == 128 + sig  # 130 for Ctrl-C, 143 for SIGTERM
+    assert rest.splitlines()[-1] == (f"error: stopped by {sig.name}; the current trial was ended, run the same command "
+                                     "again to resume")
     states = [row[3] for row in sorted(dump(url)["trials"])]
     # The interrupted trial is ended, not left RUNNING, and its lambda is queued for the resume (sweep.worker).
     assert states == ["COMPLETE", "FAIL", "WAITING"]
@@ -451,7 +453,7 @@ def test_ctrl_c_during_a_batch_ends_it_and_the_next_run_resumes(tmp_path: Path) 
     proc.send_signal(signal.SIGINT)
     _, rest = proc.communicate(timeout=120)
     assert proc.returncode == 130, rest
-    assert rest.splitlines()[-1] == "error: interrupted; the current trial was ended, run the same command again to resume"
+    assert rest.splitlines()[-1] == "error: stopped by SIGINT; the current trial was ended, run the same command again to resume"
     states = [str(row[3]) for row in sorted(dump(url)["trials"])]
     assert states == ["FAIL"] * 3 + ["WAITING"] * 3  # every member ended, every lambda queued again
     resumed = subprocess.run([exe, "run", f, "--storage", url], capture_output=True, text=True, timeout=600)

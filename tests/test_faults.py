@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,11 +37,27 @@ GRACE = 3
 
 
 def start(*args: str, storage: str, log: Path, extra: dict[str, str] | None = None,
-          ignore_xfsz: bool = False) -> subprocess.Popen:
-    with open(log, "wb") as f:
-        return subprocess.Popen(sweep(*args), env={**env(storage), "SWEEP_STORE_OUTAGE": "90", **(extra or {})},
-                                stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
-                                preexec_fn=(lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN)) if ignore_xfsz else None)
+          no_files: bool = False) -> subprocess.Popen:
+    """A worker logging to ``log``; ``no_files``: through a pipe (its own writes to files may then be refused)."""
+    environ = {**env(storage), "SWEEP_STORE_OUTAGE": "90", **(extra or {})}
+    if not no_files:
+        with open(log, "wb") as f:
+            return subprocess.Popen(sweep(*args), env=environ, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(sweep(*args), env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN))  # EFBIG, not death
+    out = proc.stdout
+    assert out is not None
+
+    def copy() -> None:
+        with open(log, "wb") as f:
+            for line in out:
+                f.write(line)
+                f.flush()
+
+    copier = threading.Thread(target=copy, daemon=True)
+    copier.start()
+    proc.copier = copier  # type: ignore[attr-defined]
+    return proc
 
 
 def finish(procs: list[subprocess.Popen], logs: list[Path], timeout: float = 300) -> list[str]:
@@ -53,6 +70,9 @@ def finish(procs: list[subprocess.Popen], logs: list[Path], timeout: float = 300
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    for p in procs:
+        if hasattr(p, "copier"):
+            p.copier.join(timeout=10)
     texts = [log.read_text(errors="replace") for log in logs]
     assert codes == [0] * len(procs), [t[-1500:] for t in texts]
     assert not any("Traceback" in t for t in texts), [t[-3000:] for t in texts if "Traceback" in t]
@@ -256,16 +276,15 @@ def test_full_disk_for_sqlite(tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 'disk' / 'sweeps.db'}"
         submit(config.load(study_file(tmp_path, n_trials=4, epochs=3)), url)
         logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
-        procs = [start("worker", "--poll", "0.2", storage=url, log=log, ignore_xfsz=True) for log in logs]
+        procs = [start("worker", "--poll", "0.2", storage=url, log=log, no_files=how == "rlimit") for log in logs]
         wait_until_mid_trial(url, "dist", procs[0])
         if how == "tmpfs":
             filler = fill(tmp_path / "disk")
             time.sleep(6)
             filler.unlink()
-        else:  # a file-size limit at the database's size: every write that grows a file fails (EFBIG)
-            size = (tmp_path / "disk" / "sweeps.db").stat().st_size
+        else:  # a file-size limit of 0 bytes on the workers: every write to a file fails (EFBIG)
             for p in procs:
-                resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+                resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
             time.sleep(6)
             for p in procs:
                 resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
