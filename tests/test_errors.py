@@ -460,3 +460,54 @@ def test_ctrl_c_during_a_batch_ends_it_and_the_next_run_resumes(tmp_path: Path) 
     assert resumed.returncode == 0, resumed.stderr
     states = [str(row[3]) for row in sorted(dump(url)["trials"])]
     assert states.count("COMPLETE") == 3 and "RUNNING" not in states and "WAITING" not in states
+
+
+READ_ONLY = [("ls",), ("show", "ok"), ("best", "ok"), ("report", "ok", "-o", "r.html")]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=lambda a: a[0])
+def test_read_only_command_on_a_missing_file_creates_nothing(args: tuple[str, ...], tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    url = f"sqlite:///{path}"
+    assert run_cli(*args, "--storage", url) == (
+        1, f"error: no study store at {url}: '{path}' does not exist; check --storage (or SWEEP_STORAGE) and the "
+           "folder ('sweep run' and 'sweep submit' create it)\n")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=lambda a: a[0])
+@pytest.mark.parametrize("tables", [("alembic_version", "users"), ("studies",)], ids=["alembic", "own-studies"])
+def test_read_only_command_on_another_applications_database_adds_nothing(
+        args: tuple[str, ...], tables: tuple[str, ...], tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        for t in tables:
+            conn.execute(f"create table {t} (id integer primary key, note text)")
+            conn.execute(f"insert into {t} (note) values ('mine')")
+    url = f"sqlite:///{path}"
+    before = dump(url)
+    missing = ", ".join(sorted({"studies", "trials", "version_info"} - set(tables)))
+    assert run_cli(*args, "--storage", url) == (
+        1, f"error: {url} holds no Optuna study store (tables there: {', '.join(sorted(tables))}; missing: "
+           f"{missing}); check --storage, this command adds nothing to it\n")
+    assert dump(url) == before
+
+
+def test_read_only_command_on_an_empty_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    url = f"sqlite:///{path}"
+    assert run_cli("ls", "--storage", url) == (
+        1, f"error: {url} holds no study store yet (no tables); submit a study there first ('sweep submit' or "
+           "'sweep run'), this command adds nothing to it\n")
+    assert dump(url) == {}
+
+
+def test_bad_outage_budget(tmp_path: Path) -> None:
+    f = study(tmp_path, GOOD)
+    assert run_cli("run", f, "--storage", f"sqlite:///{tmp_path / 's.db'}", env={"SWEEP_STORE_OUTAGE": "soon"}) == (
+        1, "error: SWEEP_STORE_OUTAGE must be a number of seconds, 0 or more, got 'soon'; unset it or fix it\n")
