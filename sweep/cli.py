@@ -73,7 +73,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     if not any(isinstance(h, _EchoHandler) for h in lib.handlers):
         lib.addHandler(_EchoHandler())
         lib.propagate = False
-    lib.setLevel(logging.INFO)
+    lib.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 class _EchoHandler(logging.Handler):
@@ -81,6 +81,8 @@ class _EchoHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         click.echo(f"sweep: {record.getMessage()}", err=True)
+        if record.exc_info:  # --debug only: the library logs tracebacks at DEBUG
+            click.echo(logging.Formatter().formatException(record.exc_info), err=True)
 
 
 class _TrialProgress:

@@ -6,20 +6,23 @@ the store, so workers need nothing but the storage URL. ``sweep.run.run`` is
 create_or_load + work (+ local worker processes) + the refit.
 
 Exactness. Before a worker starts a trial it takes the study's lock (see
-``storage.StudyLock``), fails stale trials (their lambdas are queued again by
-Optuna's RetryHeartbeatStaleTrialCallback), counts COMPLETE + RUNNING trials and,
-only if that is below the target, lets ``study.optimize(n_trials=1)`` create the
-trial; the lock is released as the objective starts, i.e. once the new trial is
-stored as RUNNING. Trials only become RUNNING through this admission and only
-RUNNING trials become COMPLETE, so COMPLETE can never exceed the target; a slot
-freed by a failed or pruned trial is taken by the next admission, so the study
-ends with exactly the target. No trial is created just to be thrown away.
+``storage.StudyLock``), fails stale trials (``storage.fail_stale``: their lambdas are
+queued again), counts COMPLETE + RUNNING trials and, only if that is below the
+target, asks for the trial (``study.ask``, stored as RUNNING) and releases the lock.
+Trials only become RUNNING through this admission and only RUNNING trials become
+COMPLETE, so COMPLETE can never exceed the target; a slot freed by a failed or pruned
+trial is taken by the next admission, so the study ends with exactly the target. No
+trial is created just to be thrown away. Single trials and batches are both
+ask-and-tell, with heartbeats from ``batch.Heartbeats``.
 
 Faults. A worker killed with SIGKILL stops sending heartbeats; after the grace
-period the next admission fails its trial and the retry callback enqueues the
-same lambda, which the next worker picks up. SIGTERM/SIGINT: the running trial
-ends after its current epoch as FAIL ("interrupted"), its lambda is enqueued
-again, and the worker exits; a second signal stops at once.
+period the next admission fails its trial ("stale: no heartbeat for N s") and
+queues the same lambda, which the next worker picks up. A worker paused past the
+grace period finds its trial taken over when it resumes, drops the result with one
+line, and goes on. Store outages are ridden out by the storage (``sweep.outage``).
+SIGTERM/SIGINT: the running trial ends after its current epoch as FAIL
+("interrupted"), its lambda is enqueued again, and the worker exits; a second
+signal stops at once.
 """
 
 from __future__ import annotations
@@ -232,8 +235,9 @@ def _run_single(job: _Loaded, trial: optuna.Trial, *, stop: StopFlag) -> bool:
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
             state = TrialState.PRUNED
-        except (TrainingDivergedError, TrialInterrupted):
-            pass  # the objective stored the fail_reason
+        except (TrainingDivergedError, TrialInterrupted) as err:
+            # The objective stored the fail_reason; the progress line says it. Its traceback: --debug.
+            log.debug("trial %d failed: %s", trial.number, err, exc_info=True)
         except UpdateFinishedTrialError:
             log.warning("trial %d was taken over after a pause; result discarded", trial.number)
             return False
@@ -259,6 +263,8 @@ def _run_single(job: _Loaded, trial: optuna.Trial, *, stop: StopFlag) -> bool:
 def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
                  on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, list[int]]:
     target = job.cfg.search.n_trials
+    # Members failed as stale while this worker was paused were taken over (one line said so): not ours to report.
+    finished = [t for t in finished if not str(t.user_attrs.get("fail_reason", "")).startswith("stale: ")]
     for i, last in enumerate(finished):
         if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
             # Give the lambda back to the study, as for a single interrupted trial.

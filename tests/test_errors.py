@@ -339,6 +339,20 @@ def test_study_whose_every_trial_failed(tmp_path: Path, store: str) -> None:
     assert len(show) == 6 and all(" fail " in row and "training loss became nan" in row for row in show[1:])
 
 
+def test_failed_trials_are_one_line_each_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    f = failing_study(tmp_path)
+    exe = str(Path(sys.executable).with_name("sweep"))
+    out = subprocess.run([exe, "run", f, "--storage", f"sqlite:///{tmp_path / 'a.db'}"], capture_output=True,
+                         text=True, timeout=300)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "[W " not in out.stderr, out.stderr
+    assert [ln[:14] for ln in lines] == [f"[0/5] trial {i} " for i in range(5)] + ["error: study '"], lines
+    debug = subprocess.run([exe, "--debug", "run", f, "--storage", f"sqlite:///{tmp_path / 'b.db'}"],
+                           capture_output=True, text=True, timeout=300)
+    assert "sweep: trial 0 failed: training loss became nan" in debug.stderr
+    assert "Traceback (most recent call last)" in debug.stderr and "TrainingDivergedError" in debug.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(sig: signal.Signals, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"

@@ -216,6 +216,7 @@ def test_paused_worker_drops_its_result_and_goes_on(batch: int, tmp_path: Path, 
         paused.send_signal(signal.SIGCONT)
     texts = finish([paused, other], logs)
     assert f"sweep: trial {victim.number} was taken over after a pause; result discarded" in texts[0], texts[0]
+    assert f"#{victim.number} " not in texts[0]  # no progress line, and not counted as run by the paused worker
     ts = assert_exact(storage_url, "dist", 4)
     stale = next(t for t in ts if t.number == victim.number)
     assert stale.state == TrialState.FAIL and stale.user_attrs["fail_reason"] == f"stale: no heartbeat for {GRACE} s"
