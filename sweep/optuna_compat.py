@@ -7,6 +7,9 @@ Optuna has no public way to do these three things, and lambda-sweep needs them:
 - the storage id of a ``Trial`` (``trial._trial_id``): heartbeats are keyed by it;
 - whether a storage records heartbeats (``optuna.storages._heartbeat``), which
   ``study.optimize`` checks before it starts its own heartbeat thread;
+- the private RDBStorage methods Optuna's own cache (``_CachedStorage``) calls for trial
+  creation, reads and parameters (``BACKEND_PRIVATE_CALLS``): ``storage.SweepStorage`` retries
+  them through a store outage like the public ones;
 - the storage id of a ``Study`` (``study._study_id``) and the ids of its stale trials
   (``storage._get_stale_trial_ids``): ``storage.fail_stale`` is Optuna's
   ``fail_stale_trials`` plus the reason stored on each failed trial.
@@ -23,7 +26,12 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial
 
-__all__ = ["BaseHeartbeat", "frozen", "heartbeat_storage", "stale_trial_ids", "storage_of", "study_id", "trial_id"]
+# Private methods of RDBStorage that optuna.storages._CachedStorage (the wrapper every Study uses) calls;
+# _get_stale_trial_ids is not here: storage.fail_stale retries it itself.
+BACKEND_PRIVATE_CALLS = ("_create_new_trial", "_get_trials", "_set_trial_param", "_get_best_trial_id")
+
+__all__ = ["BACKEND_PRIVATE_CALLS", "BaseHeartbeat", "frozen", "heartbeat_storage", "stale_trial_ids", "storage_of",
+           "study_id", "trial_id"]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

@@ -18,7 +18,6 @@ import os
 import re
 import time
 import warnings
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from sqlalchemy.exc import (
 )
 
 from sweep.errors import EmptyStoreError, NotAStudyStoreError, StorageError, StoreNotFoundError, first_line
-from sweep.optuna_compat import stale_trial_ids, storage_of, study_id
+from sweep.optuna_compat import BACKEND_PRIVATE_CALLS, stale_trial_ids, storage_of, study_id
 from sweep.outage import Outage, outage_budget
 
 DEFAULT_URL = "sqlite:///sweeps.db"
@@ -128,7 +127,7 @@ def _retried(name: str) -> Any:
     return method
 
 
-for _name in _RETRIED:
+for _name in (*_RETRIED, *BACKEND_PRIVATE_CALLS):
     setattr(SweepStorage, _name, _retried(_name))
 
 
@@ -259,65 +258,3 @@ def storage_failure(err: BaseException) -> StorageError:
     """A one-line StorageError for a database failure met while a command was running."""
     reason = first_line(err.__cause__ or err)
     return StorageError(f"the study store failed: {reason}; check that the database is reachable and writable")
-
-
-
-class StudyLock:
-    """A lock per study, shared by every process that uses the same store.
-
-    Workers hold it from counting a study's trials until their new trial is
-    stored as RUNNING, so two workers can never both take the last free slot.
-    PostgreSQL: a transaction-level advisory lock (released by the server if the
-    worker dies). SQLite: an ``flock`` on a file next to the database (SQLite is
-    local to one machine anyway). Other databases: no lock (documented caveat).
-    ``release`` is idempotent, so it can be called early and again on exit.
-    """
-
-    def __init__(self, storage: RDBStorage, key: str) -> None:
-        self._storage = storage
-        self._key = key
-        self._conn: sqlalchemy.Connection | None = None
-        self._fd: int | None = None
-
-    def acquire(self) -> StudyLock:
-        url = self._storage.engine.url
-        if url.get_backend_name() == "postgresql":
-            outage = getattr(self._storage, "outage", None)
-            if outage is None:
-                self._lock_pg()
-            else:
-                outage.call(self._lock_pg)
-        elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            import fcntl
-
-            self._fd = os.open(f"{url.database}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def _lock_pg(self) -> None:
-        self._close()  # a connection lost in an outage is replaced
-        self._conn = self._storage.engine.connect()
-        # pg_advisory_xact_lock takes a bigint; crc32 gives a stable one per study name.
-        key = zlib.crc32(f"lambda-sweep:{self._key}".encode())
-        self._conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            # Ends the transaction, which releases the advisory lock; a lost connection released it already.
-            with contextlib.suppress(SQLAlchemyError):
-                conn.rollback()
-            with contextlib.suppress(SQLAlchemyError):
-                conn.close()
-
-    def release(self) -> None:
-        self._close()
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # closing the descriptor releases the flock
-
-    def __enter__(self) -> StudyLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

@@ -27,81 +27,30 @@ signal stops at once.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import logging
 import os
-import signal
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from sweep import study as study_mod
-from sweep.batch import Heartbeats, ask, resolve_size, run_batch
+from sweep.batch import ask, resolve_size, run_batch
 from sweep.config import StudyConfig, stored_config
-from sweep.errors import (
-    StoreOutageError,
-    StudyConflictError,
-    StudyNotFoundError,
-    SweepError,
-    TrainingDivergedError,
-    TrialInterrupted,
-    first_line,
-)
+from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError
+from sweep.lock import StudyLock
 from sweep.objective import make_objective
-from sweep.optuna_compat import frozen, storage_of, trial_id
+from sweep.optuna_compat import frozen
 from sweep.select import choose, scores_of, state_counts
-from sweep.storage import StudyLock, fail_stale, mask, open_storage, resolve_url
+from sweep.single import StopFlag, run_single, stop_on_signals
+from sweep.storage import fail_stale, mask, open_storage, resolve_url
 from sweep.trial_data import Prepared, prepare
 
+__all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
 RAN, BUSY, DONE = "ran", "busy", "done"
-log = logging.getLogger("sweep")
-
-
-class StopFlag:
-    """Set by the first SIGTERM/SIGINT: the worker ends its trial cleanly and exits."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signum: int | None = None
-
-    def set(self, signum: int) -> None:
-        self.signum = signum
-        self.event.set()
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
-
-
-@contextmanager
-def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
-    """First SIGTERM/SIGINT sets ``flag``; a second one raises KeyboardInterrupt (stop now)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    sigs = (signal.SIGTERM, signal.SIGINT)
-    old = {s: signal.getsignal(s) for s in sigs}
-
-    def handler(signum: int, frame: object) -> None:
-        if flag:
-            raise KeyboardInterrupt
-        flag.set(signum)
-
-    for s in sigs:
-        signal.signal(s, handler)
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @dataclass
@@ -113,24 +62,6 @@ class WorkSummary:
     refits: list[str] = field(default_factory=list)  # studies it refit
     interrupted: int | None = None  # the signal that stopped it
     interrupted_trial: int | None = None  # the trial it failed as "interrupted"
-
-
-class _Stoppable:
-    """The trial as the objective sees it: ``report`` (once per epoch or fold) ends the trial
-    with "interrupted" after a stop signal, so holdout and CV objectives stop the same way."""
-
-    def __init__(self, trial: optuna.Trial, stop: StopFlag) -> None:
-        self._trial = trial
-        self._stop = stop
-
-    def report(self, value: float, step: int) -> None:
-        self._trial.report(value, step)
-        if self._stop:
-            self._trial.set_user_attr("fail_reason", "interrupted")
-            raise TrialInterrupted(f"trial {self._trial.number} interrupted after step {step}")
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._trial, name)
 
 
 @dataclass
@@ -199,7 +130,7 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             return _after_batch(job, batch, stop=stop, on_trial=on_trial, interrupted=interrupted)
         trial = ask(study)  # stored RUNNING: the slot is taken
         lock.release()
-        done = _run_single(job, trial, stop=stop)
+        done = run_single(study, job.objective, trial, stop=stop)
     finally:
         lock.release()
     if not done:
@@ -220,44 +151,6 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             "and run again"
         )
     return RAN, [last.number]
-
-
-def _run_single(job: _Loaded, trial: optuna.Trial, *, stop: StopFlag) -> bool:
-    """Run the objective on ``trial`` with heartbeats and tell the store; False when the trial was taken over
-    (failed as stale while this worker was paused) and its result discarded."""
-    assert job.objective is not None
-    study = job.study
-    state, value = TrialState.FAIL, None
-    with Heartbeats(storage_of(study)) as beats:
-        beats.add(trial_id(trial))
-        try:
-            value = job.objective(cast(optuna.Trial, _Stoppable(trial, stop)))
-            state = TrialState.COMPLETE
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-        except (TrainingDivergedError, TrialInterrupted) as err:
-            # The objective stored the fail_reason; the progress line says it. Its traceback: --debug.
-            log.debug("trial %d failed: %s", trial.number, err, exc_info=True)
-        except UpdateFinishedTrialError:
-            log.warning("trial %d was taken over after a pause; result discarded", trial.number)
-            return False
-        except BaseException as err:
-            # Whatever else stopped the trial (Ctrl-C twice, a bug, the store gone for good): FAIL, not RUNNING.
-            if not isinstance(err, StoreOutageError):
-                with contextlib.suppress(Exception):
-                    trial.set_user_attr("fail_reason", f"{type(err).__name__}: {first_line(err)}")
-                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            raise
-        finally:
-            beats.discard(trial_id(trial))
-    try:
-        told = study.tell(trial, value, state=state, skip_if_finished=True)
-    except UpdateFinishedTrialError:
-        told = None
-    if told is None or told.state != state:
-        log.warning("trial %d was taken over after a pause; result discarded", trial.number)
-        return False
-    return True
 
 
 def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,

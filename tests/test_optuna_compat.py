@@ -69,3 +69,17 @@ def test_study_id_and_stale_trial_ids(sqlite_url: str) -> None:
     assert stale_trial_ids(storage_of(study), study_id(study)) == []
     time.sleep(2.2)  # older than the grace period, by the database's clock
     assert stale_trial_ids(storage_of(study), study_id(study)) == [trial_id(trial)]
+
+
+def test_backend_private_calls_are_every_private_method_the_cache_calls() -> None:
+    import inspect
+    import re
+
+    from optuna.storages._cached_storage import _CachedStorage
+
+    from sweep.optuna_compat import BACKEND_PRIVATE_CALLS
+
+    called = set(re.findall(r"self\._backend\.(_[a-z_]+)\(", inspect.getsource(_CachedStorage)))
+    # Each is retried through an outage by storage.SweepStorage; a new one would bypass the retries.
+    assert called == {*BACKEND_PRIVATE_CALLS, "_get_stale_trial_ids"}
+    assert all(callable(getattr(RDBStorage, name)) for name in BACKEND_PRIVATE_CALLS)

@@ -14,7 +14,8 @@ from sqlalchemy.engine import make_url
 
 from sweep.cli import main
 from sweep.errors import StorageError
-from sweep.storage import StudyLock, heartbeat_settings, open_storage
+from sweep.lock import StudyLock
+from sweep.storage import heartbeat_settings, open_storage
 
 PG = os.environ.get("SWEEP_TEST_POSTGRES_URL")
 needs_pg = pytest.mark.skipif(PG is None, reason="SWEEP_TEST_POSTGRES_URL is not set (.ci/postgres.sh starts a server)")
