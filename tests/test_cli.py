@@ -82,7 +82,7 @@ def test_ls_and_show_as_json_and_csv_carry_the_same_rows(finished: tuple[str, Pa
 
     url, _ = finished
     studies = json.loads(invoke("ls", "--storage", url, "--format", "json").stdout)
-    assert [(r["study"], r["complete"], r["pruned"], r["failed"]) for r in studies] == [("tiny", 3, 0, 0)]
+    assert [(r["study"], r["complete"], r["running"], r["pruned"], r["failed"]) for r in studies] == [("tiny", 3, 0, 0, 0)]
     best = json.loads(invoke("best", "tiny", "--storage", url, "--format", "json").stdout)
     assert (studies[0]["best_lambda"], studies[0]["best_val"]) == (best["lambda"], best["val_acc"])
     trials = json.loads(invoke("show", "tiny", "--storage", url, "--format", "json").stdout)
@@ -157,3 +157,16 @@ def test_console_script_runs(tmp_path: Path) -> None:
     open_storage(url).engine.dispose()
     out = subprocess.run([str(exe), "best", "x"], capture_output=True, text=True, env={**os.environ, "SWEEP_STORAGE": url})
     assert out.returncode == 1 and out.stderr.startswith(f"error: no study named 'x' in {url}")
+
+
+def test_ls_shows_running_trials(tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="busy", storage=open_storage(url), direction="maximize")
+    study.ask()
+    study.ask()
+    rows = json.loads(invoke("ls", "--storage", url, "--format", "json").stdout)
+    assert [(r["study"], r["complete"], r["running"]) for r in rows] == [("busy", 0, 2)]
+    table = invoke("ls", "--storage", url).stdout.splitlines()
+    assert table[1].split()[:3] == ["busy", "0", "2"]
