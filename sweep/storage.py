@@ -180,7 +180,7 @@ def _check_store(url: sqlalchemy.URL, shown: str) -> None:
     if not tables:
         raise EmptyStoreError(f"{shown} holds no study store yet (no tables); submit a study there first "
                               "('sweep submit' or 'sweep run'), this command adds nothing to it")
-    missing = sorted({"studies", "trials", "version_info"} - tables)
+    missing = sorted({"alembic_version", "studies", "trials", "version_info"} - tables)
     if missing:
         there = ", ".join(sorted(tables)[:8]) or "none"
         raise NotAStudyStoreError(f"{shown} holds no Optuna study store (tables there: {there}; missing: "

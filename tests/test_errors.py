@@ -502,7 +502,7 @@ def test_read_only_command_on_another_applications_database_adds_nothing(
             conn.execute(f"insert into {t} (note) values ('mine')")
     url = f"sqlite:///{path}"
     before = dump(url)
-    missing = ", ".join(sorted({"studies", "trials", "version_info"} - set(tables)))
+    missing = ", ".join(sorted({"alembic_version", "studies", "trials", "version_info"} - set(tables)))
     assert run_cli(*args, "--storage", url) == (
         1, f"error: {url} holds no Optuna study store (tables there: {', '.join(sorted(tables))}; missing: "
            f"{missing}); check --storage, this command adds nothing to it\n")
