@@ -106,7 +106,8 @@ def run_single(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             # Whatever else stopped the trial (Ctrl-C twice, a bug, the store gone for good): FAIL, not RUNNING.
             if not isinstance(err, StoreOutageError):
                 with contextlib.suppress(Exception):
-                    trial.set_user_attr("fail_reason", f"{type(err).__name__}: {first_line(err)}")
+                    reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {first_line(err)}"
+                    trial.set_user_attr("fail_reason", reason)
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
         finally:
