@@ -433,6 +433,9 @@ def test_dashboard_binds_localhost_by_default(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    from sweep.storage import open_storage
+
+    open_storage(f"sqlite:///{tmp_path / 's.db'}").engine.dispose()  # the dashboard never creates a store
     exe = str(Path(sys.executable).with_name("sweep"))
     proc = subprocess.Popen([exe, "dashboard", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
