@@ -15,16 +15,25 @@ A study file has a top-level ``name`` and four sections::
 from __future__ import annotations
 
 import json
+import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweep.errors import ConfigError
 
 PARAM = "lambda"  # the name of the searched parameter in every study
+# NumPy's and Optuna's seeded generators take seeds in 0..2**32-1; torch takes more, numpy is the limit.
+SEED_MAX = 2**32 - 1
+# A grid study holds its points in memory (GridSampler) and checks them all on every admission.
+GRID_MAX = 1_000_000
+NAME_MAX = 200  # study names; Optuna's column is wider, this keeps tables and file names readable
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 Dataset = Literal["mnist", "fashion-mnist", "mnist-sample"]
 Penalty = Literal["l2", "l2-loss", "l2-decoupled", "l1", "elastic-net"]
@@ -46,7 +55,7 @@ class DataConfig(_Section):
     data_dir: str | None = None
     # Below 1: a fraction of the training set; 1 or more: a count (10,000 of 60,000 by default).
     holdout: float = Field(default=1 / 6, gt=0)
-    split_seed: int = 0
+    split_seed: Seed = 0
 
 
 class ModelConfig(_Section):
@@ -65,12 +74,11 @@ class TrainConfig(_Section):
     l1_ratio: float = Field(default=0.5, ge=0, le=1)
     decay_bias: bool = True
     device: str = "auto"
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _check_device(self) -> TrainConfig:
-        base = self.device.split(":", 1)[0]
-        if base not in {"auto", "cpu", "cuda"} or (base != "cuda" and ":" in self.device):
+        if not DEVICE.fullmatch(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         return self
 
@@ -83,7 +91,7 @@ class SearchConfig(_Section):
     lambda_low: float = Field(default=1e-5, gt=0)
     lambda_high: float = Field(default=1e-2, gt=0)
     pruner: Pruner = "median"
-    seed: int = 0
+    seed: Seed = 0
     # How a lambda is scored (see docs/cv.md): one holdout split, or stratified k-fold CV of the
     # training set; ``repeats`` training seeds per split or fold; ``rule`` picks the refit's lambda.
     validation: Validation = "holdout"
@@ -109,18 +117,30 @@ class SearchConfig(_Section):
             raise ValueError(
                 f"lambda_low must be below lambda_high, got {self.lambda_low:g} >= {self.lambda_high:g}"
             )
+        if self.sampler == "grid" and self.n_trials > GRID_MAX:
+            raise ValueError(f"a grid has at most {GRID_MAX} points (n_trials), got {self.n_trials}; "
+                             "use sampler 'tpe' or 'random' for longer searches")
         return self
 
 
 class StudyConfig(_Section):
     """A whole study file, validated and frozen; stored with the study as JSON (``to_json``)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
     description: str = ""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     search: SearchConfig = SearchConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty or only spaces")
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in v):
+            raise ValueError("must not contain control characters (newlines, tabs, ...)")
+        return v
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -179,7 +199,7 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     """The TOML mapping of a study file, before overrides and validation."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the TOML
     except FileNotFoundError:
         raise ConfigError(
             f"study file {str(p)!r} not found; give the path of a .toml file, e.g. studies/quickstart.toml"

@@ -35,8 +35,30 @@ class DeviceError(SweepError):
     exit_code = 2
 
 
+class TooLargeError(SweepError):
+    """A study asks for more memory than its device has (model size times population), found before allocating."""
+
+    exit_code = 2
+
+
 class StorageError(SweepError):
     """The storage URL is malformed, or the database cannot be reached or written."""
+
+
+class StoreOutageError(StorageError):
+    """The store stayed unreachable for longer than the outage budget (``SWEEP_STORE_OUTAGE``)."""
+
+
+class StoreNotFoundError(StorageError):
+    """A read-only command was pointed at a SQLite file that does not exist."""
+
+
+class NotAStudyStoreError(StorageError):
+    """A read-only command was pointed at a file or database that holds no Optuna study store."""
+
+
+class EmptyStoreError(NotAStudyStoreError):
+    """A read-only command was pointed at a database with no tables at all: nothing was submitted there yet."""
 
 
 class StudyNotFoundError(SweepError):

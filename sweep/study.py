@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import __version__
-from sweep.config import PARAM, StudyConfig, diff, stored_config
+from sweep.config import PARAM, SEED_MAX, StudyConfig, diff, stored_config
 from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError, TrainingDivergedError
 from sweep.objective import refit
 from sweep.select import choose, refit_matches, scores_of, selection_of
@@ -28,7 +28,7 @@ from sweep.trial_data import Prepared, prepare
 def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSampler:
     """The study's sampler; ``offset`` shifts the seed so a resumed run does not replay its random start."""
     s = cfg.search
-    seed = s.seed + offset
+    seed = (s.seed + offset) % (SEED_MAX + 1)  # numpy seeds stop at 2**32-1
     if s.sampler == "tpe":
         # constant_liar: concurrent workers and batch members see each other's running trials and spread out.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)),

@@ -9,6 +9,7 @@ from the split or the initialisation it happened to draw.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +18,10 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 
 from sweep.config import PARAM, SearchConfig, StudyConfig
-from sweep.errors import DataError
+from sweep.errors import DataError, TooLargeError
 from sweep.training import data
 from sweep.training.fit import resolve_device
+from sweep.training.population import CPU_AUTO_SIZE, member_bytes
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,34 @@ class Prepared:
     y_test: torch.Tensor
 
 
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: the GPU's total, or the machine's physical memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(cfg: StudyConfig, device: torch.device, *, n_fit: int) -> None:
+    """Refuse, before allocating anything, a model population that cannot fit in ``device``'s memory."""
+    batch = cfg.search.batch
+    population = min(CPU_AUTO_SIZE if batch == "auto" and device.type != "cuda" else 1 if batch == "auto" else batch,
+                     cfg.search.n_trials)
+    need = population * member_bytes(hidden=cfg.model.hidden, batch_size=cfg.train.batch_size, n_fit=n_fit)
+    have = device_memory(device)
+    if need > have:
+        gib = 2**30
+        raise TooLargeError(
+            f"model.hidden = {cfg.model.hidden} with a population of {population} (search.batch) needs about "
+            f"{need / gib:.1f} GiB on {device}, more than its {have / gib:.1f} GiB of memory; "
+            "lower model.hidden or search.batch")
+
+
 def prepare(cfg: StudyConfig) -> Prepared:
     """Load ``cfg.data``, make its holdout split and move everything to ``cfg.train.device``."""
     device = resolve_device(cfg.train.device)
     ds = data.load(cfg.data.dataset, cfg.data.data_dir)
     fit_idx, val_idx = data.holdout_split(ds.train.y, cfg.data.holdout, cfg.data.split_seed)
+    check_memory(cfg, device, n_fit=len(fit_idx))
     x_train, y_train = data.to_device(ds.train, device)
     x_test, y_test = data.to_device(ds.test, device)
     fit_i, val_i = fit_idx.to(device), val_idx.to(device)
