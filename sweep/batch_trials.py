@@ -107,7 +107,7 @@ class _PrunerView:
     def should_prune(self, trial: optuna.Trial) -> bool:
         if not self.fast:
             return trial.should_prune()
-        return self._study.pruner.prune(self, latest_trial(trial))  # type: ignore[arg-type]
+        return bool(self._study.pruner.prune(self, latest_trial(trial)))  # type: ignore[arg-type]
 
 
 class _Asked:
