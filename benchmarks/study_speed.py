@@ -195,22 +195,25 @@ def main() -> None:
     ways, names = args.ways.split(","), args.studies.split(",")
     rate = matmul_rate()
     rows: list[Row] = []
+    load = os.getloadavg()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul rate {rate / 1e9:.0f} GFLOP/s; "
+          f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     for name, cfg in study_configs(args.quick).items():
         if name not in names:
             continue
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": args.data_dir})})
-        if "a" in ways:
-            rows.append(seed_way(cfg, args.data_dir))
-        if "b" in ways:
-            rows.append(sweep_way(cfg, 1))
-        if "c" in ways:
-            rows.append(sweep_way(cfg, int(cfg.search.batch) if cfg.search.batch != "auto" else 32))
+        for way in ways:
+            row = seed_way(cfg, args.data_dir) if way == "a" else sweep_way(
+                cfg, 1 if way == "b" else int(cfg.search.batch) if cfg.search.batch != "auto" else 32)
+            rows.append(row)
+            print(f"  done: {row.study} {row.way}: {row.wall_s:.1f} s, {row.model_epochs} model-epochs, "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
     rate = max(rate, matmul_rate())  # the better of two measurements, one before and one after
     for r in rows:
         r.floor_s = r.flops / rate
     load = os.getloadavg()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul rate {rate / 1e9:.0f} GFLOP/s; "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"matmul rate (best of start and end) {rate / 1e9:.0f} GFLOP/s; load average at end "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"{'study':<12} {'way':<24} {'wall s':>8} {'model-ep':>9} {'m-ep/s':>8} {'floor s':>8} {'x floor':>8} "
           f"{'a/this':>7} {'b/this':>7}")
     for r in rows:
