@@ -212,11 +212,11 @@ def test_penalty_other_than_l2_falls_back_to_single_trials(tiny_cfg, sqlite_url:
 
 CHILD = """
 import sys, time
-import sweep.batch
+import sweep.batch_trials
 from sweep import config
 from sweep.run import run as run_study
 
-real = sweep.batch.fit_population
+real = sweep.batch_trials.train_population
 
 def stuck(*args, on_epoch, **kwargs):
     def hook(ep):
@@ -226,7 +226,7 @@ def stuck(*args, on_epoch, **kwargs):
         return out
     return real(*args, on_epoch=hook, **kwargs)
 
-sweep.batch.fit_population = stuck
+sweep.batch_trials.train_population = stuck
 run_study(config.from_json(open(sys.argv[1]).read()), sys.argv[3])
 """
 
