@@ -36,10 +36,10 @@ def breakdown(path: str) -> list[tuple[str, float]]:
     for row, names in ROWS:
         t = 0.0
         for (file, _, func), (_, _, _, ct, callers) in stats.items():
-            if any(file.endswith(suffix) and func == name for suffix, name in names):
-                # only calls from outside the row's own functions (imports nest in imports)
-                if not any(c[2] == func for c in callers):
-                    t += ct
+            # only calls from outside the row's own functions (imports nest in imports)
+            if any(file.endswith(suffix) and func == name for suffix, name in names) and not any(
+                    c[2] == func for c in callers):
+                t += ct
         out.append((row, t))
         used += t
     out.append(("other (epoch loop, Python, workers' polling)", total - used))
