@@ -1,10 +1,12 @@
 """Every use of Optuna's private internals, in one place.
 
-Optuna has no public way to do these three things, and lambda-sweep needs them:
+Optuna has no public way to do these things, and lambda-sweep needs them:
 
 - the storage behind a ``Study`` (``study._storage``): ask-and-tell batches record
   heartbeats and read a finished trial back, as ``study.optimize`` does itself;
 - the storage id of a ``Trial`` (``trial._trial_id``): heartbeats are keyed by it;
+- a live trial's latest state without a storage read (``trial._get_latest_trial()``):
+  a batch asks the pruner itself, reading the study's trials once per epoch, not once per member;
 - whether a storage records heartbeats (``optuna.storages._heartbeat``), which
   ``study.optimize`` checks before it starts its own heartbeat thread;
 - the private RDBStorage methods Optuna's own cache (``_CachedStorage``) calls for trial
@@ -30,8 +32,8 @@ from optuna.trial import FrozenTrial
 # _get_stale_trial_ids is not here: storage.fail_stale retries it itself.
 BACKEND_PRIVATE_CALLS = ("_create_new_trial", "_get_trials", "_set_trial_param", "_get_best_trial_id")
 
-__all__ = ["BACKEND_PRIVATE_CALLS", "BaseHeartbeat", "frozen", "heartbeat_storage", "stale_trial_ids", "storage_of",
-           "study_id", "trial_id"]
+__all__ = ["BACKEND_PRIVATE_CALLS", "BaseHeartbeat", "frozen", "heartbeat_storage", "latest_trial", "stale_trial_ids",
+           "storage_of", "study_id", "trial_id"]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -47,6 +49,11 @@ def trial_id(trial: optuna.Trial) -> int:
 def frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
     """A live trial as the store has it now (state, values, attributes)."""
     return storage_of(study).get_trial(trial_id(trial))
+
+
+def latest_trial(trial: optuna.Trial) -> FrozenTrial:
+    """A live trial as this process last wrote it, without a storage read: what ``should_prune`` gives the pruner."""
+    return trial._get_latest_trial()
 
 
 def heartbeat_storage(storage: BaseStorage) -> BaseHeartbeat | None:

@@ -11,7 +11,7 @@ import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from sweep.optuna_compat import BaseHeartbeat, frozen, heartbeat_storage, storage_of, trial_id
+from sweep.optuna_compat import BaseHeartbeat, frozen, heartbeat_storage, latest_trial, storage_of, trial_id
 
 
 def _study(url: str, *, heartbeat: int | None) -> optuna.Study:
@@ -35,6 +35,16 @@ def test_trial_id_and_frozen_read_a_live_trial(sqlite_url: str) -> None:
     assert (live.number, live.state, live.user_attrs) == (1, TrialState.RUNNING, {"x": 1})
     study.tell(trial, 0.5)
     assert frozen(study, trial).state == TrialState.COMPLETE
+
+
+def test_latest_trial_has_the_reports_without_a_storage_read(sqlite_url: str, monkeypatch) -> None:
+    study = _study(sqlite_url, heartbeat=None)
+    trial = study.ask()
+    trial.report(0.25, 1)
+    trial.report(0.5, 2)
+    monkeypatch.setattr(storage_of(study), "get_trial", lambda *_: pytest.fail("latest_trial read the storage"))
+    seen = latest_trial(trial)
+    assert (seen.number, seen.state, seen.intermediate_values, seen.last_step) == (0, TrialState.RUNNING, {1: 0.25, 2: 0.5}, 2)
 
 
 def test_heartbeat_storage_only_when_heartbeats_are_on(sqlite_url: str, tmp_path) -> None:
