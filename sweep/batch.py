@@ -29,7 +29,8 @@ from sweep.config import StudyConfig
 from sweep.errors import TrialInterrupted
 from sweep.optuna_compat import BaseHeartbeat, heartbeat_storage, storage_of
 from sweep.optuna_compat import trial_id as trial_id_of
-from sweep.training.population import PopulationEpoch, auto_size, fit_population
+from sweep.training import trainers
+from sweep.training.population import PopulationEpoch
 from sweep.trial_attrs import epoch_record, single_fit_attrs, write_attrs
 from sweep.trial_data import Prepared, suggest_lambda
 
@@ -37,23 +38,22 @@ from sweep.trial_data import Prepared, suggest_lambda
 def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
     """Members per population; 1 means the single-trial path (``study.optimize``).
 
-    Only penalty ``l2`` on a single holdout fit has a population trainer; other penalties,
-    CV and repeats train trial by trial.
+    Only a single holdout fit has a population trainer (``training.trainers`` picks it for the
+    network); CV, repeats and networks with buffers train trial by trial.
     """
     batch = cfg.search.batch
     if batch == 1:
         return 1
-    if cfg.train.penalty != "l2":
-        warnings.warn(f"search.batch = {batch!r} applies to train.penalty = 'l2' only; "
-                      f"training {cfg.train.penalty!r} trials one at a time", UserWarning, stacklevel=2)
+    reason = trainers.unsupported(prep.net, cfg.train)
+    if reason is not None:
+        warnings.warn(f"search.batch = {batch!r}: {reason}; training trials one at a time", UserWarning, stacklevel=2)
         return 1
     if cfg.search.validation != "holdout" or cfg.search.repeats > 1:
         warnings.warn(f"search.batch = {batch!r} applies to one holdout fit per trial only; "
                       "training cross-validated or repeated trials one at a time", UserWarning, stacklevel=2)
         return 1
     if batch == "auto":
-        return auto_size(prep.device, hidden=cfg.model.hidden, batch_size=cfg.train.batch_size,
-                         n_fit=int(prep.y_fit.shape[0]))
+        return trainers.auto_size(prep.device, prep.net, cfg.train, n_fit=int(prep.y_fit.shape[0]))
     return int(batch)
 
 
@@ -164,9 +164,8 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
                         stop_rows.append(i)
                 return stop_rows
 
-            results = fit_population(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lams=lams,
-                                     seeds=[seed] * size, cfg=cfg.train, hidden=cfg.model.hidden,
-                                     on_epoch=on_epoch)
+            results = trainers.fit_population(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lams=lams,
+                                              seeds=[seed] * size, cfg=cfg.train, net=prep.net, on_epoch=on_epoch)
             n_val = int(prep.y_val.shape[0])
             for i, r in enumerate(results):
                 if r.state != "complete":

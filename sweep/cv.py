@@ -42,7 +42,7 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
             # Sliced per fold, not kept for all folds: keeping all k would cost k times the training set in device memory.
             split = (prep.x_train[fit_i], prep.y_train[fit_i], prep.x_train[val_i], prep.y_train[val_i])
             for seed in train_seeds:
-                runs.append(fit_recorded(trial, cfg, split, lam=lam, seed=seed).history)
+                runs.append(fit_recorded(trial, cfg, split, lam=lam, seed=seed, net=prep.net).history)
             scores = [r[-1].val_acc for r in runs]
             trial.set_user_attr("fold_scores", scores)  # one write per fold; the summary once, below
             trial.report(float(np.mean(scores)), fold)

@@ -35,7 +35,7 @@ def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna
         lam = suggest_lambda(trial, cfg.search)
         seed = cfg.train.seed  # one seed for all lambdas: differences come from lambda, not luck
         write_attrs(trial, {"device": str(prep.device), "seed": seed})
-        result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial))
+        result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial), net=prep.net)
         write_attrs(trial, single_fit_attrs(result.history, n_val=n_val))
         return result.final.val_acc
 
@@ -55,7 +55,7 @@ def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callabl
         runs: list[list[EpochStats]] = []
         start = time.perf_counter()
         for j, seed in enumerate(train_seeds):
-            result = fit_recorded(trial, cfg, split, lam=lam, seed=seed,
+            result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, net=prep.net,
                                   on_epoch=epoch_reporter(trial) if j == 0 else None)
             runs.append(result.history)
         # One group per seed: the SE is then std(seed scores)/sqrt(repeats).

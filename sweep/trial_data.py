@@ -18,8 +18,9 @@ from sklearn.model_selection import StratifiedKFold
 
 from sweep.config import PARAM, SearchConfig, StudyConfig
 from sweep.errors import DataError
-from sweep.training import data
+from sweep.training import data, factories, models
 from sweep.training.fit import resolve_device
+from sweep.training.model import CLASSES
 
 
 @dataclass(frozen=True)
@@ -35,18 +36,31 @@ class Prepared:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    net: models.Net  # what every fit of the study trains (built-in or the user's factory), checked on this data
 
 
 def prepare(cfg: StudyConfig) -> Prepared:
-    """Load ``cfg.data``, make its holdout split and move everything to ``cfg.train.device``."""
+    """Load ``cfg.data`` (a named dataset or the data factory), make its holdout split, move it to the device.
+
+    The model is checked here too (built once, a batch run through it), so a bad factory or bad
+    data is reported before any trial, with nothing written to the store.
+    """
     device = resolve_device(cfg.train.device)
-    ds = data.load(cfg.data.dataset, cfg.data.data_dir)
-    fit_idx, val_idx = data.holdout_split(ds.train.y, cfg.data.holdout, cfg.data.split_seed)
-    x_train, y_train = data.to_device(ds.train, device)
-    x_test, y_test = data.to_device(ds.test, device)
+    if cfg.data.factory is None:
+        ds = data.load(cfg.data.dataset, cfg.data.data_dir)
+        labels, classes = ds.train.y, CLASSES
+        x_train, y_train = data.to_device(ds.train, device)
+        x_test, y_test = data.to_device(ds.test, device)
+    else:
+        arrays = factories.load_data(cfg.data.factory)
+        labels, classes = arrays.y_train, arrays.classes
+        x_train, y_train, x_test, y_test = (t.to(device) for t in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test))
+    fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed)
+    net = models.net_for(cfg.model, in_shape=tuple(x_train.shape[1:]), classes=classes)
+    models.check_output(net, x_train[:2], seed=cfg.train.seed)
     fit_i, val_i = fit_idx.to(device), val_idx.to(device)
     return Prepared(device, x_train[fit_i], y_train[fit_i], x_train[val_i], y_train[val_i],
-                    x_train, y_train, x_test, y_test)
+                    x_train, y_train, x_test, y_test, net)
 
 
 def fold_indices(labels: torch.Tensor, *, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -47,6 +47,7 @@ from sweep.objective import make_objective
 from sweep.optuna_compat import frozen
 from sweep.select import choose, scores_of, state_counts
 from sweep.storage import StudyLock, mask, open_storage, resolve_url
+from sweep.training.factories import check_fingerprints
 from sweep.trial_data import Prepared, prepare
 
 RAN, BUSY, DONE = "ran", "busy", "done"
@@ -138,6 +139,7 @@ def _load(store: optuna.storages.RDBStorage, name: str, url: str) -> _Loaded:
     cfg = stored_config(study.user_attrs)
     if cfg is None:
         raise StudyConflictError(f"study {name!r} in {mask(url)} was not made by lambda-sweep; a worker cannot run it")
+    check_fingerprints(study.user_attrs.get("factories"), cfg)  # this process's factory code is the study's
     study.pruner = study_mod.make_pruner(cfg)
     return _Loaded(study, cfg)
 

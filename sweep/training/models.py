@@ -122,5 +122,5 @@ def check_output(net: Net, x: torch.Tensor, *, seed: int) -> None:
     expected = (int(x.shape[0]), net.classes)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected or not out.is_floating_point():
         given = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
-        raise ModelOutputError(f"{net.source} returns {given} for a batch of {expected[0]} examples, expected "
-                               f"float logits of shape {expected} (one per class); make its last layer output {net.classes} values")
+        raise ModelOutputError(f"{net.source} returns {given} for a batch of {expected[0]} examples, expected float "
+                               f"logits of shape {expected} (one per class); make its last layer output {net.classes} values")
