@@ -8,7 +8,6 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 import torch
@@ -20,7 +19,6 @@ from tests import procs
 
 MODULE = '''
 """Factories written by a test: a small MLP and a learnable 3-class problem on 4x4 "images"."""
-import numpy as np
 import torch
 from torch import nn
 

@@ -73,7 +73,8 @@ def test_data_shape_must_fit_the_builtin() -> None:
         net_for(ModelConfig(arch="cnn"), in_shape=(64,), classes=10)
     with pytest.raises(ConfigError, match="model.arch = 'simplenet' takes 784 inputs and 10 classes"):
         net_for(ModelConfig(), in_shape=(784,), classes=3)
-    assert net_for(ModelConfig(arch="mlp", hidden=8), in_shape=(1, 8, 8), classes=3).build(0)(torch.rand(2, 1, 8, 8)).shape == (2, 3)
+    small = net_for(ModelConfig(arch="mlp", hidden=8), in_shape=(1, 8, 8), classes=3).build(0)
+    assert small(torch.rand(2, 1, 8, 8)).shape == (2, 3)
 
 
 def test_check_output() -> None:
