@@ -40,16 +40,18 @@ def test_member_equals_training_it_alone(split, net: Net, penalty: str, momentum
                                          lr: float) -> None:
     x, y, xv, yv = split
     cfg = TrainConfig(epochs=2, lr=lr, penalty=penalty, momentum=momentum, decay_bias=decay_bias, device="cpu")
-    lams, seeds = [1e-4, 1e-2, 3e-3], [1, 1, 2]  # members 0 and 1 share a seed (and so a data order)
+    lams, seeds = [1e-4, 1e-1, 3e-3], [1, 1, 2]  # members 0 and 1 share a seed (and so a data order)
     members = fit_population(x, y, xv, yv, lams=lams, seeds=seeds, cfg=cfg, net=net, return_models=True)
     alone = [fit(x, y, xv, yv, lam=lam, cfg=cfg, seed=s, net=net) for lam, s in zip(lams, seeds, strict=True)]
     for m, a in zip(members, alone, strict=True):
         assert m.state == "complete" and m.model is not None and a.model is not None
-        torch.testing.assert_close(weights(m.model), weights(a.model), rtol=1e-4, atol=2e-4)
+        # Adam divides by sqrt(v): where a gradient is near 0, rounding differences of the batched convolution grow
+        atol = 1e-3 if penalty == "l2-decoupled" else 2e-4
+        torch.testing.assert_close(weights(m.model), weights(a.model), rtol=1e-4, atol=atol)
         assert [h.train_loss for h in m.history] == pytest.approx([h.train_loss for h in a.history], rel=1e-4)
         assert abs(m.history[-1].val_acc - a.history[-1].val_acc) <= 2 / len(yv)
-    # lambda matters: the strongest decay moved its member's weights away from the weakest's
-    assert not torch.allclose(weights(members[0].model), weights(members[1].model), atol=1e-3)
+    # lambda matters: the strongest decay shrank its member's weights below the weakest's (same seed, same data)
+    assert weights(members[1].model).norm() < 0.999 * weights(members[0].model).norm()
 
 
 def test_shared_seed_members_with_equal_lambdas_are_identical(split) -> None:

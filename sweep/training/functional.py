@@ -53,7 +53,7 @@ class _Members:
         self.params = {k: v.detach() for k, v in params.items()}
         self.decay = {n for n, p in models[0].named_parameters() if decayed(p, cfg.decay_bias)}
         self.lam = torch.tensor(list(lams), dtype=torch.float32, device=device)
-        # 1 - lr*lam in double, rounded once, as torch.optim.AdamW's scalar is.
+        # 1 - lr*lam in double, rounded once, as torch.optim.AdamW's scalar is (also plain SGD's decay factor).
         self.keep = torch.tensor([1.0 - cfg.lr * lam for lam in lams], dtype=torch.float64).to(torch.float32).to(device)
         self.state: dict[str, dict[str, torch.Tensor]] = {}  # optimiser state per parameter name
         self.members = list(range(len(lams)))
@@ -118,6 +118,9 @@ def _update(m: _Members, grads: dict[str, torch.Tensor], cfg: TrainConfig) -> No
             w.addcdiv_(avg, denom, value=-cfg.lr / (1 - b1 ** t))
             continue
         if cfg.penalty == "l2" and name in m.decay:
+            if not cfg.momentum:  # w - lr*(g + lam*w) as (1 - lr*lam)*w - lr*g: two passes over w, no temporary
+                w.mul_(m.per_member(m.keep, w)).add_(g, alpha=-cfg.lr)
+                continue
             g = torch.addcmul(g, w, m.per_member(m.lam, w))
         if cfg.momentum:
             buf = st.get("buf")
