@@ -14,7 +14,8 @@ as a study uses) on the first --n Fashion-MNIST training images, training only (
 ms/model-epoch is wall time per model per epoch. The floor is one model-epoch's FLOPs (counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on one training step, times the steps per epoch)
 divided by this machine's matmul rate (the median of --reps float32 matmuls of 1024x1024, timed
-in the same run). "x floor" is ms/model-epoch over the floor; "vs single" is single's time over the row's.
+in the same run). A warm-up on 256 images runs first, outside the timings. "x floor" is
+ms/model-epoch over the floor; "vs single" is single's time over the row's.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def main() -> None:
     rate = matmul_rate(device, args.reps)
     floor = epoch_flops(net, x, y, cfg.batch_size) / rate
     rows: list[tuple[str, int, float]] = []
+    # Warm-up outside the timings (first-call set-up of autograd, vmap and the thread pool).
+    fit(x[:256], y[:256], None, None, lam=args.lam, cfg=cfg, seed=0, net=net)
+    functional.fit_population(x[:256], y[:256], None, None, lams=[args.lam] * 2, seeds=[0] * 2, cfg=cfg, net=net)
     sync(device)
     start = time.perf_counter()
     fit(x, y, None, None, lam=args.lam, cfg=cfg, seed=0, net=net)

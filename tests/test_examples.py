@@ -1,4 +1,4 @@
-"""The shipped examples a user copies (examples/, studies/examples-digits.toml, studies/fashion-mnist-cnn.toml), on tiny settings."""
+"""The shipped examples a user copies (examples/, studies/examples-digits.toml, studies/fashion-mnist-cnn.toml), tiny."""
 
 from __future__ import annotations
 
