@@ -19,6 +19,7 @@ from tests import procs
 
 MODULE = '''
 """Factories written by a test: a small MLP and a learnable 3-class problem on 4x4 "images"."""
+import numpy as np
 import torch
 from torch import nn
 
