@@ -154,11 +154,11 @@ def test_penalty_other_than_l2_trains_as_a_torch_func_population(tiny_cfg, sqlit
 
 CHILD = """
 import sys, time
-import sweep.batch
+import sweep.training.trainers
 from sweep import config
 from sweep.run import run as run_study
 
-real = sweep.batch.fit_population
+real = sweep.training.trainers.fit_population
 
 def stuck(*args, on_epoch, **kwargs):
     def hook(ep):
@@ -168,7 +168,7 @@ def stuck(*args, on_epoch, **kwargs):
         return out
     return real(*args, on_epoch=hook, **kwargs)
 
-sweep.batch.fit_population = stuck
+sweep.training.trainers.fit_population = stuck  # what sweep.batch calls
 run_study(config.from_json(open(sys.argv[1]).read()), sys.argv[3])
 """
 
