@@ -33,7 +33,7 @@ from sweep.config import StudyConfig
 from sweep.errors import StoreOutageError, TrialInterrupted
 from sweep.optuna_compat import BaseHeartbeat, heartbeat_storage, storage_of
 from sweep.optuna_compat import trial_id as trial_id_of
-from sweep.training.population import auto_size
+from sweep.training import trainers
 from sweep.trial_attrs import write_attrs
 from sweep.trial_data import Prepared, suggest_lambda
 
@@ -43,20 +43,20 @@ log = logging.getLogger("sweep")
 def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
     """Trials per batch; 1 means the single-trial path (``study.optimize``).
 
-    Only penalty ``l2`` has a population trainer; other penalties train trial by trial.
-    A trial of a CV or repeated study is several members (``batch_trials.Layout.per_trial``).
+    Populations train any network (``training.trainers`` picks the trainer); a trial of a CV or
+    repeated study is several members (``batch_trials.Layout.per_trial``). Networks with buffers
+    train trial by trial.
     """
     batch = cfg.search.batch
     if batch == 1:
         return 1
-    if cfg.train.penalty != "l2":
-        warnings.warn(f"search.batch = {batch!r} applies to train.penalty = 'l2' only; "
-                      f"training {cfg.train.penalty!r} trials one at a time", UserWarning, stacklevel=2)
+    reason = trainers.unsupported(prep.net, cfg.train)
+    if reason is not None:
+        warnings.warn(f"search.batch = {batch!r}: {reason}; training trials one at a time", UserWarning, stacklevel=2)
         return 1
     if batch == "auto":
         per_trial = (len(fold_waves(cfg)[0]) if cfg.search.validation == "cv" else 1) * cfg.search.repeats
-        members = auto_size(prep.device, hidden=cfg.model.hidden, batch_size=cfg.train.batch_size,
-                            n_fit=int(prep.y_train.shape[0]))
+        members = trainers.auto_size(prep.device, prep.net, cfg.train, n_fit=int(prep.y_train.shape[0]))
         return max(1, members // per_trial)
     return int(batch)
 

@@ -36,8 +36,9 @@ from sweep.cv import cv_attrs, fold_pairs, report_fold
 from sweep.errors import TrialInterrupted
 from sweep.holdout import repeats_attrs, repeats_final_attrs
 from sweep.optuna_compat import latest_trial
+from sweep.training import trainers
 from sweep.training.fit import EpochStats
-from sweep.training.population import FitSet, Member, PopulationEpoch, train_population
+from sweep.training.population import FitSet, Member, PopulationEpoch
 from sweep.trial_attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs, write_attrs
 from sweep.trial_data import Prepared, seeds
 
@@ -184,8 +185,8 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
                         tell(i, TrialState.PRUNED, None)
             return [m for m in ep.stats if owners[m][0] not in live]
 
-        results = train_population(lay.sets, members, cfg=cfg.train, hidden=cfg.model.hidden, on_epoch=on_epoch,
-                                   return_models=not lay.cv)
+        results = trainers.train_population(lay.sets, members, net=prep.net, cfg=cfg.train, on_epoch=on_epoch,
+                                            return_models=not lay.cv)
         for (i, fold, j), res in zip(owners, results, strict=True):
             if i in live and res.state == "complete":
                 recs[i].runs[fold, j] = res.history

@@ -3,9 +3,9 @@
 A study file has a top-level ``name`` and four sections::
 
     name = "quickstart"
-    [data]    dataset, data_dir, holdout, split_seed
-    [model]   hidden
-    [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, device, seed
+    [data]    dataset, data_dir, holdout, split_seed, factory
+    [model]   arch, hidden, factory
+    [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, momentum, device, seed
     [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed,
               validation, folds, repeats, rule, stop, batch
 
@@ -42,6 +42,14 @@ Pruner = Literal["none", "median", "hyperband"]
 Validation = Literal["holdout", "cv"]
 Rule = Literal["min", "1se", "1se-paired", "smooth"]
 Stop = Literal["n_trials", "resolved"]
+Arch = Literal["simplenet", "mlp", "cnn"]
+FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # package.module:function
+
+
+def _check_factory(v: str | None) -> str | None:
+    if v is not None and not FACTORY_PATH.match(v):
+        raise ValueError("must be an import path 'package.module:function'")
+    return v
 
 
 class _Section(BaseModel):
@@ -56,12 +64,48 @@ class DataConfig(_Section):
     # Below 1: a fraction of the training set; 1 or more: a count (10,000 of 60,000 by default).
     holdout: float = Field(default=1 / 6, gt=0)
     split_seed: Seed = 0
+    # A callable returning (x_train, y_train, x_test, y_test) instead of a named dataset (docs/models.md).
+    factory: str | None = None
+
+    _factory = field_validator("factory")(_check_factory)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        # Compared with the defaults, not with the keys given: a stored config (JSON) gives every key.
+        if self.factory is not None and (self.dataset != "mnist-sample" or self.data_dir is not None):
+            raise ValueError("set either data.factory or data.dataset/data_dir, not both")
+        return self
 
 
 class ModelConfig(_Section):
-    """``[model]``: the network (SimpleNet 784-hidden-10)."""
+    """``[model]``: a built-in network (``arch``; ``hidden`` sizes) or a user's factory (docs/models.md)."""
 
-    hidden: int = Field(default=128, ge=1)
+    arch: Arch = "simplenet"
+    # simplenet: the hidden width (784-hidden-10); mlp: a list of widths, one per hidden layer.
+    hidden: int | list[int] = 128
+    factory: str | None = None  # "package.module:function" returning a fresh torch.nn.Module
+
+    _factory = field_validator("factory")(_check_factory)
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _check_hidden(cls, v: Any) -> Any:
+        widths = v if isinstance(v, list) else [v]
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+            raise ValueError("must be a whole number >= 1 or a list of them")
+        return v
+
+    @model_validator(mode="after")
+    def _check_arch(self) -> ModelConfig:
+        # Compared with the defaults, not with the keys given: a stored config (JSON) gives every key.
+        if self.factory is not None and (self.arch != "simplenet" or self.hidden != 128):
+            raise ValueError("set either model.factory or model.arch/hidden, not both")
+        if self.arch == "simplenet" and isinstance(self.hidden, list):
+            raise ValueError(f"hidden must be one width for arch 'simplenet', got {self.hidden}; "
+                             "for several hidden layers set arch = 'mlp'")
+        if self.arch == "cnn" and self.hidden != 128:
+            raise ValueError("hidden does not apply to arch 'cnn' (LeNet-5's sizes are fixed); remove it")
+        return self
 
 
 class TrainConfig(_Section):
@@ -72,7 +116,8 @@ class TrainConfig(_Section):
     epochs: int = Field(default=5, ge=1)
     penalty: Penalty = "l2"
     l1_ratio: float = Field(default=0.5, ge=0, le=1)
-    decay_bias: bool = True
+    decay_bias: bool = True  # false: decay only tensors with p.dim() >= 2 (weight matrices, conv kernels)
+    momentum: float = Field(default=0.0, ge=0, lt=1)  # SGD momentum; 0 is the seed's plain SGD
     device: str = "auto"
     seed: Seed = 0
 

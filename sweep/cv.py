@@ -67,7 +67,7 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
             # Sliced per fold, not kept for all folds: keeping all k would cost k times the training set in device memory.
             split = (prep.x_train[fit_i], prep.y_train[fit_i], prep.x_train[val_i], prep.y_train[val_i])
             for seed in train_seeds:
-                runs.append(fit_recorded(trial, cfg, split, lam=lam, seed=seed).history)
+                runs.append(fit_recorded(trial, cfg, split, lam=lam, seed=seed, net=prep.net).history)
             if report_fold(trial, runs, fold=fold, folds=k, per_group=len(train_seeds),
                            seconds=time.perf_counter() - start):
                 mean = np.mean([r[-1].val_acc for r in runs])

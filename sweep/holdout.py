@@ -37,7 +37,7 @@ def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna
         lam = suggest_lambda(trial, cfg.search)
         seed = cfg.train.seed  # one seed for all lambdas: differences come from lambda, not luck
         write_attrs(trial, {"device": str(prep.device), "seed": seed})
-        result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial))
+        result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial), net=prep.net)
         attrs = single_fit_attrs(result.history, n_val=n_val)
         if result.model is not None:  # per-example correctness, for paired comparisons between lambdas
             attrs["val_correct"] = [correct_bits(result.model, prep.x_val, prep.y_val)]
@@ -75,7 +75,7 @@ def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callabl
         bits: list[str] = []
         start = time.perf_counter()
         for j, seed in enumerate(train_seeds):
-            result = fit_recorded(trial, cfg, split, lam=lam, seed=seed,
+            result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, net=prep.net,
                                   on_epoch=epoch_reporter(trial) if j == 0 else None)
             runs.append(result.history)
             if result.model is not None:

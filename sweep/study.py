@@ -22,6 +22,7 @@ from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError
 from sweep.objective import refit
 from sweep.select import choose, refit_matches, scores_of, selection_of
 from sweep.storage import mask, open_storage, resolve_url
+from sweep.training.factories import check_fingerprints, fingerprints
 from sweep.trial_data import Prepared, prepare
 
 
@@ -69,7 +70,12 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
 
 
 def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
-    """The study named ``cfg.name``: created with its config, or loaded when the stored config is the same."""
+    """The study named ``cfg.name``: created with its config, or loaded when the stored config is the same.
+
+    A study with factories also stores their import paths and source hashes (``factories``); loading it
+    with a factory whose source differs is refused like a changed config.
+    """
+    prints = fingerprints(cfg)  # imports the factories: a bad one fails before the store is touched
     store = open_storage(storage)
     try:
         existing = optuna.load_study(study_name=cfg.name, storage=store)
@@ -88,6 +94,7 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
                 f"study {cfg.name!r} exists with a different config ({', '.join(changed)}); "
                 "run the same study file to resume it, or give a new name with --name"
             )
+        check_fingerprints(existing.user_attrs.get("factories"), cfg)
     study = optuna.create_study(
         study_name=cfg.name, storage=store, direction="maximize", load_if_exists=True,
         sampler=make_sampler(cfg), pruner=make_pruner(cfg),  # workers reseed it per trial
@@ -95,6 +102,8 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
     if existing is None:
         try:
             study.set_user_attr("config", cfg.to_json())
+            if prints:
+                study.set_user_attr("factories", prints)
             study.set_user_attr("created_by", f"lambda-sweep {__version__}")
             study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
             study.set_metric_names(["val_acc"])

@@ -47,6 +47,7 @@ from sweep.optuna_compat import frozen
 from sweep.select import refit_matches, selection_of, state_counts, stop_reason
 from sweep.single import StopFlag, run_single, stop_on_signals
 from sweep.storage import fail_stale, mask, open_storage, resolve_url
+from sweep.training.factories import check_fingerprints
 from sweep.trial_data import Prepared, prepare
 
 __all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
@@ -83,6 +84,7 @@ def _load(store: optuna.storages.RDBStorage, name: str, url: str) -> _Loaded:
     cfg = stored_config(study.user_attrs)
     if cfg is None:
         raise StudyConflictError(f"study {name!r} in {mask(url)} was not made by lambda-sweep; a worker cannot run it")
+    check_fingerprints(study.user_attrs.get("factories"), cfg)  # this process's factory code is the study's
     study.pruner = study_mod.make_pruner(cfg)
     return _Loaded(study, cfg)
 

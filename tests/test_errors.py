@@ -530,3 +530,72 @@ def test_bad_outage_budget(tmp_path: Path) -> None:
     f = study(tmp_path, GOOD)
     assert run_cli("run", f, "--storage", f"sqlite:///{tmp_path / 's.db'}", env={"SWEEP_STORE_OUTAGE": "soon"}) == (
         1, "error: SWEEP_STORE_OUTAGE must be a number of seconds, 0 or more, got 'soon'; unset it or fix it\n")
+FACTORY_MODULE = """
+import numpy as np
+from torch import nn
+
+NOT_CALLABLE = 3
+
+
+def model():
+    return nn.Linear(784, 10)
+
+
+def no_module():
+    return "a network"
+
+
+def five_outputs():
+    return nn.Linear(784, 5)
+
+
+def x():
+    return np.random.default_rng(0).random((40, 784)).astype(np.float32)
+
+
+def short_labels():
+    return x(), np.arange(39) % 10, x(), np.arange(40) % 10
+
+
+def label_out_of_range():
+    return x(), np.arange(40) % 10, x(), np.arange(40) % 11
+
+
+def one_class():
+    return x(), np.zeros(40, dtype=np.int64), x(), np.zeros(40, dtype=np.int64)
+"""
+FACTORY_CASES = {  # data.factory (or None: mnist-sample), model.factory, the line after "error: "
+    "module does not import": (None, "{m}_nope:model", "model.factory = '{m}_nope:model': module '{m}_nope' does not import "
+                               "(ModuleNotFoundError: No module named '{m}_nope'); install its package or add its folder to "
+                               "PYTHONPATH, on every machine that runs 'sweep run' or 'sweep worker'"),
+    "missing attribute": (None, "{m}:modle", "model.factory = '{m}:modle': module '{m}' has no attribute 'modle'; "
+                          "check the name after the ':'"),
+    "not callable": (None, "{m}:NOT_CALLABLE", "model.factory = '{m}:NOT_CALLABLE' is a int, not callable; name a function "
+                     "(or class) that takes no arguments"),
+    "returns no nn.Module": (None, "{m}:no_module", "model.factory = '{m}:no_module' returned a str, expected a "
+                             "torch.nn.Module; return a fresh network from the function"),
+    "output not (N, classes)": (None, "{m}:five_outputs", "model.factory = '{m}:five_outputs' returns shape (2, 5) for a batch "
+                                "of 2 examples, expected float logits of shape (2, 10) (one per class); make its last layer "
+                                "output 10 values"),
+    "data of mismatched lengths": ("{m}:short_labels", "{m}:model", "data.factory = '{m}:short_labels': x_train has shape "
+                                   "(40, 784) and y_train (39,); expected x_train (N, ...) and y_train (N,), one label per "
+                                   "example"),
+    "labels out of range": ("{m}:label_out_of_range", "{m}:model", "data.factory = '{m}:label_out_of_range': label 10 is out "
+                            "of range: labels must be 0..9 (the training labels' range); map the classes to 0..C-1"),
+    "fewer than two classes": ("{m}:one_class", "{m}:model", "data.factory = '{m}:one_class': y_train holds 1 class(es); "
+                               "a classifier needs at least two"),
+}
+
+
+@pytest.mark.parametrize("case", list(FACTORY_CASES))
+def test_bad_factories_and_data(case: str, tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = f"factories_{list(FACTORY_CASES).index(case)}"  # one module per case: imports and data are cached per process
+    (tmp_path / f"{m}.py").write_text(FACTORY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data_factory, model_factory, expected = (v.format(m=m) if v else v for v in FACTORY_CASES[case])
+    text = GOOD.replace('dataset = "mnist-sample"\nholdout = 1000', f'factory = "{data_factory}"\nholdout = 10'
+                        if data_factory else 'dataset = "mnist-sample"\nholdout = 1000')
+    text = text.replace("[train]", f'[model]\nfactory = "{model_factory}"\n[train]')
+    before = dump(store)
+    assert run_cli("run", study(tmp_path, text), "--storage", store) == (2, f"error: {expected}\n")
+    assert dump(store) == before

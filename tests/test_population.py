@@ -202,21 +202,21 @@ def test_batch_prunes_a_member(tiny_cfg, sqlite_url: str) -> None:
     assert len(finished[1].user_attrs["history"]) == 1 and list(finished[1].intermediate_values) == [1]
 
 
-def test_penalty_other_than_l2_falls_back_to_single_trials(tiny_cfg, sqlite_url: str) -> None:
+def test_penalty_other_than_l2_trains_as_a_torch_func_population(tiny_cfg, sqlite_url: str) -> None:
+    # SimpleNet's hand-written population is l2 only; other penalties go to sweep.training.functional.
     cfg = tiny_cfg(name="l1", train={"epochs": 1, "penalty": "l1"}, search={"n_trials": 2, "batch": 2})
-    with pytest.warns(UserWarning, match="search.batch = 2 applies to train.penalty = 'l2' only"):
-        s = run_study(cfg, sqlite_url, refit_after=False)
+    s = run_study(cfg, sqlite_url, refit_after=False)
     assert [t.state for t in s.get_trials()] == [TrialState.COMPLETE] * 2
-    assert all("population" not in t.user_attrs for t in s.get_trials())
+    assert [t.user_attrs["population"] for t in s.get_trials()] == [2, 2]
 
 
 CHILD = """
 import sys, time
-import sweep.batch_trials
+import sweep.training.trainers
 from sweep import config
 from sweep.run import run as run_study
 
-real = sweep.batch_trials.train_population
+real = sweep.training.trainers.train_population
 
 def stuck(*args, on_epoch, **kwargs):
     def hook(ep):
@@ -226,7 +226,7 @@ def stuck(*args, on_epoch, **kwargs):
         return out
     return real(*args, on_epoch=hook, **kwargs)
 
-sweep.batch_trials.train_population = stuck
+sweep.training.trainers.train_population = stuck  # what sweep.batch_trials calls
 run_study(config.from_json(open(sys.argv[1]).read()), sys.argv[3])
 """
 
