@@ -11,6 +11,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 import sweep.batch_trials
+import sweep.training.trainers
 from sweep import study
 from sweep.batch import run_batch
 from sweep.config import PARAM, StudyConfig
@@ -88,13 +89,13 @@ def test_cv_batch_prunes_as_the_single_cv_objective(tiny_cfg, sqlite_url: str, t
                    search={"validation": "cv", "folds": 4, "pruner": "median", "lambda_high": 5.0, "batch": 2})
     lams, startup = [1e-5, 3.0], {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.5}
     widths: list[list[int]] = []
-    real = sweep.batch_trials.train_population
+    real = sweep.training.trainers.train_population
 
     def counting(sets, members, **kw):  # type: ignore[no-untyped-def]
         widths.append(sorted({m.fit_set for m in members}) + [len(members)])
         return real(sets, members, **kw)
 
-    monkeypatch.setattr(sweep.batch_trials, "train_population", counting)
+    monkeypatch.setattr(sweep.training.trainers, "train_population", counting)
     batch = _batch(cfg, sqlite_url, lams, startup=startup)
     alone = _single(cfg, f"sqlite:///{tmp_path / 'single.db'}", lams, startup=startup)
     assert [t.state for t in alone] == [TrialState.COMPLETE, TrialState.PRUNED]
