@@ -122,10 +122,13 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     if stop:
         raise KeyboardInterrupt  # the trial was ended cleanly; _Group prints how to resume
     rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
+    if cfg.search.validation == "evidence" or cfg.search.sampler == "marglik":
+        score = f"log evidence {rec.val_acc:.1f} nats"  # no validation split: the trial's value is its evidence
+    else:
+        score = f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}"
     click.echo(
         f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "
-        f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {fmt(rec.test_acc)} "
-        f"(refit on the whole training set)"
+        f"{score}, test accuracy {fmt(rec.test_acc)} (refit on the whole training set)"
     )
 
 
@@ -232,6 +235,28 @@ def report(names: tuple[str, ...], storage: str | None, output: str, png: str | 
         click.echo(f"wrote {png}")
     for name in dict.fromkeys(names):
         report_mod.save_dashboard_figure(load_study(name, storage))
+
+
+@main.command()
+@click.argument("name")
+@STORAGE
+def evidence(name: str, storage: str | None) -> None:
+    """Compute the Laplace log evidence of each complete trial's lambda of study NAME (needs the evidence extra).
+
+    Each lambda is refit on the whole training set; the figures are stored with the study, and
+    'sweep report' draws them beside the validation curve.
+    """
+    from sweep.evidence import evidence_of_study
+    from sweep.select import evidence_choice
+
+    def on_trial(number: int, lam: float, value: float) -> None:
+        click.echo(f"trial {number} lambda={lam:.3g} log evidence {value:.1f}", err=True)
+
+    evidence_of_study(name, storage=storage, on_trial=on_trial)
+    pick = evidence_choice(name, storage=storage)
+    click.echo(f"evidence picks lambda {pick.lam:.4g} (trial {pick.trial}, log evidence {pick.log_evidence:.1f}); "
+               f"rule {pick.rule} picks lambda {pick.rule_lam:.4g} (trial {pick.rule_trial})"
+               + ("" if pick.agree else ": they disagree, see docs/evidence.md"))
 
 
 @main.command()

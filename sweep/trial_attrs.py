@@ -28,7 +28,7 @@ from sweep.config import StudyConfig
 from sweep.errors import TrainingDivergedError
 from sweep.training.fit import EpochStats, FitResult, fit
 
-Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # x_fit, y_fit, x_val, y_val
+Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # x_fit, y_fit, x_val, y_val
 
 
 def binomial_se(acc: float, n: int) -> float:
