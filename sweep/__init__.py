@@ -9,7 +9,8 @@ __all__ = ["SweepError", "__version__", "best_lambda"]
 def best_lambda(name: str, *, storage: str | None = None, rule: str | None = None) -> float:
     """The chosen lambda of study ``name`` (one line: ``sweep.best_lambda("quickstart")``).
 
-    ``rule`` is ``"min"`` or ``"1se"``; by default the study's own ``search.rule``.
+    ``rule`` is ``"min"``, ``"1se"``, ``"1se-paired"`` or ``"smooth"`` (docs/selection.md);
+    by default the study's own ``search.rule``.
     """
     from sweep.select import best_record
 

@@ -30,7 +30,7 @@ from sweep.errors import TrialInterrupted
 from sweep.optuna_compat import BaseHeartbeat, heartbeat_storage, storage_of
 from sweep.optuna_compat import trial_id as trial_id_of
 from sweep.training.population import PopulationEpoch, auto_size, fit_population
-from sweep.trial_attrs import epoch_record, single_fit_attrs, write_attrs
+from sweep.trial_attrs import correct_bits, epoch_record, single_fit_attrs, write_attrs
 from sweep.trial_data import Prepared, suggest_lambda
 
 
@@ -166,12 +166,15 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
 
             results = fit_population(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lams=lams,
                                      seeds=[seed] * size, cfg=cfg.train, hidden=cfg.model.hidden,
-                                     on_epoch=on_epoch)
+                                     on_epoch=on_epoch, return_models=True)
             n_val = int(prep.y_val.shape[0])
             for i, r in enumerate(results):
                 if r.state != "complete":
                     continue
-                write_attrs(live[i], single_fit_attrs(r.history, n_val=n_val))
+                attrs = single_fit_attrs(r.history, n_val=n_val)
+                if r.model is not None:  # per-example correctness, as the single objective stores it
+                    attrs["val_correct"] = [correct_bits(r.model, prep.x_val, prep.y_val)]
+                write_attrs(live[i], attrs)
                 tell(i, TrialState.COMPLETE, r.history[-1].val_acc)
         except BaseException as err:
             # Whatever stopped the batch (a stop signal, Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.

@@ -122,6 +122,7 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     if stop:
         raise KeyboardInterrupt  # the trial was ended cleanly; _Group prints how to resume
     rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
+<<<<<<< HEAD
     if cfg.search.validation == "evidence" or cfg.search.sampler == "marglik":
         score = f"log evidence {rec.val_acc:.1f} nats"  # no validation split: the trial's value is its evidence
     else:
@@ -130,6 +131,19 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
         f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "
         f"{score}, test accuracy {fmt(rec.test_acc)} (refit on the whole training set)"
     )
+=======
+    if rec.stopped:
+        click.echo(f"stopped before n_trials = {cfg.search.n_trials}: {rec.stopped}")
+    click.echo(_best_line(rec))
+
+
+def _best_line(rec: Any) -> str:
+    """What ``sweep run`` and ``sweep refit`` print: the pick, its figures, the plausible range."""
+    where = f"trial {rec.trial}" if rec.trial is not None else "smoothed curve"
+    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): "
+            f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {fmt(rec.test_acc)} "
+            f"(refit on the whole training set); plausible lambdas {rec.plausible_low:.3g} to {rec.plausible_high:.3g}")
+>>>>>>> main
 
 
 TABLE_FORMAT = click.option("--format", "fmt_", type=click.Choice(["table", "json", "csv"]), default="table",
@@ -187,13 +201,17 @@ def show(name: str, storage: str | None, fmt_: str) -> None:
                    f"{fmt(r['train_acc']):>9} {r['epochs']:>6} {fmt(r['seconds'], '.1f'):>8}  {r['note']}")
 
 
+RULE_HELP = ("min: best mean validation accuracy; 1se: largest lambda within one standard error of it; "
+             "1se-paired: largest lambda within one paired standard error of the best; smooth: the peak of a "
+             "Gaussian-process smooth of accuracy against log lambda")
+
+
 @main.command()
 @click.argument("name")
 @STORAGE
 @click.option("--format", "fmt", type=click.Choice(["value", "json", "env"]), default="value", show_default=True)
 @click.option("--rule", type=click.Choice(list(RULES)), default=None,
-              help="min: best mean validation accuracy; 1se: largest lambda within one standard error of it "
-                   "[default: the study's own search.rule].")
+              help=f"{RULE_HELP} [default: the study's own search.rule].")
 def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
     """Print the chosen lambda of study NAME."""
     from sweep.select import best_record
@@ -208,6 +226,22 @@ def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
         click.echo(f"SWEEP_RULE={rec.rule}")
         click.echo(f"SWEEP_VAL_ACC={rec.val_acc!r}")
         click.echo(f"SWEEP_TEST_ACC={'' if rec.test_acc is None else repr(rec.test_acc)}")
+        for key in ("lam_min", "lam_1se", "lam_1se_paired", "lam_smooth", "plausible_low", "plausible_high"):
+            value = getattr(rec, key)
+            click.echo(f"SWEEP_{key.replace('lam_', 'lambda_').upper()}={'' if value is None else repr(value)}")
+
+
+@main.command("refit")
+@click.argument("name")
+@STORAGE
+@click.option("--rule", type=click.Choice(list(RULES)), required=True, help=RULE_HELP)
+def refit_cmd(name: str, storage: str | None, rule: str) -> None:
+    """Refit the lambda RULE picks for study NAME on the whole training set and store its test accuracy."""
+    from sweep.select import best_record, load_study
+    from sweep.study import refit_for
+
+    refit_for(load_study(name, storage), rule)
+    click.echo(_best_line(best_record(name, storage=storage, rule=rule)))
 
 
 @main.command()

@@ -7,7 +7,7 @@ A study file has a top-level ``name`` and four sections::
     [model]   hidden
     [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, device, seed
     [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed,
-              validation, folds, repeats, rule, batch
+              validation, folds, repeats, rule, stop, batch
 
 ``--set section.key=value`` overrides go through the same validation.
 """
@@ -31,7 +31,8 @@ Penalty = Literal["l2", "l2-loss", "l2-decoupled", "l1", "elastic-net"]
 Sampler = Literal["tpe", "gp", "random", "qmc", "grid", "marglik"]
 Pruner = Literal["none", "median", "hyperband"]
 Validation = Literal["holdout", "cv", "evidence"]
-Rule = Literal["min", "1se"]
+Rule = Literal["min", "1se", "1se-paired", "smooth"]
+Stop = Literal["n_trials", "resolved"]
 
 
 class _Section(BaseModel):
@@ -75,7 +76,7 @@ class TrainConfig(_Section):
 
 
 class SearchConfig(_Section):
-    """``[search]``: the lambda range, sampler, pruner, validation scheme, rule and batch size."""
+    """``[search]``: the lambda range, sampler, pruner, validation scheme, rule, stop rule and batch size."""
 
     sampler: Sampler = "tpe"
     n_trials: int = Field(default=20, ge=1)
@@ -90,6 +91,8 @@ class SearchConfig(_Section):
     folds: int = Field(default=5, ge=2)
     repeats: int = Field(default=1, ge=1)
     rule: Rule = "min"
+    # "resolved": stop before n_trials once more trials cannot change the answer beyond the noise (docs/selection.md).
+    stop: Stop = "n_trials"
     # Trials trained together as one population (sweep.batch); "auto" sizes it to the device's memory.
     batch: int | Literal["auto"] = 1
 

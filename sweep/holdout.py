@@ -17,6 +17,7 @@ from sweep.config import StudyConfig
 from sweep.training.fit import EpochStats
 from sweep.trial_attrs import (
     binomial_se,
+    correct_bits,
     epoch_reporter,
     fit_recorded,
     many_fits_attrs,
@@ -36,7 +37,10 @@ def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna
         seed = cfg.train.seed  # one seed for all lambdas: differences come from lambda, not luck
         write_attrs(trial, {"device": str(prep.device), "seed": seed})
         result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial))
-        write_attrs(trial, single_fit_attrs(result.history, n_val=n_val))
+        attrs = single_fit_attrs(result.history, n_val=n_val)
+        if result.model is not None:  # per-example correctness, for paired comparisons between lambdas
+            attrs["val_correct"] = [correct_bits(result.model, prep.x_val, prep.y_val)]
+        write_attrs(trial, attrs)
         return result.final.val_acc
 
     return objective
@@ -53,14 +57,19 @@ def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callabl
         write_attrs(trial, {"device": str(prep.device), "seed": cfg.train.seed, "seeds": train_seeds,
                             "repeats": len(train_seeds), "validation": "holdout", "n_val": n_val})
         runs: list[list[EpochStats]] = []
+        bits: list[str] = []
         start = time.perf_counter()
         for j, seed in enumerate(train_seeds):
             result = fit_recorded(trial, cfg, split, lam=lam, seed=seed,
                                   on_epoch=epoch_reporter(trial) if j == 0 else None)
             runs.append(result.history)
+            if result.model is not None:
+                bits.append(correct_bits(result.model, prep.x_val, prep.y_val))
         # One group per seed: the SE is then std(seed scores)/sqrt(repeats).
         attrs = many_fits_attrs(runs, per_group=1, seconds=time.perf_counter() - start)
         attrs["val_se_binomial"] = binomial_se(attrs["val_acc"], n_val)
+        if len(bits) == len(runs):
+            attrs["val_correct"] = bits  # one bitset per seed
         write_attrs(trial, attrs)
         return float(attrs["val_acc"])
 

@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 
 from sweep import __version__
 from sweep.config import PARAM, StudyConfig, diff, stored_config
-from sweep.errors import StorageError, StudyConflictError, TrainingDivergedError
+from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError, TrainingDivergedError
 from sweep.objective import refit
-from sweep.select import choose, scores_of
+from sweep.select import choose, refit_matches, scores_of, selection_of
 from sweep.storage import mask, open_storage, resolve_url
 from sweep.trial_data import Prepared, prepare
 
@@ -144,25 +144,36 @@ def refit_best(study: optuna.Study, cfg: StudyConfig, prep: Prepared | None = No
                rules: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Refit each rule's lambda on the whole training set and store its test accuracy (once per choice).
 
-    ``rules`` defaults to the study's ``search.rule`` alone: test accuracies of both rules
-    side by side would invite choosing the rule on the test set.
+    ``rules`` defaults to the study's ``search.rule`` alone: test accuracies of every rule
+    side by side would invite choosing the rule on the test set (``sweep refit --rule`` asks for more).
     """
-    scores = scores_of(study.get_trials(deepcopy=False))
-    if not scores:
+    sel = selection_of(study, cfg)
+    if sel is None:
         return {}
     stored = dict(study.user_attrs.get("refit", {}))
     for rule in rules or (cfg.search.rule,):
-        pick = choose(scores, rule)
-        if stored.get(rule, {}).get("trial") == pick.number:
+        pick = sel.picks[rule]
+        if refit_matches(stored.get(rule), pick):
             continue
         prep = prep or prepare(cfg)
+        what = f"trial {pick.trial}" if pick.trial is not None else f"the {rule} pick (lambda {pick.lam:.3g})"
         try:
             record = refit(cfg, prep, pick.lam)
         except TrainingDivergedError as err:
-            raise TrainingDivergedError(f"the refit of trial {pick.number} on the whole training set failed: {err}") from None
-        stored[rule] = {"rule": rule, "trial": pick.number, "val_acc": pick.mean, "val_se": pick.se, **record}
+            raise TrainingDivergedError(f"the refit of {what} on the whole training set failed: {err}") from None
+        stored[rule] = {"rule": rule, "trial": pick.trial, "val_acc": pick.val_acc, "val_se": pick.val_se, **record}
         try:
             study.set_user_attr("refit", stored)
         except Exception as err:  # pragma: no cover - storage went away mid-run
             raise StorageError(f"cannot store the refit of {cfg.name!r}: {err}") from None
     return stored
+
+
+def refit_for(study: optuna.Study, rule: str) -> dict[str, Any]:
+    """``sweep refit NAME --rule RULE``: refit one more rule's pick of a stored study (its config from the store)."""
+    cfg = stored_config(study.user_attrs)
+    if cfg is None:
+        raise StudyConflictError(f"study {study.study_name!r} was not made by lambda-sweep; it has no config to refit with")
+    if selection_of(study, cfg) is None:
+        raise NoCompleteTrialsError(f"study {study.study_name!r} has no complete trial to refit; run it with 'sweep run'")
+    return refit_best(study, cfg, rules=(rule,))

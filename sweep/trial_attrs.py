@@ -16,6 +16,7 @@ Standard errors (``val_se``; docs/cv.md explains the choice):
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -83,6 +84,18 @@ def many_fits_attrs(runs: Sequence[Sequence[EpochStats]], *, per_group: int, sec
             "val_loss": float(np.mean([f.val_loss for f in finals])),
             "train_loss": float(np.mean([f.train_loss for f in finals])),
             "history": _mean_history(runs), "seconds": round(seconds, 4)}
+
+
+@torch.no_grad()
+def correct_bits(model: torch.nn.Module, x_val: torch.Tensor, y_val: torch.Tensor) -> str:
+    """Which validation examples ``model`` gets right, as the ``val_correct`` attribute stores one fit:
+    one bit per example (in the order of the validation split), packed 8 to a byte, base64.
+
+    1,000 examples take 168 characters; ``sweep.select`` unpacks them for paired comparisons.
+    """
+    model.eval()
+    hits = torch.cat([model(xs).argmax(1) == ys for xs, ys in zip(x_val.split(8192), y_val.split(8192), strict=True)])
+    return base64.b64encode(np.packbits(hits.cpu().numpy()).tobytes()).decode("ascii")
 
 
 def write_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:

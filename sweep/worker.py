@@ -45,7 +45,7 @@ from sweep.config import StudyConfig, stored_config
 from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError, TrainingDivergedError, TrialInterrupted
 from sweep.objective import make_objective
 from sweep.optuna_compat import frozen
-from sweep.select import choose, scores_of, state_counts
+from sweep.select import refit_matches, selection_of, state_counts, stop_reason
 from sweep.storage import StudyLock, mask, open_storage, resolve_url
 from sweep.trial_data import Prepared, prepare
 
@@ -146,10 +146,27 @@ def _states(study: optuna.Study) -> dict[str, int]:
     return state_counts(study.get_trials(deepcopy=False))
 
 
-def _finished(job: _Loaded, counts: dict[str, int]) -> bool:
+def _finished(job: _Loaded, counts: dict[str, int], *, decide: bool = False) -> bool:
+    """Target reached, grid used up, or (``search.stop = "resolved"``) the answer resolved.
+
+    ``decide`` (under the study lock): test the stop rule and store why it stopped, so every
+    worker sees the same decision in the ``stopped`` study attribute; without it only that attribute is read.
+    """
     if counts["COMPLETE"] >= job.cfg.search.n_trials:
         return True
-    return job.cfg.search.sampler == "grid" and study_mod.grid_exhausted(job.study, job.cfg)
+    if job.cfg.search.sampler == "grid" and study_mod.grid_exhausted(job.study, job.cfg):
+        return True
+    if job.cfg.search.stop != "resolved":
+        return False
+    if "stopped" in job.study.user_attrs:
+        return True
+    sel = selection_of(job.study, job.cfg) if decide else None
+    reason = stop_reason(sel, job.cfg) if sel is not None else None
+    if reason is None:
+        return False
+    job.study.set_user_attr("stopped", {"reason": reason, "complete": len(sel.scores) if sel else 0,
+                                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    return True
 
 
 def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
@@ -169,7 +186,7 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         # Dead workers' trials are failed (and their lambdas re-queued) before counting.
         optuna.storages.fail_stale_trials(study)
         counts = _states(study)
-        if _finished(job, counts):
+        if _finished(job, counts, decide=True):
             return DONE, None
         if counts["COMPLETE"] + counts["RUNNING"] >= target:
             return BUSY, None
@@ -240,19 +257,20 @@ def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop
 def refit_once(job: _Loaded, store: optuna.storages.RDBStorage) -> bool:
     """Refit the chosen lambda unless it is stored or another worker claimed it; True if this one did."""
     study = job.study
-    scores = scores_of(study.get_trials(deepcopy=False))
-    if not scores:
+    sel = selection_of(study, job.cfg)
+    if sel is None:
         return False
     rule = job.cfg.search.rule
-    pick = choose(scores, rule).number
+    pick = sel.picks[rule]
     with StudyLock(store, study.study_name):
         attrs = optuna.load_study(study_name=study.study_name, storage=store).user_attrs
-        if attrs.get("refit", {}).get(rule, {}).get("trial") == pick:
+        if refit_matches(attrs.get("refit", {}).get(rule), pick):
             return False
         claim = attrs.get("refit_claim", {})
-        if claim.get("trial") == pick:
+        if claim.get("trial") == pick.trial and claim.get("lambda") == pick.lam:
             return False  # another worker is refitting (a duplicate would store the same figures anyway)
-        study.set_user_attr("refit_claim", {"trial": pick, "by": f"{socket.gethostname()}:{os.getpid()}",
+        study.set_user_attr("refit_claim", {"trial": pick.trial, "lambda": pick.lam,
+                                            "by": f"{socket.gethostname()}:{os.getpid()}",
                                             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     study_mod.refit_best(study, job.cfg)
     return True

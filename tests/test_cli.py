@@ -57,6 +57,33 @@ def test_run_prints_the_choice(finished: tuple[str, Path]) -> None:
     assert sweep.best_lambda("tiny", storage=url) == rec["lambda"]
 
 
+def test_best_names_every_rule_and_the_plausible_range_in_json_and_env(finished: tuple[str, Path]) -> None:
+    url, _ = finished
+    rec = json.loads(invoke("best", "tiny", "--storage", url, "--format", "json").stdout)
+    assert rec["plausible_low"] <= rec["lambda_min"] <= rec["plausible_high"]
+    assert rec["lambda_1se_paired"] >= rec["lambda_min"] and rec["lambda_1se"] >= rec["lambda_min"]
+    assert rec["smooth_low"] <= rec["lambda_smooth"] <= rec["smooth_high"]
+    env = dict(line.split("=", 1) for line in invoke("best", "tiny", "--storage", url, "--format", "env").stdout.split())
+    for key in ("lambda_min", "lambda_1se", "lambda_1se_paired", "lambda_smooth", "plausible_low", "plausible_high"):
+        assert float(env[f"SWEEP_{key.upper()}"]) == rec[key]
+    smooth = json.loads(invoke("best", "tiny", "--storage", url, "--rule", "smooth", "--format", "json").stdout)
+    assert (smooth["rule"], smooth["lambda"], smooth["trial"]) == ("smooth", rec["lambda_smooth"], None)
+    assert sweep.best_lambda("tiny", storage=url, rule="1se-paired") == rec["lambda_1se_paired"]
+
+
+def test_refit_another_rule_stores_its_test_accuracy(finished: tuple[str, Path]) -> None:
+    url, _ = finished
+    assert json.loads(invoke("best", "tiny", "--storage", url, "--rule", "smooth", "--format", "json").stdout)["test_acc"] is None
+    out = invoke("refit", "tiny", "--rule", "smooth", "--storage", url)
+    assert out.exit_code == 0 and out.stdout.startswith("best lambda ") and "(smoothed curve, rule smooth)" in out.stdout
+    rec = json.loads(invoke("best", "tiny", "--storage", url, "--rule", "smooth", "--format", "json").stdout)
+    assert 0.5 < rec["test_acc"] <= 1 and f"test accuracy {rec['test_acc']:.4f}" in out.stdout
+    refits = __import__("optuna").load_study(study_name="tiny", storage=url).user_attrs["refit"]
+    assert set(refits) == {"min", "smooth"} and refits["smooth"]["lambda"] == rec["lambda"]
+    bad = CliRunner().invoke(main, ["refit", "tiny", "--rule", "max", "--storage", url])
+    assert bad.exit_code == 2 and "'max' is not one of 'min', '1se', '1se-paired', 'smooth'" in bad.stderr
+
+
 def test_run_output_line(tmp_path: Path) -> None:
     (tmp_path / "one.toml").write_text(TINY.format(name="one").replace("n_trials = 3", "n_trials = 1"))
     result = invoke("run", str(tmp_path / "one.toml"), "--storage", f"sqlite:///{tmp_path / 's.db'}")

@@ -72,7 +72,8 @@ def test_more_folds_than_a_class_has_examples_is_one_line() -> None:
     [
         ({"folds": 1}, "search.folds: Input should be greater than or equal to 2 (given: 1)"),
         ({"repeats": 0}, "search.repeats: Input should be greater than or equal to 1 (given: 0)"),
-        ({"rule": "2se"}, "search.rule: Input should be 'min' or '1se' (given: '2se')"),
+        ({"rule": "2se"}, "search.rule: Input should be 'min', '1se', '1se-paired' or 'smooth' (given: '2se')"),
+        ({"stop": "early"}, "search.stop: Input should be 'n_trials' or 'resolved' (given: 'early')"),
         ({"validation": "kfold"}, "search.validation: Input should be 'holdout' or 'cv' (given: 'kfold')"),
     ],
 )

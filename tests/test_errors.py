@@ -267,6 +267,8 @@ def test_study_whose_every_trial_failed(tmp_path: Path, store: str) -> None:
     assert last.endswith("; lower train.lr or the lambda range); fix the study file (train.lr, the lambda range) and run again")
     assert run_cli("best", "boom", "--storage", store) == (
         1, "error: study 'boom' has no complete trial yet; run it with 'sweep run' (see 'sweep show boom')\n")
+    assert run_cli("refit", "boom", "--rule", "smooth", "--storage", store) == (
+        1, "error: study 'boom' has no complete trial to refit; run it with 'sweep run'\n")
     show = CliRunner().invoke(main, ["show", "boom", "--storage", store]).stdout.splitlines()
     assert len(show) == 6 and all(" fail " in row and "training loss became nan" in row for row in show[1:])
 

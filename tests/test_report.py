@@ -22,6 +22,7 @@ from sweep.config import PARAM
 from sweep.report import html as report
 from sweep.report.figures import plot_accuracy_vs_lambda, plot_learning_curves, plot_train_vs_val
 from sweep.report.records import collect_history, collect_study
+from sweep.select import RULES
 
 EVIL = "<script>alert(1)</script>"
 DIST = {PARAM: FloatDistribution(1e-5, 1e-2, log=True)}
@@ -91,15 +92,25 @@ def test_report_and_sweep_best_give_the_same_picks(tiny_cfg: Any, sqlite_url: st
     from sweep.run import run as run_study
     from sweep.select import best_record
 
-    cfg = tiny_cfg(name="same", train={"epochs": 1}, search={"n_trials": 4, **search})
+    cfg = tiny_cfg(name="same", train={"epochs": 1}, search={"n_trials": 4, **search})  # 4 lambdas: enough to smooth
     study = run_study(cfg, sqlite_url, refit_after=False)
     rec = collect_study(study)
     stored = {t.number: t.user_attrs["val_se"] for t in study.get_trials() if t.state == TrialState.COMPLETE}
     assert {t.number: t.val_err for t in rec.complete} == stored
-    for rule in ("min", "1se"):
+    assert set(rec.choices) == set(RULES)
+    for rule in RULES:
         best = best_record("same", storage=sqlite_url, rule=rule)
         choice = rec.choices[rule]
         assert (choice.lam, choice.trial, choice.val_acc, choice.val_se) == (best.lam, best.trial, best.val_acc, best.val_se)
+        assert rec.plausible == (best.plausible_low, best.plausible_high)
+    assert rec.smooth is not None and rec.smooth.interval == (best.smooth_low, best.smooth_high)
+    # What the figure draws is the same: the plausible band's edges and each rule's mark.
+    fig = plot_accuracy_vs_lambda([rec])
+    (band,) = _traces(fig, "plausible")
+    assert (min(band.x), max(band.x)) == rec.plausible
+    for rule in RULES:
+        assert _traces(fig, f"choice-{rule}")[0].x == (rec.choices[rule].lam,)
+    assert list(_traces(fig, "smooth")[0].y) == list(rec.smooth.mean)
 
 
 def test_empty_study_draws_without_choices(sqlite_url: str) -> None:
@@ -123,6 +134,13 @@ def test_figures_draw_one_point_per_complete_trial_and_mark_the_rules(sqlite_url
     assert list(_traces(fig, "pruned")[0].x) == [3e-3]
     assert (_traces(fig, "choice-min")[0].x[0], _traces(fig, "choice-1se")[0].x[0]) == (1e-4, 1e-3)
     assert _traces(fig, "test-min")[0].y == (0.941,) and _traces(fig, "test-1se") == []
+    # Without per-example correctness the comparisons are unpaired: 1e-3 (0.925) is within 1.645 * sqrt(2) * 0.01
+    # of the best, 1e-5 (0.90) and 1e-2 (0.80) are not.
+    assert rec.plausible == (1e-4, 1e-3) and list(_traces(fig, "plausible")[0].x) == [1e-4, 1e-4, 1e-3, 1e-3, 1e-4]
+    smooth, smooth_band = _traces(fig, "smooth")[0], _traces(fig, "smooth-band")[0]
+    assert (smooth.x[0], smooth.x[-1]) == (1e-5, 1e-2) and len(smooth_band.x) == 2 * len(smooth.x)
+    assert all(lo <= m <= hi for lo, m, hi in zip(rec.smooth.lower, rec.smooth.mean, rec.smooth.upper, strict=True))
+    assert _traces(fig, "choice-smooth")[0].x == (rec.choices["smooth"].lam,)
     assert fig.layout.xaxis.type == "log"
     gap = plot_train_vs_val([rec])
     assert list(_traces(gap, "train")[0].y) == pytest.approx([0.95, 0.98, 0.975, 0.85])

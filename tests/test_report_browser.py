@@ -114,3 +114,39 @@ def test_png_of_the_main_chart(finished: tuple[str, str], tmp_path: Path, monkey
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     width = int.from_bytes(head[16:20], "big")
     assert width == 1650  # 1100 px at scale 1.5
+
+
+# For each role: whether its trace drew a filled area or a line with a non-empty SVG path.
+DRAWN = """
+const gd = document.getElementById('accuracy-vs-lambda');
+const layers = gd.querySelectorAll('.scatterlayer .trace');
+const out = {};
+gd.data.forEach((t, i) => {
+  if (!t.meta) return;
+  const paths = [...layers[i].querySelectorAll('path.js-fill, path.js-line')].map(p => p.getAttribute('d') || '');
+  out[t.meta.role] = paths.some(d => d.length > 10);
+});
+return out;
+"""
+
+
+def test_plausible_band_smoothed_curve_and_every_rule_are_drawn(driver: Any, finished: tuple[str, str],
+                                                                 tmp_path: Path) -> None:
+    from sweep.select import RULES, best_record
+
+    url, name = finished
+    out = tmp_path / "uncertainty.html"
+    assert CliRunner().invoke(main, ["report", name, "--storage", url, "-o", str(out)]).exit_code == 0
+    assert _open(driver, out) == []
+    drawn = driver.execute_script(DRAWN)
+    assert (drawn["plausible"], drawn["smooth-band"], drawn["smooth"]) == (True, True, True)
+    assert {f"choice-{rule}" for rule in RULES} <= drawn.keys()
+    rec = best_record(name, storage=url)
+    cells = driver.execute_script("""
+        const heads = [...document.querySelectorAll('#summary th')].map(th => th.textContent);
+        const cells = [...document.querySelectorAll('#summary tbody td')].map(td => td.textContent);
+        return Object.fromEntries(heads.map((h, i) => [h, cells[i]]));""")
+    assert cells["plausible range"] == f"{rec.plausible_low:.3g} – {rec.plausible_high:.3g}"
+    assert cells["lambda smooth"] == f"{rec.lam_smooth:.3g}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "report-uncertainty.png"))

@@ -116,3 +116,57 @@ def test_test_accuracy_only_for_the_rule_that_was_refit(table_study: str) -> Non
     assert (rec.lam, rec.test_acc, rec.refit_seed) == (1e-4, None, None)
     assert (rec.lam_1se, rec.lam_min) == (1e-2, 1e-4)
     assert best_lambda("table", storage=table_study, rule="1se") == 1e-2
+
+
+def test_best_record_carries_every_rule_and_the_plausible_range(table_study: str) -> None:
+    from sweep.select import selection_of
+    from sweep.uncertainty import critical_value
+
+    rec = best_record("table", storage=table_study, rule="smooth").as_dict()
+    sel = selection_of(optuna.load_study(study_name="table", storage=table_study))
+    assert sel is not None and sel.smooth is not None
+    assert (rec["lambda"], rec["trial"], rec["val_acc"]) == (sel.smooth.lam, None, sel.smooth.acc)
+    assert (rec["lambda_smooth"], rec["smooth_low"], rec["smooth_high"]) == (sel.smooth.lam, *sel.smooth.interval)
+    assert rec["test_acc"] is None  # only 1se was refit
+    # TABLE has no paired units: the comparisons are unpaired, sqrt(se_best^2 + se^2), at the normal 5% quantile.
+    z = critical_value(None)
+    plausible = [s.lam for s in TABLE if s.number == 1 or 0.9375 - s.mean <= z * (0.0625**2 + s.se**2) ** 0.5]
+    assert (rec["plausible_low"], rec["plausible_high"]) == (min(plausible), max(plausible)) == (1e-5, 1e-1)
+    assert rec["lambda_1se_paired"] == choose(TABLE, "1se-paired").lam == 1e-1  # 0.125 <= sqrt(0.0625^2+0.5^2)
+    assert rec["stopped"] is None
+
+
+def test_correct_bits_round_trip_to_the_units_of_a_trial() -> None:
+    import torch
+
+    from sweep.select import _units
+    from sweep.trial_attrs import correct_bits
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(x[:, 0].long(), 10).float()  # predicts the first pixel's value
+
+    y = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5])
+    x = torch.zeros(11, 784)
+    x[:, 0] = torch.tensor([3, 1, 0, 1, 5, 0, 2, 6, 0, 3, 5])  # wrong at 2, 5 and 8
+    bits = correct_bits(Fixed(), x, y)
+    assert len(bits) == 4  # 11 bits in 2 bytes, base64
+    units = _units({"val_correct": [bits, bits], "n_val": 11})
+    assert units == (1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0)
+    # CV: fold-major fold_scores, the seeds of a fold averaged first.
+    assert _units({"fold_scores": [0.9, 0.8, 0.7, 0.6], "folds": 2, "repeats": 2}) == (pytest.approx(0.85), pytest.approx(0.65))
+    assert _units({"val_se": 0.01}) is None
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_holdout_trials_and_batch_members_store_their_per_example_correctness(tiny_cfg: Any, sqlite_url: str,
+                                                                              batch: int) -> None:
+    from sweep.run import run as run_study
+
+    study = run_study(tiny_cfg(name="bits", train={"epochs": 1}, search={"n_trials": 2, "batch": batch}), sqlite_url,
+                      refit_after=False)
+    scores = scores_of(study.get_trials())
+    assert len(scores) == 2
+    for s in scores:
+        assert s.units is not None and len(s.units) == 1000
+        assert sum(s.units) / 1000 == pytest.approx(s.mean, abs=0.0015)  # the population's own evaluation may round

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import signal
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
@@ -118,3 +120,66 @@ def test_submit_prints_the_name_and_runs_nothing(tmp_path: Path, sqlite_url: str
     study = optuna.load_study(study_name="other", storage=sqlite_url)
     assert study.get_trials() == []
     assert config.from_json(study.user_attrs["config"]).search.n_trials == 5
+
+
+def _resolved_study(url: str, cfg: config.StudyConfig, accs: list[float]) -> optuna.Study:
+    """A submitted study with hand-made complete trials on a grid: ``accs[i]`` of 1,000 validation examples right."""
+    from optuna.distributions import FloatDistribution
+
+    from sweep.trial_attrs import binomial_se
+
+    study = submit(cfg, url)
+    lams = np.geomspace(cfg.search.lambda_low, cfg.search.lambda_high, len(accs))
+    rng = np.random.default_rng(0)
+    for lam, acc in zip(lams, accs, strict=True):
+        correct = np.zeros(1000, dtype=np.uint8)
+        correct[rng.permutation(1000)[: int(acc * 1000)]] = 1
+        bits = base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=float(correct.mean()), params={"lambda": float(lam)},
+            distributions={"lambda": FloatDistribution(cfg.search.lambda_low, cfg.search.lambda_high, log=True)},
+            user_attrs={"val_correct": [bits], "n_val": 1000, "val_se": binomial_se(float(correct.mean()), 1000)},
+        ))
+    return study
+
+
+# A smooth peak at lambda = 10^-3.5 sampled on a grid of 10: the curve is known well everywhere.
+PEAK = [0.927, 0.936, 0.943, 0.947, 0.949, 0.949, 0.947, 0.943, 0.936, 0.927]
+# The same range, but neighbours disagree by 6 points: the curve is not known anywhere.
+ZIGZAG = [0.90, 0.96, 0.89, 0.97, 0.90, 0.95, 0.88, 0.96, 0.90, 0.95]
+
+
+def test_stop_resolved_stops_before_n_trials_and_says_why(tmp_path: Path, sqlite_url: str) -> None:
+    from sweep.worker import work
+
+    cfg = config.load(study_file(tmp_path, n_trials=30), ["search.stop=resolved"])
+    _resolved_study(sqlite_url, cfg, PEAK)
+    summary = work(sqlite_url, study_name="dist", refit=False)
+    assert (summary.trials, summary.finished) == ([], ["dist"])  # no trial added: the answer is resolved
+    stopped = optuna.load_study(study_name="dist", storage=sqlite_url).user_attrs["stopped"]
+    assert stopped["complete"] == 10
+    assert re.fullmatch(r"resolved after 10 complete trials: no lambda in the searched range can beat the best by "
+                        r"more than 0\.00\d\d \(the smoothed curve's highest upper bound minus its highest lower "
+                        r"bound\), which is within the best trial's standard error \(0\.00\d\d\)",
+                        stopped["reason"]), stopped["reason"]
+    # sweep run on the same study file says it too, then refits and prints the pick.
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "dist.toml"), "--storage", sqlite_url,
+                                    "--set", "search.stop=resolved"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0] == f"stopped before n_trials = 30: {stopped['reason']}"
+    assert res.stdout.splitlines()[1].startswith("best lambda ")
+
+
+def test_stop_resolved_goes_on_while_the_answer_is_open(tmp_path: Path, sqlite_url: str) -> None:
+    from sweep.select import selection_of, stop_reason
+
+    load = lambda name, *sets: config.load(study_file(tmp_path, name, n_trials=30), list(sets))  # noqa: E731
+    # Too few trials: the rule does not act before the samplers' random start is done.
+    few = load("few", "search.stop=resolved")
+    assert stop_reason(selection_of(_resolved_study(sqlite_url, few, PEAK[::3]), few), few) is None
+    # Enough trials, but the curve is not known: go on.
+    zig = load("zig", "search.stop=resolved")
+    assert stop_reason(selection_of(_resolved_study(sqlite_url, zig, ZIGZAG), zig), zig) is None
+    # The default (stop = "n_trials") never stops early, whatever the trials say.
+    plain = load("plain")
+    assert stop_reason(selection_of(_resolved_study(sqlite_url, plain, PEAK), plain), plain) is None

@@ -23,7 +23,10 @@ from sweep.report.records import StudyRecord, TrialRecord, collect_history
 STUDY_COLOURS = qualitative.Plotly
 LAMBDA_SCALE = "Viridis"
 TEST_COLOUR = "#d62728"
-RULE_MARKERS = {"min": ("star", "λ_min"), "1se": ("diamond", "λ_1se")}
+RULE_MARKERS = {"min": ("star", "λ_min"), "1se": ("diamond", "λ_1se"), "1se-paired": ("triangle-up", "λ_1se-paired"),
+                "smooth": ("hexagram", "λ_smooth")}
+RULE_TEXT = {"1se-paired": "bottom center"}  # apart from λ_min's label when both rules pick one trial
+RULE_DASH = {"min": "dash", "1se": "dot", "1se-paired": "dashdot", "smooth": "longdash"}
 LAMBDA_AXIS = {"type": "log", "title": {"text": "lambda (weight_decay), log scale"}, "exponentformat": "power"}
 LAYOUT = {"template": "plotly_white", "height": 460, "legend": {"orientation": "h", "y": -0.22},
           "margin": {"t": 60, "r": 20, "l": 70, "b": 40}}
@@ -42,12 +45,50 @@ def _title(records: list[StudyRecord], what: str) -> str:
     return f"{what} — {names}"
 
 
+def _rgba(colour: str, alpha: float) -> str:
+    """A Plotly hex colour as rgba with ``alpha``."""
+    h = colour.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+def _add_uncertainty(fig: go.Figure, rec: StudyRecord, colour: str, many: bool) -> None:
+    """The plausible range as a shaded band, the smoothed curve with its band (both from ``sweep.select``)."""
+    name = escape(rec.name)
+    ys = [t.val_acc for t in rec.complete if t.val_acc is not None]
+    if rec.smooth is not None:
+        ys += [min(rec.smooth.lower), max(rec.smooth.upper)]
+    if rec.plausible is not None and ys:
+        lo, hi = rec.plausible
+        bottom, top = min(ys), max(ys)
+        fig.add_trace(go.Scatter(
+            x=[lo, lo, hi, hi, lo], y=[bottom, top, top, bottom, bottom], mode="lines", fill="toself",
+            fillcolor=_rgba(colour, 0.08), line={"width": 0}, hoverinfo="skip",
+            name=_label(rec, f"plausible range {lo:.3g} to {hi:.3g} (not significantly worse, paired)", many),
+            meta={"role": "plausible", "study": name},
+        ))
+    if rec.smooth is not None:
+        c = rec.smooth
+        fig.add_trace(go.Scatter(
+            x=list(c.lams) + list(reversed(c.lams)), y=list(c.upper) + list(reversed(c.lower)), mode="lines",
+            fill="toself", fillcolor=_rgba(colour, 0.15), line={"width": 0}, hoverinfo="skip",
+            name=_label(rec, "smoothed accuracy, 90% band", many), meta={"role": "smooth-band", "study": name},
+        ))
+        fig.add_trace(go.Scatter(
+            x=list(c.lams), y=list(c.mean), mode="lines", line={"color": colour, "width": 2},
+            name=_label(rec, "smoothed accuracy (Gaussian process)", many), customdata=[[name]] * len(c.lams),
+            hovertemplate="%{customdata[0]}<br>lambda %{x:.3g}<br>smoothed accuracy %{y:.4f}<extra></extra>",
+            meta={"role": "smooth", "study": name},
+        ))
+
+
 def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
-    """Validation accuracy against lambda: a point per trial with its error bar, the rules' picks, the test figure."""
+    """Validation accuracy against lambda: a point per trial with its error bar, the plausible range, the
+    smoothed curve with its band, each rule's pick, the test figure."""
     fig = go.Figure()
     many = len(records) > 1
     for i, rec in enumerate(records):
         colour, name = _colour(i), escape(rec.name)
+        _add_uncertainty(fig, rec, colour, many)
         done = sorted(rec.complete, key=lambda t: t.lam or 0.0)
         fig.add_trace(go.Scatter(
             x=[t.lam for t in done], y=[t.val_acc for t in done], mode="markers",
@@ -72,16 +113,17 @@ def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
         for rule, choice in rec.choices.items():
             symbol, label = RULE_MARKERS.get(rule, ("square", rule))
             fig.add_trace(go.Scatter(
-                x=[choice.lam], y=[choice.val_acc], mode="markers+text", text=[label], textposition="top center",
+                x=[choice.lam], y=[choice.val_acc], mode="markers+text", text=[label],
+                textposition=RULE_TEXT.get(rule, "top center"),
                 name=_label(rec, f"{label} = {choice.lam:.3g}", many),
                 marker={"symbol": symbol, "size": 16, "color": colour, "line": {"width": 1.5, "color": "black"}},
-                customdata=[[choice.trial, name]],
-                hovertemplate=f"%{{customdata[1]}}<br>{label} (rule {escape(rule)}): trial %{{customdata[0]}}"
+                customdata=[["smoothed curve" if choice.trial is None else f"trial {choice.trial}", name]],
+                hovertemplate=f"%{{customdata[1]}}<br>{label} (rule {escape(rule)}): %{{customdata[0]}}"
                               "<br>lambda %{x:.3g}<br>validation accuracy %{y:.4f}<extra></extra>",
                 meta={"role": f"choice-{rule}", "study": name},
             ))
             if not many:  # one study: a vertical guide per rule; with several they would crowd the chart
-                fig.add_vline(x=choice.lam, line={"dash": "dot" if rule == "1se" else "dash", "color": "grey", "width": 1})
+                fig.add_vline(x=choice.lam, line={"dash": RULE_DASH.get(rule, "dash"), "color": "grey", "width": 1})
             if choice.test_acc is not None:
                 fig.add_trace(go.Scatter(
                     x=[choice.lam], y=[choice.test_acc], mode="markers",

@@ -69,6 +69,7 @@ def summary_rows(records: list[StudyRecord]) -> list[dict[str, str]]:
     for rec in records:
         row = {"study": rec.name, "sampler": str(rec.setup.get("sampler", "–")),
                "dataset": str(rec.setup.get("dataset", "–"))}
+        row["plausible range"] = "–" if rec.plausible is None else f"{rec.plausible[0]:.3g} – {rec.plausible[1]:.3g}"
         for rule in RULES:
             c = rec.choices.get(rule)
             row[f"lambda {rule}"] = fmt(c.lam if c else None, ".3g", none="–")
@@ -97,7 +98,11 @@ NOTES = {
     "accuracy-vs-lambda": "One point per complete trial with its standard error (across CV folds when the study has "
                           "them, else the binomial SE of the validation split); pruned trials as open grey circles at "
                           "their last reported value. λ_min: best validation accuracy; λ_1se: the largest lambda within "
-                          "one standard error of it. ✕: test accuracy of the model refit on the whole training set.",
+                          "one standard error of it; λ_1se-paired: the largest lambda within one paired standard error "
+                          "of the difference to the best; λ_smooth: the peak of the smoothed curve (a Gaussian process, "
+                          "with its 90% band). Shaded: the plausible range, lambdas not significantly worse than the "
+                          "best by a one-sided paired test at level 5%. ✕: test accuracy of the model refit on the "
+                          "whole training set.",
     "train-vs-val": "Where training accuracy stays far above validation accuracy the network overfits and more "
                     "regularization may help; where both fall together lambda is too large (underfitting).",
     "optimization-history": "How fast the sampler found its best lambda: each trial's validation accuracy and the "

@@ -4,8 +4,9 @@
 lambdas chosen by each rule, the refit figures, counts and wall time), so the
 drawing side (``report.figures``) and the tests never touch Optuna objects.
 Nothing is recomputed here: each trial's error bar is the ``val_se`` its
-objective stored, and each rule's pick is ``sweep.select.choose``'s, so the
-report and ``sweep best`` always show the same numbers.
+objective stored, and each rule's pick, the plausible range and the smoothed
+curve are ``sweep.select.selection_of``'s, so the report and ``sweep best``
+always show the same numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 
 from sweep.config import PARAM, stored_config
 from sweep.errors import SweepError
-from sweep.select import RULES, choose, scores_of, state_counts
+from sweep.select import RULES, Selection, refit_matches, selection_of, state_counts
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,21 @@ class Choice:
 
     rule: str
     lam: float
-    trial: int
+    trial: int | None  # None for the smooth rule
     val_acc: float
     val_se: float
     test_acc: float | None
+
+
+@dataclass(frozen=True)
+class SmoothCurve:
+    """The smoothed accuracy curve with its band (``sweep.uncertainty.SmoothFit``), as the chart draws it."""
+
+    lams: tuple[float, ...]
+    mean: tuple[float, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    interval: tuple[float, float]  # 5%..95% of the smoothed argmax
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,8 @@ class StudyRecord:
     counts: dict[str, int] = field(default_factory=dict)  # COMPLETE/PRUNED/FAIL/RUNNING -> n
     wall_seconds: float | None = None  # first trial start to last trial end
     setup: dict[str, Any] = field(default_factory=dict)  # sampler, dataset, epochs, lr ... from the stored config
+    plausible: tuple[float, float] | None = None  # lambdas not significantly worse than the best (paired, one-sided)
+    smooth: SmoothCurve | None = None
 
     @property
     def complete(self) -> tuple[TrialRecord, ...]:
@@ -135,19 +149,19 @@ def collect_trials(study: optuna.Study) -> tuple[TrialRecord, ...]:
     return tuple(out)
 
 
-def collect_choices(study: optuna.Study) -> dict[str, Choice]:
-    """lambda_min and lambda_1se (``sweep.select.choose``) with the stored refit test accuracy of each."""
-    scores = scores_of(study.get_trials(deepcopy=False))
-    if not scores:
+def collect_choices(study: optuna.Study, sel: Selection | None = None) -> dict[str, Choice]:
+    """Every rule's pick (``sweep.select.selection_of``) with the stored refit test accuracy of each."""
+    sel = sel if sel is not None else selection_of(study)
+    if sel is None:
         return {}
     refits = study.user_attrs.get("refit") or {}
     out = {}
     for rule in RULES:
-        pick = choose(scores, rule)
+        pick = sel.picks[rule]
         refit = refits.get(rule) if isinstance(refits, dict) else None
         # A refit stored for an earlier pick (the study has grown since) is not this pick's test figure.
-        test = _num(refit.get("test_acc")) if isinstance(refit, dict) and refit.get("trial") == pick.number else None
-        out[rule] = Choice(rule, pick.lam, pick.number, pick.mean, pick.se, test)
+        test = _num(refit.get("test_acc")) if refit_matches(refit, pick) and isinstance(refit, dict) else None
+        out[rule] = Choice(rule, pick.lam, pick.trial, pick.val_acc, pick.val_se, test)
     return out
 
 
@@ -187,5 +201,11 @@ def collect_study(study: optuna.Study) -> StudyRecord:
     """The whole ``StudyRecord`` of ``study``."""
     trials = collect_trials(study)
     counts = state_counts(study.get_trials(deepcopy=False))
-    return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study), counts=counts,
-                       wall_seconds=_wall_seconds(study), setup=_setup(study))
+    sel = selection_of(study)
+    smooth = None
+    if sel is not None and sel.smooth is not None:
+        f = sel.smooth
+        smooth = SmoothCurve(f.grid, f.mean, f.lower, f.upper, f.interval)
+    return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study, sel), counts=counts,
+                       wall_seconds=_wall_seconds(study), setup=_setup(study),
+                       plausible=sel.plausible if sel is not None else None, smooth=smooth)
