@@ -122,16 +122,6 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     if stop:
         raise KeyboardInterrupt  # the trial was ended cleanly; _Group prints how to resume
     rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
-<<<<<<< HEAD
-    if cfg.search.validation == "evidence" or cfg.search.sampler == "marglik":
-        score = f"log evidence {rec.val_acc:.1f} nats"  # no validation split: the trial's value is its evidence
-    else:
-        score = f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}"
-    click.echo(
-        f"best lambda {rec.lam:.4g} (trial {rec.trial}, rule {rec.rule}): "
-        f"{score}, test accuracy {fmt(rec.test_acc)} (refit on the whole training set)"
-    )
-=======
     if rec.stopped:
         click.echo(f"stopped before n_trials = {cfg.search.n_trials}: {rec.stopped}")
     click.echo(_best_line(rec))
@@ -140,10 +130,12 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
 def _best_line(rec: Any) -> str:
     """What ``sweep run`` and ``sweep refit`` print: the pick, its figures, the plausible range."""
     where = f"trial {rec.trial}" if rec.trial is not None else "smoothed curve"
-    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): "
-            f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {fmt(rec.test_acc)} "
+    if rec.validation in ("evidence", "marglik"):
+        score = f"log evidence {rec.val_acc:.1f} nats"  # no validation split: the trial's value is its evidence
+    else:
+        score = f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}"
+    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): {score}, test accuracy {fmt(rec.test_acc)} "
             f"(refit on the whole training set); plausible lambdas {rec.plausible_low:.3g} to {rec.plausible_high:.3g}")
->>>>>>> main
 
 
 TABLE_FORMAT = click.option("--format", "fmt_", type=click.Choice(["table", "json", "csv"]), default="table",

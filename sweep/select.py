@@ -267,7 +267,7 @@ def best_record(name: str, *, storage: str | None = None, rule: str | None = Non
         smooth_low=sel.smooth.interval[0] if sel.smooth else None,
         smooth_high=sel.smooth.interval[1] if sel.smooth else None,
         plausible_low=sel.plausible[0], plausible_high=sel.plausible[1],
-        validation=cfg.search.validation if cfg is not None else None,
+        validation=(("marglik" if cfg.search.sampler == "marglik" else cfg.search.validation) if cfg is not None else None),
         stopped=stopped.get("reason") if isinstance(stopped, dict) else None,
     )
 
