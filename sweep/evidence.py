@@ -116,7 +116,8 @@ def evidence_of_study(name: str, *, storage: str | None = None,
         result = fit(prep.x_train, prep.y_train, None, None, lam=s.lam, cfg=cfg.train, hidden=cfg.model.hidden,
                      seed=cfg.train.seed)
         value = log_evidence(_model(result), prep.x_train, prep.y_train, lam=s.lam, decay_bias=cfg.train.decay_bias)
-        stored[str(s.number)] = {"lambda": s.lam, "log_evidence": value, "train_acc": result.final.train_acc}
+        stored[str(s.number)] = {"lambda": s.lam, "log_evidence": value, "train_acc": result.final.train_acc,
+                                 "n_train": int(prep.y_train.shape[0])}
         study.set_user_attr("evidence", stored)  # after each lambda: an interrupted run keeps what it computed
         if on_trial is not None:
             on_trial(s.number, s.lam, value)
