@@ -1,6 +1,10 @@
 """Seed loop vs single trainer vs population trainer, on the same full-size data, in one run.
 
     PYTHONPATH=. python benchmarks/population_speed.py --epochs 1 --device cpu --ks 1,8,32,64
+    PYTHONPATH=. python benchmarks/population_speed.py --arch mlp --hidden 512,256 --n 10000 --ks 1,8,32
+
+``--arch mlp`` or ``cnn`` (and ``simplenet`` with ``--generic``) times any network instead
+(``benchmarks/generic_speed.py``): single training vs the torch.func population, with the floor.
 
 All methods train SimpleNet 784-128-10 (SGD lr 0.01, batch 64, weight_decay = --lam) on the
 60,000 Fashion-MNIST training images and are scored on the 10,000 test images:
@@ -84,7 +88,16 @@ def main() -> None:
     ap.add_argument("--ks", default=None, help="population sizes, e.g. 1,8,32,64 (default: that on CPU, up to 2048 on CUDA)")
     ap.add_argument("--own-seeds-k", type=int, default=32, help="also time this K with one seed per member (0: skip)")
     ap.add_argument("--skip-seed", action="store_true", help="leave out the (slow) seed loop")
-    args = ap.parse_args()
+    ap.add_argument("--arch", choices=["simplenet", "mlp", "cnn"], default="simplenet")
+    ap.add_argument("--generic", action="store_true", help="with --arch simplenet: the any-network table instead")
+    args, rest = ap.parse_known_args()
+    if args.arch != "simplenet" or args.generic:
+        import generic_speed  # noqa: PLC0415 - benchmarks/ is the script's own folder, on sys.path
+
+        generic_speed.main()
+        return
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
 
     device = resolve_device(args.device)
     ks = [int(k) for k in args.ks.split(",")] if args.ks else ([1, 8, 32, 64] if device.type == "cpu"

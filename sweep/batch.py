@@ -1,9 +1,10 @@
 """Ask-and-tell batches: K trials asked at once, trained as one population, told one by one.
 
 ``[search] batch = K`` (or ``"auto"``) makes ``study.run`` call ``run_batch`` instead
-of ``study.optimize``. Each member stores what the single objective stores (the same
+of ``study.optimize``. Each trial stores what the single objective stores (the same
 intermediate values and user attributes), is pruned on its own, and is told
-COMPLETE, PRUNED or FAIL.
+COMPLETE, PRUNED or FAIL; ``batch_trials`` trains the trials' members (fits: one, or
+folds x repeats) as one population.
 
 Optuna's heartbeat runs only inside ``study.optimize``; with ask-and-tell a killed
 process would leave its trials RUNNING for ever. So a thread here records a
@@ -16,48 +17,51 @@ the next ``study.ask`` picks up with the same lambda.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import warnings
 from collections.abc import Callable
 from types import TracebackType
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.batch_trials import fold_waves, start_attrs, train_trials
 from sweep.config import StudyConfig
-from sweep.errors import TrialInterrupted
+from sweep.errors import StoreOutageError, TrialInterrupted
 from sweep.optuna_compat import BaseHeartbeat, heartbeat_storage, storage_of
 from sweep.optuna_compat import trial_id as trial_id_of
-from sweep.training.population import PopulationEpoch, auto_size, fit_population
-from sweep.trial_attrs import correct_bits, epoch_record, single_fit_attrs, write_attrs
+from sweep.training import trainers
+from sweep.trial_attrs import write_attrs
 from sweep.trial_data import Prepared, suggest_lambda
+
+log = logging.getLogger("sweep")
 
 
 def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
-    """Members per population; 1 means the single-trial path (``study.optimize``).
+    """Trials per batch; 1 means the single-trial path (``study.optimize``).
 
-    Only penalty ``l2`` on a single holdout fit has a population trainer; other penalties,
-    CV and repeats train trial by trial.
+    Populations train any network (``training.trainers`` picks the trainer); a trial of a CV or
+    repeated study is several members (``batch_trials.Layout.per_trial``). Networks with buffers
+    train trial by trial.
     """
     batch = cfg.search.batch
     if batch == 1:
         return 1
-    if cfg.train.penalty != "l2":
-        warnings.warn(f"search.batch = {batch!r} applies to train.penalty = 'l2' only; "
-                      f"training {cfg.train.penalty!r} trials one at a time", UserWarning, stacklevel=2)
-        return 1
-    if cfg.search.validation != "holdout" or cfg.search.repeats > 1:
-        warnings.warn(f"search.batch = {batch!r} applies to one holdout fit per trial only; "
-                      "training cross-validated or repeated trials one at a time", UserWarning, stacklevel=2)
+    reason = trainers.unsupported(prep.net, cfg.train)
+    if reason is not None:
+        warnings.warn(f"search.batch = {batch!r}: {reason}; training trials one at a time", UserWarning, stacklevel=2)
         return 1
     if batch == "auto":
-        return auto_size(prep.device, hidden=cfg.model.hidden, batch_size=cfg.train.batch_size,
-                         n_fit=int(prep.y_fit.shape[0]))
+        per_trial = (len(fold_waves(cfg)[0]) if cfg.search.validation == "cv" else 1) * cfg.search.repeats
+        members = trainers.auto_size(prep.device, prep.net, cfg.train, n_fit=int(prep.y_train.shape[0]))
+        return max(1, members // per_trial)
     return int(batch)
 
 
-class _Heartbeats:
+class Heartbeats:
     """Records a heartbeat for each live trial every ``heartbeat_interval`` seconds, from one thread."""
 
     def __init__(self, storage: BaseStorage) -> None:
@@ -87,7 +91,7 @@ class _Heartbeats:
                 with contextlib.suppress(Exception):  # a missed beat is retried next interval
                     storage.record_heartbeat(trial_id)
 
-    def __enter__(self) -> _Heartbeats:
+    def __enter__(self) -> Heartbeats:
         if self._storage is not None:
             self._thread = threading.Thread(target=self._beat, args=(self._storage,), name="sweep-batch-heartbeat", daemon=True)
             self._thread.start()
@@ -100,7 +104,7 @@ class _Heartbeats:
             self._thread.join()
 
 
-def _ask(study: optuna.Study) -> optuna.Trial:
+def ask(study: optuna.Study) -> optuna.Trial:
     with warnings.catch_warnings():
         # Optuna warns that heartbeats are meant for study.optimize; _Heartbeats covers ask-and-tell.
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -116,69 +120,58 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
     are told FAIL with reason "interrupted" (the worker queues their lambdas again).
     """
     storage = storage_of(study)  # optuna's own fail_stale_trials reads it the same way
-    if heartbeat_storage(storage) is not None:
-        optuna.storages.fail_stale_trials(study)  # what study.optimize does before each trial
-    seed = cfg.train.seed  # one seed for all lambdas, as in the single objective
     live: dict[int, optuna.Trial] = {}
-    histories: dict[int, list[dict[str, float]]] = {}
     trials: list[optuna.Trial] = []
+
+    def taken_over(i: int) -> None:
+        # Failed as stale while this process was paused: another worker runs its lambda again.
+        trial = live.pop(i)
+        heartbeats.discard(trial_id_of(trial))
+        log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+
+    def attrs_or_taken_over(i: int, attrs: dict[str, object]) -> bool:
+        try:
+            write_attrs(live[i], attrs)
+        except UpdateFinishedTrialError:
+            taken_over(i)
+            return False
+        return True
 
     def tell(i: int, state: TrialState, value: float | None = None) -> None:
         trial = live.pop(i)
         heartbeats.discard(trial_id_of(trial))
         try:
-            study.tell(trial, value, state=state)
+            told = study.tell(trial, value, state=state, skip_if_finished=True)
+        except UpdateFinishedTrialError:
+            told = None
         except RuntimeError as err:
             # GridSampler calls study.stop() once the grid is used up, which Optuna allows only inside
             # optimize; the trial is stored all the same (tell's `finally`), and run() sees the exhausted grid.
             if "Study.stop" not in str(err):
                 raise
+            return
+        if told is None or told.state != state:
+            log.warning("trial %d was taken over after a pause; result discarded", trial.number)
 
-    with _Heartbeats(storage) as heartbeats:
+    start = start_attrs(cfg, prep)
+    with Heartbeats(storage) as heartbeats:
         try:
-            lams = []
+            lams: dict[int, float] = {}
             for i in range(size):
-                trial = _ask(study)
+                trial = ask(study)
                 heartbeats.add(trial_id_of(trial))
-                live[i], histories[i] = trial, []
+                live[i] = trial
                 trials.append(trial)
-                lams.append(suggest_lambda(trial, cfg.search))  # before the next ask: constant liar sees it
-                write_attrs(trial, {"device": str(prep.device), "seed": seed, "population": size})
+                lams[i] = suggest_lambda(trial, cfg.search)  # before the next ask: constant liar sees it
+                write_attrs(trial, {**start, "population": size})
             if after_ask is not None:
                 after_ask()
-
-            def on_epoch(ep: PopulationEpoch) -> list[int]:
-                if stop is not None and stop():
-                    raise TrialInterrupted(f"batch interrupted after epoch {ep.epoch}")
-                stop_rows = []
-                for i, reason in ep.failed.items():
-                    live[i].set_user_attr("history", histories[i])
-                    live[i].set_user_attr("fail_reason", reason)
-                    tell(i, TrialState.FAIL)
-                for i, s in ep.stats.items():
-                    histories[i].append(epoch_record(s))
-                    live[i].report(s.val_acc, s.epoch)
-                    if live[i].should_prune():
-                        live[i].set_user_attr("history", histories[i])
-                        tell(i, TrialState.PRUNED)
-                        stop_rows.append(i)
-                return stop_rows
-
-            results = fit_population(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lams=lams,
-                                     seeds=[seed] * size, cfg=cfg.train, hidden=cfg.model.hidden,
-                                     on_epoch=on_epoch, return_models=True)
-            n_val = int(prep.y_val.shape[0])
-            for i, r in enumerate(results):
-                if r.state != "complete":
-                    continue
-                attrs = single_fit_attrs(r.history, n_val=n_val)
-                if r.model is not None:  # per-example correctness, as the single objective stores it
-                    attrs["val_correct"] = [correct_bits(r.model, prep.x_val, prep.y_val)]
-                write_attrs(live[i], attrs)
-                tell(i, TrialState.COMPLETE, r.history[-1].val_acc)
+            train_trials(study, cfg, prep, live, lams, tell=tell, stop=stop, taken_over=taken_over)
         except BaseException as err:
             # Whatever stopped the batch (a stop signal, Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.
             reason = "interrupted" if isinstance(err, TrialInterrupted) else f"batch stopped: {type(err).__name__}: {err}"
+            if isinstance(err, StoreOutageError):
+                raise  # the store is gone: the heartbeats stop, and the next worker retries these trials
             for i in list(live):
                 try:
                     live[i].set_user_attr("fail_reason", reason)

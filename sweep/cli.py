@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from typing import Any
 
 import click
@@ -19,7 +20,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
-from sweep.errors import SweepError
+from sweep.errors import EmptyStoreError, SweepError
 from sweep.report.tables import fmt
 from sweep.select import RULES
 from sweep.storage import storage_failure
@@ -55,7 +56,7 @@ NEW_NAME = click.option("--name", default=None, help="Store the study under this
 
 
 def _load_study_file(study_file: str, overrides: tuple[str, ...], name: str | None) -> config_mod.StudyConfig:
-    extra = list(overrides) + ([f"name={json.dumps(name)}"] if name else [])
+    extra = list(overrides) + ([f"name={json.dumps(name, ensure_ascii=False)}"] if name is not None else [])
     return config_mod.load(study_file, extra)
 
 
@@ -67,6 +68,21 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Find the best L2 regularization strength (lambda, weight_decay) with Optuna studies of MNIST training jobs."""
     ctx.meta["sweep.debug"] = debug
     optuna.logging.set_verbosity(logging.DEBUG if debug else logging.WARNING)
+    # The library's own notices (store gone and back, a trial taken over after a pause): one line each on stderr.
+    lib = logging.getLogger("sweep")
+    if not any(isinstance(h, _EchoHandler) for h in lib.handlers):
+        lib.addHandler(_EchoHandler())
+        lib.propagate = False
+    lib.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+class _EchoHandler(logging.Handler):
+    """Library log records as plain lines on the current stderr (click's, so tests capture them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"sweep: {record.getMessage()}", err=True)
+        if record.exc_info:  # --debug only: the library logs tracebacks at DEBUG
+            click.echo(logging.Formatter().formatException(record.exc_info), err=True)
 
 
 class _TrialProgress:
@@ -119,8 +135,10 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     cfg = _load_study_file(study_file, overrides, name)
     with _TrialProgress(cfg.name, cfg.search.n_trials) as progress, worker.stop_on_signals(worker.StopFlag()) as stop:
         run_study(cfg, storage, on_trial=progress.update, workers=workers, stop=stop)
-    if stop:
-        raise KeyboardInterrupt  # the trial was ended cleanly; _Group prints how to resume
+    if stop:  # the trial was ended cleanly: say how to resume, exit 128 + the signal (130 Ctrl-C, 143 SIGTERM)
+        click.echo(f"error: stopped by {signal.Signals(stop.signum or signal.SIGINT).name}; the current trial was "
+                   "ended, run the same command again to resume", err=True)
+        sys.exit(128 + (stop.signum or signal.SIGINT))
     rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
     if rec.stopped:
         click.echo(f"stopped before n_trials = {cfg.search.n_trials}: {rec.stopped}")
@@ -170,9 +188,9 @@ def list_studies(storage: str | None, fmt_: str) -> None:
     if not rows:
         click.echo("no studies")
         return
-    click.echo(f"{'study':30} {'complete':>8} {'pruned':>6} {'failed':>6} {'best val':>8} {'lambda':>9}")
+    click.echo(f"{'study':30} {'complete':>8} {'running':>7} {'pruned':>6} {'failed':>6} {'best val':>8} {'lambda':>9}")
     for r in rows:
-        click.echo(f"{r['study']:30} {r['complete']:>8} {r['pruned']:>6} {r['failed']:>6} "
+        click.echo(f"{r['study']:30} {r['complete']:>8} {r['running']:>7} {r['pruned']:>6} {r['failed']:>6} "
                    f"{fmt(r['best_val']):>8} {fmt(r['best_lambda'], '.3g'):>9}")
 
 
@@ -340,7 +358,13 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 
     from sweep.storage import mask, open_storage, resolve_url
 
-    store = open_storage(storage, heartbeat=False)
+    while True:  # a server started beside an empty database (compose, Kubernetes) waits for the first study
+        try:
+            store = open_storage(storage, read_only=True)
+            break
+        except EmptyStoreError as err:
+            click.echo(f"sweep: {err}; waiting", err=True)
+            time.sleep(10)
     click.echo(f"optuna-dashboard for {mask(resolve_url(storage))} at http://{host}:{port}/", err=True)
     try:
         optuna_dashboard.run_server(store, host=host, port=port)

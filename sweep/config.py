@@ -3,9 +3,9 @@
 A study file has a top-level ``name`` and four sections::
 
     name = "quickstart"
-    [data]    dataset, data_dir, holdout, split_seed
-    [model]   hidden
-    [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, device, seed
+    [data]    dataset, data_dir, holdout, split_seed, factory
+    [model]   arch, hidden, factory
+    [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, momentum, device, seed
     [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed,
               validation, folds, repeats, rule, stop, batch
 
@@ -15,16 +15,25 @@ A study file has a top-level ``name`` and four sections::
 from __future__ import annotations
 
 import json
+import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweep.errors import ConfigError
 
 PARAM = "lambda"  # the name of the searched parameter in every study
+# NumPy's and Optuna's seeded generators take seeds in 0..2**32-1; torch takes more, numpy is the limit.
+SEED_MAX = 2**32 - 1
+# A grid study holds its points in memory (GridSampler) and checks them all on every admission.
+GRID_MAX = 1_000_000
+NAME_MAX = 200  # study names; Optuna's column is wider, this keeps tables and file names readable
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 Dataset = Literal["mnist", "fashion-mnist", "mnist-sample"]
 Penalty = Literal["l2", "l2-loss", "l2-decoupled", "l1", "elastic-net"]
@@ -33,6 +42,14 @@ Pruner = Literal["none", "median", "hyperband"]
 Validation = Literal["holdout", "cv", "evidence"]
 Rule = Literal["min", "1se", "1se-paired", "smooth"]
 Stop = Literal["n_trials", "resolved"]
+Arch = Literal["simplenet", "mlp", "cnn"]
+FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # package.module:function
+
+
+def _check_factory(v: str | None) -> str | None:
+    if v is not None and not FACTORY_PATH.match(v):
+        raise ValueError("must be an import path 'package.module:function'")
+    return v
 
 
 class _Section(BaseModel):
@@ -46,13 +63,49 @@ class DataConfig(_Section):
     data_dir: str | None = None
     # Below 1: a fraction of the training set; 1 or more: a count (10,000 of 60,000 by default).
     holdout: float = Field(default=1 / 6, gt=0)
-    split_seed: int = 0
+    split_seed: Seed = 0
+    # A callable returning (x_train, y_train, x_test, y_test) instead of a named dataset (docs/models.md).
+    factory: str | None = None
+
+    _factory = field_validator("factory")(_check_factory)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        # Compared with the defaults, not with the keys given: a stored config (JSON) gives every key.
+        if self.factory is not None and (self.dataset != "mnist-sample" or self.data_dir is not None):
+            raise ValueError("set either data.factory or data.dataset/data_dir, not both")
+        return self
 
 
 class ModelConfig(_Section):
-    """``[model]``: the network (SimpleNet 784-hidden-10)."""
+    """``[model]``: a built-in network (``arch``; ``hidden`` sizes) or a user's factory (docs/models.md)."""
 
-    hidden: int = Field(default=128, ge=1)
+    arch: Arch = "simplenet"
+    # simplenet: the hidden width (784-hidden-10); mlp: a list of widths, one per hidden layer.
+    hidden: int | list[int] = 128
+    factory: str | None = None  # "package.module:function" returning a fresh torch.nn.Module
+
+    _factory = field_validator("factory")(_check_factory)
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _check_hidden(cls, v: Any) -> Any:
+        widths = v if isinstance(v, list) else [v]
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+            raise ValueError("must be a whole number >= 1 or a list of them")
+        return v
+
+    @model_validator(mode="after")
+    def _check_arch(self) -> ModelConfig:
+        # Compared with the defaults, not with the keys given: a stored config (JSON) gives every key.
+        if self.factory is not None and (self.arch != "simplenet" or self.hidden != 128):
+            raise ValueError("set either model.factory or model.arch/hidden, not both")
+        if self.arch == "simplenet" and isinstance(self.hidden, list):
+            raise ValueError(f"hidden must be one width for arch 'simplenet', got {self.hidden}; "
+                             "for several hidden layers set arch = 'mlp'")
+        if self.arch == "cnn" and self.hidden != 128:
+            raise ValueError("hidden does not apply to arch 'cnn' (LeNet-5's sizes are fixed); remove it")
+        return self
 
 
 class TrainConfig(_Section):
@@ -63,14 +116,14 @@ class TrainConfig(_Section):
     epochs: int = Field(default=5, ge=1)
     penalty: Penalty = "l2"
     l1_ratio: float = Field(default=0.5, ge=0, le=1)
-    decay_bias: bool = True
+    decay_bias: bool = True  # false: decay only tensors with p.dim() >= 2 (weight matrices, conv kernels)
+    momentum: float = Field(default=0.0, ge=0, lt=1)  # SGD momentum; 0 is the seed's plain SGD
     device: str = "auto"
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _check_device(self) -> TrainConfig:
-        base = self.device.split(":", 1)[0]
-        if base not in {"auto", "cpu", "cuda"} or (base != "cuda" and ":" in self.device):
+        if not DEVICE.fullmatch(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         return self
 
@@ -83,7 +136,7 @@ class SearchConfig(_Section):
     lambda_low: float = Field(default=1e-5, gt=0)
     lambda_high: float = Field(default=1e-2, gt=0)
     pruner: Pruner = "median"
-    seed: int = 0
+    seed: Seed = 0
     # How a lambda is scored (see docs/cv.md): one holdout split, stratified k-fold CV of the training
     # set, or the Laplace evidence on the whole training set (docs/evidence.md); ``repeats`` training
     # seeds per split or fold; ``rule`` picks the refit's lambda.
@@ -110,18 +163,30 @@ class SearchConfig(_Section):
             raise ValueError(
                 f"lambda_low must be below lambda_high, got {self.lambda_low:g} >= {self.lambda_high:g}"
             )
+        if self.sampler == "grid" and self.n_trials > GRID_MAX:
+            raise ValueError(f"a grid has at most {GRID_MAX} points (n_trials), got {self.n_trials}; "
+                             "use sampler 'tpe' or 'random' for longer searches")
         return self
 
 
 class StudyConfig(_Section):
     """A whole study file, validated and frozen; stored with the study as JSON (``to_json``)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
     description: str = ""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     search: SearchConfig = SearchConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty or only spaces")
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in v):
+            raise ValueError("must not contain control characters (newlines, tabs, ...)")
+        return v
 
     @model_validator(mode="after")
     def _check_evidence(self) -> StudyConfig:
@@ -198,7 +263,7 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     """The TOML mapping of a study file, before overrides and validation."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the TOML
     except FileNotFoundError:
         raise ConfigError(
             f"study file {str(p)!r} not found; give the path of a .toml file, e.g. studies/quickstart.toml"

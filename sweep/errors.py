@@ -29,14 +29,60 @@ class DataError(SweepError):
     """A dataset is missing, unreadable or malformed."""
 
 
+class FactoryImportError(SweepError):
+    """A factory named in the study file (``model.factory``, ``data.factory``) does not import, or lacks the attribute."""
+
+    exit_code = 2
+
+
+class FactoryTypeError(SweepError):
+    """A factory is not callable, or returns the wrong kind of thing (no ``nn.Module``; not four arrays)."""
+
+    exit_code = 2
+
+
+class ModelOutputError(SweepError):
+    """A model's output for a batch of N examples is not (N, classes) logits, or its forward pass fails."""
+
+    exit_code = 2
+
+
+class InvalidDataError(SweepError):
+    """A data factory's arrays are unusable: mismatched lengths, labels out of range, fewer than two classes."""
+
+    exit_code = 2
+
+
 class DeviceError(SweepError):
     """The requested device does not exist on this machine."""
 
     exit_code = 2
 
 
+class TooLargeError(SweepError):
+    """A study asks for more memory than its device has (model size times population), found before allocating."""
+
+    exit_code = 2
+
+
 class StorageError(SweepError):
     """The storage URL is malformed, or the database cannot be reached or written."""
+
+
+class StoreOutageError(StorageError):
+    """The store stayed unreachable for longer than the outage budget (``SWEEP_STORE_OUTAGE``)."""
+
+
+class StoreNotFoundError(StorageError):
+    """A read-only command was pointed at a SQLite file that does not exist."""
+
+
+class NotAStudyStoreError(StorageError):
+    """A read-only command was pointed at a file or database that holds no Optuna study store."""
+
+
+class EmptyStoreError(NotAStudyStoreError):
+    """A read-only command was pointed at a database with no tables at all: nothing was submitted there yet."""
 
 
 class StudyNotFoundError(SweepError):
@@ -49,6 +95,10 @@ class NoCompleteTrialsError(SweepError):
 
 class StudyConflictError(SweepError):
     """A study of that name exists with a different configuration."""
+
+
+class FactoryChangedError(StudyConflictError):
+    """The source of a study's factory differs from the one the study was made with."""
 
 
 class TrainingDivergedError(SweepError):

@@ -28,7 +28,6 @@ from sweep.errors import NoCompleteTrialsError, StudyConflictError, TrainingDive
 from sweep.select import load_study, scores_of
 from sweep.training.evidence import MarglikEpoch, log_evidence, marglik_search, require
 from sweep.training.fit import FitResult, fit
-from sweep.training.model import init_simplenet
 from sweep.trial_attrs import Split, epoch_record, fit_recorded, write_attrs
 from sweep.trial_data import Prepared, prepare, suggest_lambda
 
@@ -52,7 +51,7 @@ def make_evidence_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optun
         lam = suggest_lambda(trial, cfg.search)
         write_attrs(trial, {"device": str(prep.device), "seed": cfg.train.seed, "validation": "evidence",
                             "n_train": n_train})
-        result = fit_recorded(trial, cfg, _whole(prep), lam=lam, seed=cfg.train.seed)
+        result = fit_recorded(trial, cfg, _whole(prep), lam=lam, seed=cfg.train.seed, net=prep.net)
         start = time.perf_counter()
         value = log_evidence(_model(result), prep.x_train, prep.y_train, lam=lam, decay_bias=cfg.train.decay_bias)
         final = result.final
@@ -80,7 +79,7 @@ def make_marglik_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna
             trial.set_user_attr("marglik_trajectory", trajectory)  # a killed run keeps what it saw
 
         start = time.perf_counter()
-        model = init_simplenet(cfg.model.hidden, t.seed).to(prep.device)
+        model = prep.net.build(t.seed).to(prep.device)  # seeded as every member of a study is
         lam_init = (s.lambda_low * s.lambda_high) ** 0.5  # the middle of the range on the log scale
         result = marglik_search(model, prep.x_train, prep.y_train, lr=t.lr, batch_size=t.batch_size,
                                 epochs=t.epochs, lam_init=lam_init, lam_range=(s.lambda_low, s.lambda_high),
@@ -113,8 +112,8 @@ def evidence_of_study(name: str, *, storage: str | None = None,
     for s in sorted(scores, key=lambda s: s.lam):
         if str(s.number) in stored:
             continue
-        result = fit(prep.x_train, prep.y_train, None, None, lam=s.lam, cfg=cfg.train, hidden=cfg.model.hidden,
-                     seed=cfg.train.seed)
+        result = fit(prep.x_train, prep.y_train, None, None, lam=s.lam, cfg=cfg.train, seed=cfg.train.seed,
+                     net=prep.net)
         value = log_evidence(_model(result), prep.x_train, prep.y_train, lam=s.lam, decay_bias=cfg.train.decay_bias)
         stored[str(s.number)] = {"lambda": s.lam, "log_evidence": value, "train_acc": result.final.train_acc,
                                  "n_train": int(prep.y_train.shape[0])}

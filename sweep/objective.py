@@ -38,7 +38,7 @@ def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial],
 def refit(cfg: StudyConfig, prep: Prepared, lam: float) -> dict[str, float | int | str]:
     """Train on the whole training set with ``lam`` and evaluate once on the test set."""
     seed = cfg.train.seed
-    result = fit(prep.x_train, prep.y_train, None, None, lam=lam, cfg=cfg.train, hidden=cfg.model.hidden, seed=seed)
+    result = fit(prep.x_train, prep.y_train, None, None, lam=lam, cfg=cfg.train, seed=seed, net=prep.net)
     if result.model is None:  # fit returns its model whenever it finishes; keep mypy and readers sure of it
         raise TrainingDivergedError(f"the refit of lambda {lam:g} returned no model")
     test_loss, test_acc = evaluate(result.model, prep.x_test, prep.y_test)

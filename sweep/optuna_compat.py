@@ -1,12 +1,20 @@
 """Every use of Optuna's private internals, in one place.
 
-Optuna has no public way to do these three things, and lambda-sweep needs them:
+Optuna has no public way to do these things, and lambda-sweep needs them:
 
 - the storage behind a ``Study`` (``study._storage``): ask-and-tell batches record
   heartbeats and read a finished trial back, as ``study.optimize`` does itself;
 - the storage id of a ``Trial`` (``trial._trial_id``): heartbeats are keyed by it;
+- a live trial's latest state without a storage read (``trial._get_latest_trial()``):
+  a batch asks the pruner itself, reading the study's trials once per epoch, not once per member;
 - whether a storage records heartbeats (``optuna.storages._heartbeat``), which
-  ``study.optimize`` checks before it starts its own heartbeat thread.
+  ``study.optimize`` checks before it starts its own heartbeat thread;
+- the private RDBStorage methods Optuna's own cache (``_CachedStorage``) calls for trial
+  creation, reads and parameters (``BACKEND_PRIVATE_CALLS``): ``storage.SweepStorage`` retries
+  them through a store outage like the public ones;
+- the storage id of a ``Study`` (``study._study_id``) and the ids of its stale trials
+  (``storage._get_stale_trial_ids``): ``storage.fail_stale`` is Optuna's
+  ``fail_stale_trials`` plus the reason stored on each failed trial.
 
 ``tests/test_optuna_compat.py`` exercises each one against the installed Optuna,
 so an Optuna release that moves them fails there, loudly, and not in a worker.
@@ -20,7 +28,12 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial
 
-__all__ = ["BaseHeartbeat", "frozen", "heartbeat_storage", "storage_of", "trial_id"]
+# Private methods of RDBStorage that optuna.storages._CachedStorage (the wrapper every Study uses) calls;
+# _get_stale_trial_ids is not here: storage.fail_stale retries it itself.
+BACKEND_PRIVATE_CALLS = ("_create_new_trial", "_get_trials", "_set_trial_param", "_get_best_trial_id")
+
+__all__ = ["BACKEND_PRIVATE_CALLS", "BaseHeartbeat", "frozen", "heartbeat_storage", "latest_trial", "stale_trial_ids",
+           "storage_of", "study_id", "trial_id"]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -38,8 +51,25 @@ def frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
     return storage_of(study).get_trial(trial_id(trial))
 
 
+def latest_trial(trial: optuna.Trial) -> FrozenTrial:
+    """A live trial as this process last wrote it, without a storage read: what ``should_prune`` gives the pruner."""
+    return trial._get_latest_trial()
+
+
 def heartbeat_storage(storage: BaseStorage) -> BaseHeartbeat | None:
     """``storage`` when it records heartbeats (a heartbeat interval was set), else None."""
     if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
         return storage
     return None
+
+
+def study_id(study: optuna.Study) -> int:
+    """The storage's id of a study (not its name)."""
+    return study._study_id
+
+
+def stale_trial_ids(storage: BaseStorage, study: int) -> list[int]:
+    """Ids of the study's RUNNING trials whose last heartbeat is older than the grace period (the server's clock)."""
+    if not isinstance(storage, BaseHeartbeat):
+        return []
+    return storage._get_stale_trial_ids(study)

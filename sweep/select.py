@@ -188,7 +188,7 @@ def refit_matches(refit: object, pick: Pick) -> bool:
 
 def load_study(name: str, storage: str | None) -> optuna.Study:
     """Study ``name`` from the store, read-only; a missing one is a StudyNotFoundError naming the studies there."""
-    store = open_storage(storage, heartbeat=False)
+    store = open_storage(storage, read_only=True)
     try:
         return optuna.load_study(study_name=name, storage=store)
     except KeyError:

@@ -2,15 +2,23 @@
 
 The URL comes from ``--storage``, else ``SWEEP_STORAGE``, else ``sqlite:///sweeps.db``
 in the working folder. Passwords are masked wherever a URL is shown.
+
+Every store access of a worker is retried through an outage (``sweep.outage``).
+Heartbeats are written and judged with one clock: the database server's, in UTC
+(every PostgreSQL session is set to UTC, whatever ``PGTZ`` says; SQLite's clock is UTC).
+Read-only opening (``ls``, ``show``, ``best``, ``report``, ``dashboard``) never creates
+a file, a table or a row: it checks first that an Optuna store is there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import time
 import warnings
-import zlib
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,7 +34,9 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from sweep.errors import StorageError, first_line
+from sweep.errors import EmptyStoreError, NotAStudyStoreError, StorageError, StoreNotFoundError, first_line
+from sweep.optuna_compat import BACKEND_PRIVATE_CALLS, stale_trial_ids, storage_of, study_id
+from sweep.outage import Outage, outage_budget
 
 DEFAULT_URL = "sqlite:///sweeps.db"
 HEARTBEAT_SECONDS = 10  # env SWEEP_HEARTBEAT_INTERVAL overrides (tests use 1 s)
@@ -85,12 +95,67 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+# The storage methods a worker calls: each is retried through an outage (heartbeats: tried once per beat).
+_RETRIED = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+    "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+    "get_best_trial",
+)
+
+
+class SweepStorage(RDBStorage):
+    """Optuna's RDBStorage whose every access rides out a store outage (``outage.call``)."""
+
+    outage: Outage
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # Never raises: a missed beat is the next beat's job, and a dead heartbeat thread would let a live trial go stale.
+        with contextlib.suppress(Exception):  # logged as the outage (transient) or retried next beat
+            self.outage.once(lambda: RDBStorage.record_heartbeat(self, trial_id))
+
+
+def _retried(name: str) -> Any:
+    base = getattr(RDBStorage, name)
+
+    @functools.wraps(base)
+    def method(self: SweepStorage, *args: Any, **kwargs: Any) -> Any:
+        return self.outage.call(lambda: base(self, *args, **kwargs))
+
+    return method
+
+
+for _name in (*_RETRIED, *BACKEND_PRIVATE_CALLS):
+    setattr(SweepStorage, _name, _retried(_name))
+
+
+def _utc_sessions(storage: RDBStorage) -> None:
+    """Every PostgreSQL session in UTC, so ``now()`` stored in heartbeats means one instant whatever PGTZ is."""
+    engine = storage.engine
+    if engine.url.get_backend_name() != "postgresql":
+        return  # SQLite's CURRENT_TIMESTAMP is UTC already
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _set_utc(dbapi_conn: Any, record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.close()
+        dbapi_conn.commit()
+
+    engine.dispose()  # connections made while the storage was set up predate the listener
+
+
 def _rdb_storage(url: sqlalchemy.URL, extra: dict[str, Any]) -> RDBStorage:
     """RDBStorage, retrying the race of two processes that set up the same empty database at once
     ("UNIQUE constraint failed", "table ... already exists"): the other one won, so open it again."""
     for attempt in range(3):
         try:
-            return RDBStorage(url.render_as_string(hide_password=False), engine_kwargs=_engine_kwargs(url), **extra)
+            SweepStorage.outage = Outage(outage_budget())
+            store = SweepStorage(url.render_as_string(hide_password=False), engine_kwargs=_engine_kwargs(url), **extra)
+            _utc_sessions(store)
+            return store
         except (IntegrityError, OperationalError, ProgrammingError) as err:
             racing = isinstance(err, IntegrityError) or "already exists" in str(err)
             if attempt == 2 or not racing:
@@ -99,8 +164,34 @@ def _rdb_storage(url: sqlalchemy.URL, extra: dict[str, Any]) -> RDBStorage:
     raise StorageError("unreachable")  # the loop returns or raises
 
 
-def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorage:
-    """Optuna RDB storage for ``url``; stale RUNNING trials (dead workers) are failed and retried."""
+def _check_store(url: sqlalchemy.URL, shown: str) -> None:
+    """For read-only commands: the store must exist and hold Optuna's tables; nothing is created or added."""
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database)
+        if not path.is_file():
+            raise StoreNotFoundError(f"no study store at {shown}: {str(path)!r} does not exist; check --storage "
+                                     "(or SWEEP_STORAGE) and the folder ('sweep run' and 'sweep submit' create it)")
+    engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    try:
+        with engine.connect() as conn:
+            tables = set(sqlalchemy.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    if not tables:
+        raise EmptyStoreError(f"{shown} holds no study store yet (no tables); submit a study there first "
+                              "('sweep submit' or 'sweep run'), this command adds nothing to it")
+    missing = sorted({"alembic_version", "studies", "trials", "version_info"} - tables)
+    if missing:
+        there = ", ".join(sorted(tables)[:8]) or "none"
+        raise NotAStudyStoreError(f"{shown} holds no Optuna study store (tables there: {there}; missing: "
+                                  f"{', '.join(missing)}); check --storage, this command adds nothing to it")
+
+
+def open_storage(url: str | None = None, *, heartbeat: bool = True, read_only: bool = False) -> RDBStorage:
+    """Optuna RDB storage for ``url``; stale RUNNING trials (dead workers) are failed and retried.
+
+    ``read_only``: the store must already exist (no file, table or row is created); no heartbeats.
+    """
     raw = resolve_url(url)
     try:
         parsed = make_url(raw)
@@ -112,6 +203,9 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     extra: dict[str, Any] = {}
+    if read_only:
+        heartbeat = False
+        extra = {"skip_table_creation": True, "skip_compatibility_check": True}
     if heartbeat:
         interval, grace = heartbeat_settings()
         extra = {
@@ -121,6 +215,8 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
         }
     shown = mask(raw)
     try:
+        if read_only:
+            _check_store(parsed, shown)
         return _rdb_storage(parsed, extra)
     except (OperationalError, DatabaseError) as err:
         raise StorageError(f"cannot open storage {shown}: {first_line(err)}; check the URL, the server and the file") from None
@@ -128,57 +224,37 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> RDBStorag
         raise StorageError(f"cannot use storage {shown}: {first_line(err)}; check the URL") from None
 
 
+def fail_stale(study: optuna.Study) -> list[int]:
+    """Fail the study's RUNNING trials whose heartbeat is older than the grace period, and queue their lambdas again.
+
+    Optuna's ``fail_stale_trials``, plus the reason on each failed trial: ``fail_reason = "stale: no heartbeat
+    for N s"``. The retried trial does not inherit that reason. Returns the numbers of the trials it failed.
+    """
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, SweepStorage) or backend.heartbeat_interval is None:
+        return []
+    grace = backend.grace_period or 2 * backend.heartbeat_interval
+    failed = []
+    for trial_id in backend.outage.call(lambda: stale_trial_ids(storage, study_id(study))):
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", f"stale: no heartbeat for {grace} s")
+            if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed it first (or its own worker told it just now)
+    callback = backend.get_heartbeat_stale_trial_callback()
+    numbers = []
+    for trial_id in failed:
+        trial = storage.get_trial(trial_id)
+        numbers.append(trial.number)
+        if callback is not None:
+            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
+            callback(study, trial)
+    return numbers
+
+
 def storage_failure(err: BaseException) -> StorageError:
     """A one-line StorageError for a database failure met while a command was running."""
     reason = first_line(err.__cause__ or err)
     return StorageError(f"the study store failed: {reason}; check that the database is reachable and writable")
-
-
-
-class StudyLock:
-    """A lock per study, shared by every process that uses the same store.
-
-    Workers hold it from counting a study's trials until their new trial is
-    stored as RUNNING, so two workers can never both take the last free slot.
-    PostgreSQL: a transaction-level advisory lock (released by the server if the
-    worker dies). SQLite: an ``flock`` on a file next to the database (SQLite is
-    local to one machine anyway). Other databases: no lock (documented caveat).
-    ``release`` is idempotent, so it can be called early and again on exit.
-    """
-
-    def __init__(self, storage: RDBStorage, key: str) -> None:
-        self._storage = storage
-        self._key = key
-        self._conn: sqlalchemy.Connection | None = None
-        self._fd: int | None = None
-
-    def acquire(self) -> StudyLock:
-        url = self._storage.engine.url
-        if url.get_backend_name() == "postgresql":
-            self._conn = self._storage.engine.connect()
-            # pg_advisory_xact_lock takes a bigint; crc32 gives a stable one per study name.
-            key = zlib.crc32(f"lambda-sweep:{self._key}".encode())
-            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-        elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            import fcntl
-
-            self._fd = os.open(f"{url.database}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def release(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                conn.rollback()  # ends the transaction, which releases the advisory lock
-            finally:
-                conn.close()
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # closing the descriptor releases the flock
-
-    def __enter__(self) -> StudyLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

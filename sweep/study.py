@@ -17,18 +17,19 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import __version__
-from sweep.config import PARAM, StudyConfig, diff, stored_config
+from sweep.config import PARAM, SEED_MAX, StudyConfig, diff, stored_config
 from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError, TrainingDivergedError
 from sweep.objective import refit
 from sweep.select import choose, refit_matches, scores_of, selection_of
 from sweep.storage import mask, open_storage, resolve_url
+from sweep.training.factories import check_fingerprints, fingerprints
 from sweep.trial_data import Prepared, prepare
 
 
 def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSampler:
     """The study's sampler; ``offset`` shifts the seed so a resumed run does not replay its random start."""
     s = cfg.search
-    seed = s.seed + offset
+    seed = (s.seed + offset) % (SEED_MAX + 1)  # numpy seeds stop at 2**32-1
     if s.sampler == "tpe":
         # constant_liar: concurrent workers and batch members see each other's running trials and spread out.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)),
@@ -71,7 +72,12 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
 
 
 def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
-    """The study named ``cfg.name``: created with its config, or loaded when the stored config is the same."""
+    """The study named ``cfg.name``: created with its config, or loaded when the stored config is the same.
+
+    A study with factories also stores their import paths and source hashes (``factories``); loading it
+    with a factory whose source differs is refused like a changed config.
+    """
+    prints = fingerprints(cfg)  # imports the factories: a bad one fails before the store is touched
     store = open_storage(storage)
     try:
         existing = optuna.load_study(study_name=cfg.name, storage=store)
@@ -90,6 +96,7 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
                 f"study {cfg.name!r} exists with a different config ({', '.join(changed)}); "
                 "run the same study file to resume it, or give a new name with --name"
             )
+        check_fingerprints(existing.user_attrs.get("factories"), cfg)
     study = optuna.create_study(
         study_name=cfg.name, storage=store, direction="maximize", load_if_exists=True,
         sampler=make_sampler(cfg), pruner=make_pruner(cfg),  # workers reseed it per trial
@@ -97,6 +104,8 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
     if existing is None:
         try:
             study.set_user_attr("config", cfg.to_json())
+            if prints:
+                study.set_user_attr("factories", prints)
             study.set_user_attr("created_by", f"lambda-sweep {__version__}")
             study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
             study.set_metric_names(["val_acc"])

@@ -28,6 +28,7 @@ import torch
 from sweep.config import StudyConfig
 from sweep.errors import TrainingDivergedError
 from sweep.training.fit import EpochStats, FitResult, fit
+from sweep.training.models import Net
 
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # x_fit, y_fit, x_val, y_val
 
@@ -119,12 +120,11 @@ def epoch_reporter(trial: optuna.Trial) -> Callable[[EpochStats], None]:
 
 
 def fit_recorded(trial: optuna.Trial, cfg: StudyConfig, split: Split, *, lam: float, seed: int,
-                 on_epoch: Callable[[EpochStats], None] | None = None) -> FitResult:
+                 on_epoch: Callable[[EpochStats], None] | None = None, net: Net | None = None) -> FitResult:
     """One fit on ``split`` = (x_fit, y_fit, x_val, y_val); a divergence is stored as the trial's ``fail_reason``."""
     x_fit, y_fit, x_val, y_val = split
     try:
-        return fit(x_fit, y_fit, x_val, y_val, lam=lam, cfg=cfg.train, hidden=cfg.model.hidden, seed=seed,
-                   on_epoch=on_epoch)
+        return fit(x_fit, y_fit, x_val, y_val, lam=lam, cfg=cfg.train, seed=seed, on_epoch=on_epoch, net=net)
     except TrainingDivergedError as err:
         trial.set_user_attr("fail_reason", str(err))
         raise

@@ -9,6 +9,7 @@ from the split or the initialisation it happened to draw.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +18,11 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 
 from sweep.config import PARAM, SearchConfig, StudyConfig
-from sweep.errors import DataError
-from sweep.training import data
+from sweep.errors import DataError, TooLargeError
+from sweep.training import data, factories, models
 from sweep.training.fit import resolve_device
+from sweep.training.model import CLASSES
+from sweep.training.population import CPU_AUTO_SIZE
 
 
 @dataclass(frozen=True)
@@ -35,18 +38,70 @@ class Prepared:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    net: models.Net  # what every fit of the study trains (built-in or the user's factory), checked on this data
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: the GPU's total, or the machine's physical memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def member_bytes(cfg: StudyConfig, *, n_fit: int, in_features: int, classes: int) -> int | None:
+    """Rough device memory one member of a built-in fully connected network needs while training (weights x3,
+    step temporaries, its data order); None where it cannot be known before building (cnn, a model factory)."""
+    m = cfg.model
+    if m.factory is not None or m.arch == "cnn":
+        return None
+    hidden = m.hidden if isinstance(m.hidden, list) else [m.hidden]
+    widths = [in_features, *hidden, classes]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    step = cfg.train.batch_size * (in_features + 4 * sum(hidden) + 4 * classes)
+    return 4 * (3 * params + step) + 8 * n_fit
+
+
+def check_memory(cfg: StudyConfig, device: torch.device, *, n_fit: int, in_features: int = 784, classes: int = 10) -> None:
+    """Refuse, before allocating any model, a population of a built-in network that cannot fit in ``device``'s memory."""
+    batch = cfg.search.batch
+    population = min(CPU_AUTO_SIZE if batch == "auto" and device.type != "cuda" else 1 if batch == "auto" else batch,
+                     cfg.search.n_trials)
+    one = member_bytes(cfg, n_fit=n_fit, in_features=in_features, classes=classes)
+    if one is None:
+        return
+    need = population * one
+    have = device_memory(device)
+    if need > have:
+        gib = 2**30
+        raise TooLargeError(
+            f"model.hidden = {cfg.model.hidden} with a population of {population} (search.batch) needs about "
+            f"{need / gib:.1f} GiB on {device}, more than its {have / gib:.1f} GiB of memory; "
+            "lower model.hidden or search.batch")
 
 
 def prepare(cfg: StudyConfig) -> Prepared:
-    """Load ``cfg.data``, make its holdout split and move everything to ``cfg.train.device``."""
+    """Load ``cfg.data`` (a named dataset or the data factory), make its holdout split, move it to the device.
+
+    The model is checked here too (built once, a batch run through it), so a bad factory or bad
+    data is reported before any trial, with nothing written to the store.
+    """
     device = resolve_device(cfg.train.device)
-    ds = data.load(cfg.data.dataset, cfg.data.data_dir)
-    fit_idx, val_idx = data.holdout_split(ds.train.y, cfg.data.holdout, cfg.data.split_seed)
-    x_train, y_train = data.to_device(ds.train, device)
-    x_test, y_test = data.to_device(ds.test, device)
+    if cfg.data.factory is None:
+        ds = data.load(cfg.data.dataset, cfg.data.data_dir)
+        labels, classes = ds.train.y, CLASSES
+        x_train, y_train = data.to_device(ds.train, device)
+        x_test, y_test = data.to_device(ds.test, device)
+    else:
+        arrays = factories.load_data(cfg.data.factory)
+        labels, classes = arrays.y_train, arrays.classes
+        x_train, y_train, x_test, y_test = (t.to(device) for t in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test))
+    fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed)
+    check_memory(cfg, device, n_fit=len(fit_idx), in_features=int(x_train[0].numel()), classes=classes)
+    net = models.net_for(cfg.model, in_shape=tuple(x_train.shape[1:]), classes=classes)
+    models.check_output(net, x_train[:2], seed=cfg.train.seed)
     fit_i, val_i = fit_idx.to(device), val_idx.to(device)
     return Prepared(device, x_train[fit_i], y_train[fit_i], x_train[val_i], y_train[val_i],
-                    x_train, y_train, x_test, y_test)
+                    x_train, y_train, x_test, y_test, net)
 
 
 def fold_indices(labels: torch.Tensor, *, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -6,88 +6,52 @@ the store, so workers need nothing but the storage URL. ``sweep.run.run`` is
 create_or_load + work (+ local worker processes) + the refit.
 
 Exactness. Before a worker starts a trial it takes the study's lock (see
-``storage.StudyLock``), fails stale trials (their lambdas are queued again by
-Optuna's RetryHeartbeatStaleTrialCallback), counts COMPLETE + RUNNING trials and,
-only if that is below the target, lets ``study.optimize(n_trials=1)`` create the
-trial; the lock is released as the objective starts, i.e. once the new trial is
-stored as RUNNING. Trials only become RUNNING through this admission and only
-RUNNING trials become COMPLETE, so COMPLETE can never exceed the target; a slot
-freed by a failed or pruned trial is taken by the next admission, so the study
-ends with exactly the target. No trial is created just to be thrown away.
+``storage.StudyLock``), fails stale trials (``storage.fail_stale``: their lambdas are
+queued again), counts COMPLETE + RUNNING trials and, only if that is below the
+target, asks for the trial (``study.ask``, stored as RUNNING) and releases the lock.
+Trials only become RUNNING through this admission and only RUNNING trials become
+COMPLETE, so COMPLETE can never exceed the target; a slot freed by a failed or pruned
+trial is taken by the next admission, so the study ends with exactly the target. No
+trial is created just to be thrown away. Single trials and batches are both
+ask-and-tell, with heartbeats from ``batch.Heartbeats``.
 
 Faults. A worker killed with SIGKILL stops sending heartbeats; after the grace
-period the next admission fails its trial and the retry callback enqueues the
-same lambda, which the next worker picks up. SIGTERM/SIGINT: the running trial
-ends after its current epoch as FAIL ("interrupted"), its lambda is enqueued
-again, and the worker exits; a second signal stops at once.
+period the next admission fails its trial ("stale: no heartbeat for N s") and
+queues the same lambda, which the next worker picks up. A worker paused past the
+grace period finds its trial taken over when it resumes, drops the result with one
+line, and goes on. Store outages are ridden out by the storage (``sweep.outage``).
+SIGTERM/SIGINT: the running trial ends after its current epoch as FAIL
+("interrupted"), its lambda is enqueued again, and the worker exits; a second
+signal stops at once.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime as dt
 import os
-import signal
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from sweep import study as study_mod
-from sweep.batch import resolve_size, run_batch
+from sweep.batch import ask, resolve_size, run_batch
 from sweep.config import StudyConfig, stored_config
-from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError, TrainingDivergedError, TrialInterrupted
+from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError
+from sweep.lock import StudyLock
 from sweep.objective import make_objective
 from sweep.optuna_compat import frozen
 from sweep.select import refit_matches, selection_of, state_counts, stop_reason
-from sweep.storage import StudyLock, mask, open_storage, resolve_url
+from sweep.single import StopFlag, run_single, stop_on_signals
+from sweep.storage import fail_stale, mask, open_storage, resolve_url
+from sweep.training.factories import check_fingerprints
 from sweep.trial_data import Prepared, prepare
 
+__all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
 RAN, BUSY, DONE = "ran", "busy", "done"
-
-
-class StopFlag:
-    """Set by the first SIGTERM/SIGINT: the worker ends its trial cleanly and exits."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signum: int | None = None
-
-    def set(self, signum: int) -> None:
-        self.signum = signum
-        self.event.set()
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
-
-
-@contextmanager
-def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
-    """First SIGTERM/SIGINT sets ``flag``; a second one raises KeyboardInterrupt (stop now)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    sigs = (signal.SIGTERM, signal.SIGINT)
-    old = {s: signal.getsignal(s) for s in sigs}
-
-    def handler(signum: int, frame: object) -> None:
-        if flag:
-            raise KeyboardInterrupt
-        flag.set(signum)
-
-    for s in sigs:
-        signal.signal(s, handler)
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @dataclass
@@ -99,24 +63,6 @@ class WorkSummary:
     refits: list[str] = field(default_factory=list)  # studies it refit
     interrupted: int | None = None  # the signal that stopped it
     interrupted_trial: int | None = None  # the trial it failed as "interrupted"
-
-
-class _Stoppable:
-    """The trial as the objective sees it: ``report`` (once per epoch or fold) ends the trial
-    with "interrupted" after a stop signal, so holdout and CV objectives stop the same way."""
-
-    def __init__(self, trial: optuna.Trial, stop: StopFlag) -> None:
-        self._trial = trial
-        self._stop = stop
-
-    def report(self, value: float, step: int) -> None:
-        self._trial.report(value, step)
-        if self._stop:
-            self._trial.set_user_attr("fail_reason", "interrupted")
-            raise TrialInterrupted(f"trial {self._trial.number} interrupted after step {step}")
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._trial, name)
 
 
 @dataclass
@@ -138,6 +84,7 @@ def _load(store: optuna.storages.RDBStorage, name: str, url: str) -> _Loaded:
     cfg = stored_config(study.user_attrs)
     if cfg is None:
         raise StudyConflictError(f"study {name!r} in {mask(url)} was not made by lambda-sweep; a worker cannot run it")
+    check_fingerprints(study.user_attrs.get("factories"), cfg)  # this process's factory code is the study's
     study.pruner = study_mod.make_pruner(cfg)
     return _Loaded(study, cfg)
 
@@ -170,26 +117,26 @@ def _finished(job: _Loaded, counts: dict[str, int], *, decide: bool = False) -> 
 
 
 def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
-            on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, int | None]:
-    """Run one trial of ``job`` if the study has a free slot: (RAN, number), (BUSY, None) or (DONE, None)."""
+            on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, list[int]]:
+    """Run one trial (or one batch) of ``job`` if the study has a free slot: (RAN, the numbers of the trials that
+    ended here), (BUSY, []) or (DONE, [])."""
     study, cfg = job.study, job.cfg
     target = cfg.search.n_trials
     if _finished(job, _states(study)):  # COMPLETE never decreases: no lock needed to see this
-        return DONE, None
+        return DONE, []
     if job.objective is None or job.prep is None:  # loads the data: outside the lock, so workers start in parallel
         job.prep = job.prep or prepare(cfg)
         job.objective = job.objective or make_objective(cfg, job.prep)
-    objective = job.objective
     size = resolve_size(cfg, job.prep)  # above 1: a population of trials asked and told together
     lock = StudyLock(store, study.study_name).acquire()
     try:
         # Dead workers' trials are failed (and their lambdas re-queued) before counting.
-        optuna.storages.fail_stale_trials(study)
+        fail_stale(study)
         counts = _states(study)
         if _finished(job, counts, decide=True):
-            return DONE, None
+            return DONE, []
         if counts["COMPLETE"] + counts["RUNNING"] >= target:
-            return BUSY, None
+            return BUSY, []
         # Seeded by the next trial number: concurrent workers draw different lambdas, and a
         # single process is reproducible and does not replay its start when resumed.
         study.sampler = study_mod.make_sampler(cfg, offset=sum(counts.values()))
@@ -200,22 +147,15 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
                               stop=lambda: bool(stop))
             lock.release()
             return _after_batch(job, batch, stop=stop, on_trial=on_trial, interrupted=interrupted)
-        own: list[optuna.Trial] = []
-
-        def admitted(trial: optuna.Trial) -> float:
-            lock.release()  # the trial is stored as RUNNING: the slot is taken
-            own.append(trial)
-            return objective(cast(optuna.Trial, _Stoppable(trial, stop)))
-
-        # UpdateFinishedTrialError: our trial was failed as stale meanwhile (heartbeat lost); its retry is queued.
-        with contextlib.suppress(UpdateFinishedTrialError):
-            study.optimize(admitted, n_trials=1, catch=(TrainingDivergedError, TrialInterrupted), gc_after_trial=False)
+        trial = ask(study)  # stored RUNNING: the slot is taken
+        lock.release()
+        done = run_single(study, job.objective, trial, stop=stop)
     finally:
         lock.release()
-    if not own:
-        return BUSY, None
+    if not done:
+        return RAN, []
     interrupted = interrupted if interrupted is not None else []
-    last = frozen(study, own[0])
+    last = frozen(study, trial)
     if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
         # Give the lambda back to the study, as the stale-trial retry does.
         study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
@@ -229,13 +169,15 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             f"({last.user_attrs.get('fail_reason', 'see sweep show')}); fix the study file (train.lr, the lambda range) "
             "and run again"
         )
-    return RAN, last.number
+    return RAN, [last.number]
 
 
 def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
-                 on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, int | None]:
+                 on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, list[int]]:
     target = job.cfg.search.n_trials
-    for last in finished:
+    # Members failed as stale while this worker was paused were taken over (one line said so): not ours to report.
+    finished = [t for t in finished if not str(t.user_attrs.get("fail_reason", "")).startswith("stale: ")]
+    for i, last in enumerate(finished):
         if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
             # Give the lambda back to the study, as for a single interrupted trial.
             job.study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
@@ -244,14 +186,17 @@ def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop
             continue
         job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
         if on_trial is not None:
-            on_trial(study_mod.progress(job.study, last, target))
+            # The store counts every member at once; each line counts the members told up to it.
+            later = sum(t.state == TrialState.COMPLETE for t in finished[i + 1:])
+            p = study_mod.progress(job.study, last, target)
+            on_trial(dataclasses.replace(p, complete=p.complete - later))
     if job.failures >= max(5, target) and not stop:
         raise SweepError(
             f"study {job.study.study_name!r}: the last {job.failures} trials failed "
             f"({finished[-1].user_attrs.get('fail_reason', 'see sweep show')}); fix the study file "
             "(train.lr, the lambda range) and run again"
         )
-    return RAN, finished[-1].number if finished else None
+    return RAN, [t.number for t in finished]
 
 
 def refit_once(job: _Loaded, store: optuna.storages.RDBStorage) -> bool:
@@ -312,9 +257,9 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
             job = jobs[name]
             if name in summary.finished:
                 continue
-            state, number = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=stopped)
-            if state == RAN and number is not None:
-                summary.trials.append(number)
+            state, numbers = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=stopped)
+            if state == RAN:
+                summary.trials.extend(numbers)
                 progressed = True
             elif state == BUSY:
                 busy = True

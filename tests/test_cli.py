@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import sweep
 from sweep.cli import main
+from sweep.storage import open_storage
 
 TINY = """
 name = "{name}"
@@ -96,7 +97,7 @@ def test_run_output_line(tmp_path: Path) -> None:
 def test_ls_and_show(finished: tuple[str, Path]) -> None:
     url, _ = finished
     ls = invoke("ls", "--storage", url).stdout.splitlines()
-    assert ls[0].split()[:4] == ["study", "complete", "pruned", "failed"]
+    assert ls[0].split()[:5] == ["study", "complete", "running", "pruned", "failed"]
     assert ls[1].split()[:4] == ["tiny", "3", "0", "0"]
     show = invoke("show", "tiny", "--storage", url).stdout.splitlines()
     assert len(show) == 4 and [row.split()[1] for row in show[1:]] == ["complete"] * 3
@@ -108,7 +109,7 @@ def test_ls_and_show_as_json_and_csv_carry_the_same_rows(finished: tuple[str, Pa
 
     url, _ = finished
     studies = json.loads(invoke("ls", "--storage", url, "--format", "json").stdout)
-    assert [(r["study"], r["complete"], r["pruned"], r["failed"]) for r in studies] == [("tiny", 3, 0, 0)]
+    assert [(r["study"], r["complete"], r["running"], r["pruned"], r["failed"]) for r in studies] == [("tiny", 3, 0, 0, 0)]
     best = json.loads(invoke("best", "tiny", "--storage", url, "--format", "json").stdout)
     assert (studies[0]["best_lambda"], studies[0]["best_val"]) == (best["lambda"], best["val_acc"])
     trials = json.loads(invoke("show", "tiny", "--storage", url, "--format", "json").stdout)
@@ -142,7 +143,7 @@ def test_missing_data_files_leave_the_store_untouched(tmp_path: Path) -> None:
     path = tmp_path / "f.toml"
     path.write_text('name = "f"\n[data]\ndataset = "fashion-mnist"\n')
     url = f"sqlite:///{tmp_path / 's.db'}"
-    invoke("ls", "--storage", url)  # creates the empty schema
+    open_storage(url).engine.dispose()  # the empty schema (read-only commands never create it)
     env = {"SWEEP_FASHION_MNIST_DIR": str(tmp_path / "none"), "SWEEP_DATA_DIR": str(tmp_path / "data")}
     result = invoke("run", str(path), "--storage", url, env=env)
     assert result.exit_code == 1
@@ -174,11 +175,25 @@ def test_unknown_study(finished: tuple[str, Path]) -> None:
 
 def test_debug_shows_traceback(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--debug", "best", "x", "--storage", f"sqlite:///{tmp_path / 's.db'}"])
-    assert result.exit_code == 1 and type(result.exception).__name__ == "StudyNotFoundError"
+    assert result.exit_code == 1 and type(result.exception).__name__ == "StoreNotFoundError"
 
 
 def test_console_script_runs(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("sweep")
     url = f"sqlite:///{tmp_path / 's.db'}"
+    open_storage(url).engine.dispose()
     out = subprocess.run([str(exe), "best", "x"], capture_output=True, text=True, env={**os.environ, "SWEEP_STORAGE": url})
     assert out.returncode == 1 and out.stderr.startswith(f"error: no study named 'x' in {url}")
+
+
+def test_ls_shows_running_trials(tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="busy", storage=open_storage(url), direction="maximize")
+    study.ask()
+    study.ask()
+    rows = json.loads(invoke("ls", "--storage", url, "--format", "json").stdout)
+    assert [(r["study"], r["complete"], r["running"]) for r in rows] == [("busy", 0, 2)]
+    table = invoke("ls", "--storage", url).stdout.splitlines()
+    assert table[1].split()[:3] == ["busy", "0", "2"]

@@ -110,6 +110,30 @@ STUDY_FILE_CASES = {
                         "'l2-decoupled', 'l1' or 'elastic-net' (given: 'l3')" + REF, 2),
     "unknown device": (with_("train", 'device = "tpu"'),
                        "{f}: train: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" + REF, 2),
+    "negative CUDA index": (with_("train", 'device = "cuda:-1"'),
+                            "{f}: train: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                            "got 'cuda:-1'" + REF, 2),
+    "CUDA index not a number": (with_("train", 'device = "cuda:abc"'),
+                                "{f}: train: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                                "got 'cuda:abc'" + REF, 2),
+    "negative seed": (with_("search", "seed = -1"),
+                      "{f}: search.seed: Input should be greater than or equal to 0 (given: -1)" + REF, 2),
+    "seed of 2**32": (with_("train", "seed = 4294967296"),
+                      "{f}: train.seed: Input should be less than or equal to 4294967295 (given: 4294967296)" + REF, 2),
+    "negative split seed": (with_("data", "split_seed = -3"),
+                            "{f}: data.split_seed: Input should be greater than or equal to 0 (given: -3)" + REF, 2),
+    "grid of 10**10 points": (with_("search", 'sampler = "grid"').replace("n_trials = 2", "n_trials = 10000000000"),
+                              "{f}: search: a grid has at most 1000000 points (n_trials), got 10000000000; use sampler "
+                              "'tpe' or 'random' for longer searches" + REF, 2),
+    "empty name": (GOOD.replace('name = "ok"', 'name = ""'),
+                   "{f}: name: String should have at least 1 character (given: '')" + REF, 2),
+    "name of spaces": (GOOD.replace('name = "ok"', 'name = "   "'),
+                       "{f}: name: must not be empty or only spaces (given: '   ')" + REF, 2),
+    "name with a newline": (GOOD.replace('name = "ok"', 'name = "a\\nb"'),
+                            "{f}: name: must not contain control characters (newlines, tabs, ...) (given: 'a\\nb')"
+                            + REF, 2),
+    "name too long": (GOOD.replace('name = "ok"', f'name = "{"n" * 201}"'),
+                      "{f}: name: String should have at most 200 characters (given: '" + "n" * 201 + "')" + REF, 2),
 }
 
 
@@ -130,6 +154,50 @@ def test_cuda_on_a_machine_without_one(tmp_path: Path, store: str) -> None:
     before = dump(store)
     assert run_cli("run", study(tmp_path, with_("train", 'device = "cuda"')), "--storage", store) == (
         2, "error: train.device = 'cuda' but this machine has 0 CUDA device(s); set train.device = 'auto' or 'cpu'\n")
+    assert dump(store) == before
+
+
+def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path: Path, store: str) -> None:
+    import torch
+
+    from sweep.trial_data import device_memory
+
+    have = device_memory(torch.device("cpu")) / 2**30
+    before = dump(store)
+    code, err = run_cli("run", study(tmp_path, GOOD + "[model]\nhidden = 100000000\n"), "--storage", store)
+    assert (code, err) == (2, f"error: model.hidden = 100000000 with a population of 1 (search.batch) needs about "
+                              f"983.8 GiB on cpu, more than its {have:.1f} GiB of memory; lower model.hidden or "
+                              "search.batch\n")
+    assert dump(store) == before
+
+
+def test_population_too_large_for_memory_is_refused(tmp_path: Path, store: str) -> None:
+    text = with_("search", "batch = 2000").replace("n_trials = 2", "n_trials = 2000") + "[model]\nhidden = 100000\n"
+    before = dump(store)
+    code, err = run_cli("run", study(tmp_path, text), "--storage", store)
+    assert code == 2 and err.startswith("error: model.hidden = 100000 with a population of 2000 (search.batch) needs "
+                                        "about "), err
+    assert err.endswith("; lower model.hidden or search.batch\n")
+    assert dump(store) == before
+
+
+def test_study_file_with_a_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    result = CliRunner().invoke(main, ["submit", str(path), "--storage", url])
+    assert (result.exit_code, result.stdout) == (0, "ok\n"), result.output
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("", "name: String should have at least 1 character (given: '')"),
+    ("a\nb", "name: must not contain control characters (newlines, tabs, ...) (given: 'a\\nb')"),
+    ("\t", "name: must not be empty or only spaces (given: '\\t')"),
+])
+def test_bad_name_option_is_refused(name: str, expected: str, tmp_path: Path, store: str) -> None:
+    f = study(tmp_path, GOOD)
+    before = dump(store)
+    assert run_cli("run", f, "--name", name, "--storage", store) == (2, f"error: {f}: {expected}{REF}\n")
     assert dump(store) == before
 
 
@@ -273,7 +341,22 @@ def test_study_whose_every_trial_failed(tmp_path: Path, store: str) -> None:
     assert len(show) == 6 and all(" fail " in row and "training loss became nan" in row for row in show[1:])
 
 
-def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
+def test_failed_trials_are_one_line_each_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    f = failing_study(tmp_path)
+    exe = str(Path(sys.executable).with_name("sweep"))
+    out = subprocess.run([exe, "run", f, "--storage", f"sqlite:///{tmp_path / 'a.db'}"], capture_output=True,
+                         text=True, timeout=300)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "[W " not in out.stderr, out.stderr
+    assert [ln[:14] for ln in lines] == [f"[0/5] trial {i} " for i in range(5)] + ["error: study '"], lines
+    debug = subprocess.run([exe, "--debug", "run", f, "--storage", f"sqlite:///{tmp_path / 'b.db'}"],
+                           capture_output=True, text=True, timeout=300)
+    assert "sweep: trial 0 failed: training loss became nan" in debug.stderr
+    assert "Traceback (most recent call last)" in debug.stderr and "TrainingDivergedError" in debug.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(sig: signal.Signals, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     f = study(tmp_path, with_("train", "epochs = 40").replace("n_trials = 2", "n_trials = 3"))
     exe = str(Path(sys.executable).with_name("sweep"))
@@ -282,10 +365,11 @@ def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
     while time.time() < deadline and "[1/3]" not in proc.stderr.readline():
         pass
     time.sleep(0.5)  # trial 1 (40 epochs) is under way
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, rest = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert rest.splitlines()[-1] == "error: interrupted; the current trial was ended, run the same command again to resume"
+    assert proc.returncode == 128 + sig  # 130 for Ctrl-C, 143 for SIGTERM
+    assert rest.splitlines()[-1] == (f"error: stopped by {sig.name}; the current trial was ended, run the same command "
+                                     "again to resume")
     states = [row[3] for row in sorted(dump(url)["trials"])]
     # The interrupted trial is ended, not left RUNNING, and its lambda is queued for the resume (sweep.worker).
     assert states == ["COMPLETE", "FAIL", "WAITING"]
@@ -351,6 +435,9 @@ def test_dashboard_binds_localhost_by_default(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    from sweep.storage import open_storage
+
+    open_storage(f"sqlite:///{tmp_path / 's.db'}").engine.dispose()  # the dashboard never creates a store
     exe = str(Path(sys.executable).with_name("sweep"))
     proc = subprocess.Popen([exe, "dashboard", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -385,10 +472,130 @@ def test_ctrl_c_during_a_batch_ends_it_and_the_next_run_resumes(tmp_path: Path) 
     proc.send_signal(signal.SIGINT)
     _, rest = proc.communicate(timeout=120)
     assert proc.returncode == 130, rest
-    assert rest.splitlines()[-1] == "error: interrupted; the current trial was ended, run the same command again to resume"
+    assert rest.splitlines()[-1] == "error: stopped by SIGINT; the current trial was ended, run the same command again to resume"
     states = [str(row[3]) for row in sorted(dump(url)["trials"])]
     assert states == ["FAIL"] * 3 + ["WAITING"] * 3  # every member ended, every lambda queued again
     resumed = subprocess.run([exe, "run", f, "--storage", url], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     states = [str(row[3]) for row in sorted(dump(url)["trials"])]
     assert states.count("COMPLETE") == 3 and "RUNNING" not in states and "WAITING" not in states
+
+
+READ_ONLY = [("ls",), ("show", "ok"), ("best", "ok"), ("report", "ok", "-o", "r.html")]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=lambda a: a[0])
+def test_read_only_command_on_a_missing_file_creates_nothing(args: tuple[str, ...], tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    url = f"sqlite:///{path}"
+    assert run_cli(*args, "--storage", url) == (
+        1, f"error: no study store at {url}: '{path}' does not exist; check --storage (or SWEEP_STORAGE) and the "
+           "folder ('sweep run' and 'sweep submit' create it)\n")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=lambda a: a[0])
+@pytest.mark.parametrize("tables", [("alembic_version", "users"), ("studies",)], ids=["alembic", "own-studies"])
+def test_read_only_command_on_another_applications_database_adds_nothing(
+        args: tuple[str, ...], tables: tuple[str, ...], tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        for t in tables:
+            conn.execute(f"create table {t} (id integer primary key, note text)")
+            conn.execute(f"insert into {t} (note) values ('mine')")
+    url = f"sqlite:///{path}"
+    before = dump(url)
+    missing = ", ".join(sorted({"alembic_version", "studies", "trials", "version_info"} - set(tables)))
+    assert run_cli(*args, "--storage", url) == (
+        1, f"error: {url} holds no Optuna study store (tables there: {', '.join(sorted(tables))}; missing: "
+           f"{missing}); check --storage, this command adds nothing to it\n")
+    assert dump(url) == before
+
+
+def test_read_only_command_on_an_empty_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    url = f"sqlite:///{path}"
+    assert run_cli("ls", "--storage", url) == (
+        1, f"error: {url} holds no study store yet (no tables); submit a study there first ('sweep submit' or "
+           "'sweep run'), this command adds nothing to it\n")
+    assert dump(url) == {}
+
+
+def test_bad_outage_budget(tmp_path: Path) -> None:
+    f = study(tmp_path, GOOD)
+    assert run_cli("run", f, "--storage", f"sqlite:///{tmp_path / 's.db'}", env={"SWEEP_STORE_OUTAGE": "soon"}) == (
+        1, "error: SWEEP_STORE_OUTAGE must be a number of seconds, 0 or more, got 'soon'; unset it or fix it\n")
+FACTORY_MODULE = """
+import numpy as np
+from torch import nn
+
+NOT_CALLABLE = 3
+
+
+def model():
+    return nn.Linear(784, 10)
+
+
+def no_module():
+    return "a network"
+
+
+def five_outputs():
+    return nn.Linear(784, 5)
+
+
+def x():
+    return np.random.default_rng(0).random((40, 784)).astype(np.float32)
+
+
+def short_labels():
+    return x(), np.arange(39) % 10, x(), np.arange(40) % 10
+
+
+def label_out_of_range():
+    return x(), np.arange(40) % 10, x(), np.arange(40) % 11
+
+
+def one_class():
+    return x(), np.zeros(40, dtype=np.int64), x(), np.zeros(40, dtype=np.int64)
+"""
+FACTORY_CASES = {  # data.factory (or None: mnist-sample), model.factory, the line after "error: "
+    "module does not import": (None, "{m}_nope:model", "model.factory = '{m}_nope:model': module '{m}_nope' does not import "
+                               "(ModuleNotFoundError: No module named '{m}_nope'); install its package or add its folder to "
+                               "PYTHONPATH, on every machine that runs 'sweep run' or 'sweep worker'"),
+    "missing attribute": (None, "{m}:modle", "model.factory = '{m}:modle': module '{m}' has no attribute 'modle'; "
+                          "check the name after the ':'"),
+    "not callable": (None, "{m}:NOT_CALLABLE", "model.factory = '{m}:NOT_CALLABLE' is a int, not callable; name a function "
+                     "(or class) that takes no arguments"),
+    "returns no nn.Module": (None, "{m}:no_module", "model.factory = '{m}:no_module' returned a str, expected a "
+                             "torch.nn.Module; return a fresh network from the function"),
+    "output not (N, classes)": (None, "{m}:five_outputs", "model.factory = '{m}:five_outputs' returns shape (2, 5) for a batch "
+                                "of 2 examples, expected float logits of shape (2, 10) (one per class); make its last layer "
+                                "output 10 values"),
+    "data of mismatched lengths": ("{m}:short_labels", "{m}:model", "data.factory = '{m}:short_labels': x_train has shape "
+                                   "(40, 784) and y_train (39,); expected x_train (N, ...) and y_train (N,), one label per "
+                                   "example"),
+    "labels out of range": ("{m}:label_out_of_range", "{m}:model", "data.factory = '{m}:label_out_of_range': label 10 is out "
+                            "of range: labels must be 0..9 (the training labels' range); map the classes to 0..C-1"),
+    "fewer than two classes": ("{m}:one_class", "{m}:model", "data.factory = '{m}:one_class': y_train holds 1 class(es); "
+                               "a classifier needs at least two"),
+}
+
+
+@pytest.mark.parametrize("case", list(FACTORY_CASES))
+def test_bad_factories_and_data(case: str, tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = f"factories_{list(FACTORY_CASES).index(case)}"  # one module per case: imports and data are cached per process
+    (tmp_path / f"{m}.py").write_text(FACTORY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data_factory, model_factory, expected = (v.format(m=m) if v else v for v in FACTORY_CASES[case])
+    text = GOOD.replace('dataset = "mnist-sample"\nholdout = 1000', f'factory = "{data_factory}"\nholdout = 10'
+                        if data_factory else 'dataset = "mnist-sample"\nholdout = 1000')
+    text = text.replace("[train]", f'[model]\nfactory = "{model_factory}"\n[train]')
+    before = dump(store)
+    assert run_cli("run", study(tmp_path, text), "--storage", store) == (2, f"error: {expected}\n")
+    assert dump(store) == before

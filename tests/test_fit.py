@@ -96,3 +96,49 @@ def test_missing_cuda_is_a_clear_error() -> None:
     with pytest.raises(DeviceError, match=r"^train.device = 'cuda' but this machine has 0 CUDA device\(s\); set train.device"):
         train.resolve_device("cuda")
     assert train.resolve_device("auto").type == "cpu"
+
+
+# Figures of a short SimpleNet run taken before issue 12 (own models) touched training: the built-in
+# network's single fit and population must keep giving them (float32 on a CPU, one thread).
+PINNED = {
+    "l2": ((2.2347763671875, 0.48, 2.1508740234375), (2.0332325439453127, 0.574, 1.94263818359375), 20.4423828125),
+    "l2-loss": ((2.2347763671875, 0.48, 2.1508740234375), (2.0332325439453127, 0.574, 1.9426380615234375), 20.4423885345459),
+    "l1": ((2.23558203125, 0.48, 2.154005859375), (2.040765869140625, 0.576, 1.9554599609375), 19.94484519958496),
+    "elastic-net": ((2.2351953125, 0.48, 2.15247265625), (2.03661181640625, 0.576, 1.9483516845703126), 20.222530364990234),
+    "l2-decoupled": ((2.137736328125, 0.59, 1.9398306884765626), (1.6937667236328124, 0.668, 1.5484364013671874),
+                     55.763641357421875),
+}
+PINNED_POPULATION = ([(2.23472412109375, 2.0327447509765624), (2.2347763671875, 2.033232666015625),
+                      (2.23529833984375, 2.03797265625)], [20.448076248168945, 20.442384719848633, 20.23454475402832])
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("penalty", sorted(PINNED))
+def test_simplenet_figures_are_pinned(small, one_thread, penalty: str) -> None:
+    x, y, xv, yv = small
+    lr = 0.001 if penalty == "l2-decoupled" else 0.05
+    r = train.fit(x, y, xv, yv, lam=1e-3, cfg=TrainConfig(epochs=2, penalty=penalty, lr=lr, device="cpu"), hidden=32, seed=3)
+    *epochs, w_sum = PINNED[penalty]
+    got = [v for h in r.history for v in (h.train_loss, h.val_acc, h.val_loss)]
+    assert got == pytest.approx([v for e in epochs for v in e], rel=1e-6)
+    assert float(r.model.fc1.weight.detach().sum()) == pytest.approx(w_sum, rel=1e-6)
+
+
+def test_simplenet_population_figures_are_pinned(small, one_thread) -> None:
+    from sweep.training.population import fit_population
+
+    x, y, xv, yv = small
+    members = fit_population(x, y, xv, yv, lams=[1e-4, 1e-3, 1e-2], seeds=[3, 3, 3],
+                             cfg=TrainConfig(epochs=2, lr=0.05, device="cpu"), hidden=32, return_models=True)
+    losses, w_sums = PINNED_POPULATION
+    got = [h.train_loss for m in members for h in m.history]
+    assert got == pytest.approx([v for pair in losses for v in pair], rel=1e-6)
+    assert all(m.history[-1].val_acc == 0.574 for m in members)
+    assert [float(m.model.fc1.weight.sum()) for m in members] == pytest.approx(w_sums, rel=1e-6)

@@ -11,7 +11,7 @@ import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from sweep.optuna_compat import BaseHeartbeat, frozen, heartbeat_storage, storage_of, trial_id
+from sweep.optuna_compat import BaseHeartbeat, frozen, heartbeat_storage, latest_trial, storage_of, trial_id
 
 
 def _study(url: str, *, heartbeat: int | None) -> optuna.Study:
@@ -37,6 +37,16 @@ def test_trial_id_and_frozen_read_a_live_trial(sqlite_url: str) -> None:
     assert frozen(study, trial).state == TrialState.COMPLETE
 
 
+def test_latest_trial_has_the_reports_without_a_storage_read(sqlite_url: str, monkeypatch) -> None:
+    study = _study(sqlite_url, heartbeat=None)
+    trial = study.ask()
+    trial.report(0.25, 1)
+    trial.report(0.5, 2)
+    monkeypatch.setattr(storage_of(study), "get_trial", lambda *_: pytest.fail("latest_trial read the storage"))
+    seen = latest_trial(trial)
+    assert (seen.number, seen.state, seen.intermediate_values, seen.last_step) == (0, TrialState.RUNNING, {1: 0.25, 2: 0.5}, 2)
+
+
 def test_heartbeat_storage_only_when_heartbeats_are_on(sqlite_url: str, tmp_path) -> None:
     on = storage_of(_study(sqlite_url, heartbeat=1))
     off = storage_of(_study(f"sqlite:///{tmp_path / 'off.db'}", heartbeat=None))
@@ -54,3 +64,32 @@ def test_a_recorded_heartbeat_keeps_a_trial_from_being_failed_as_stale(sqlite_ur
     beat.record_heartbeat(trial_id(trial))
     optuna.storages.fail_stale_trials(study)
     assert frozen(study, trial).state == TrialState.RUNNING
+
+
+def test_study_id_and_stale_trial_ids(sqlite_url: str) -> None:
+    import time
+
+    from sweep.optuna_compat import stale_trial_ids, study_id
+
+    store = RDBStorage(sqlite_url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=store, direction="maximize")
+    assert study_id(study) == store.get_study_id_from_name(study.study_name)
+    trial = study.ask()
+    store.record_heartbeat(trial_id(trial))
+    assert stale_trial_ids(storage_of(study), study_id(study)) == []
+    time.sleep(2.2)  # older than the grace period, by the database's clock
+    assert stale_trial_ids(storage_of(study), study_id(study)) == [trial_id(trial)]
+
+
+def test_backend_private_calls_are_every_private_method_the_cache_calls() -> None:
+    import inspect
+    import re
+
+    from optuna.storages._cached_storage import _CachedStorage
+
+    from sweep.optuna_compat import BACKEND_PRIVATE_CALLS
+
+    called = set(re.findall(r"self\._backend\.(_[a-z_]+)\(", inspect.getsource(_CachedStorage)))
+    # Each is retried through an outage by storage.SweepStorage; a new one would bypass the retries.
+    assert called == {*BACKEND_PRIVATE_CALLS, "_get_stale_trial_ids"}
+    assert all(callable(getattr(RDBStorage, name)) for name in BACKEND_PRIVATE_CALLS)

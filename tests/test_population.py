@@ -23,8 +23,8 @@ from sweep.errors import ConfigError
 from sweep.run import run as run_study
 from sweep.training import data
 from sweep.training.fit import fit
-from sweep.training.population import PopulationEpoch, fit_population
-from sweep.trial_data import prepare
+from sweep.training.population import FitSet, Member, PopulationEpoch, fit_population, train_population
+from sweep.trial_data import fold_indices, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = TrainConfig(epochs=2, lr=0.1, device="cpu")
@@ -59,6 +59,64 @@ def test_member_equals_single_training(split, seeds: list[int], decay_bias: bool
             assert mine.val_loss == pytest.approx(ref.val_loss, abs=1e-5)
             assert abs(mine.val_acc - ref.val_acc) <= 1 / n_val  # an argmax tie may flip one example
             assert abs(mine.train_acc - ref.train_acc) <= 2 / len(split[1])
+
+
+@pytest.fixture(scope="module")
+def folds() -> tuple[torch.Tensor, torch.Tensor, list[FitSet]]:
+    """Three CV folds of 1,500 sample digits (fit sets of 1,000 rows of one shared tensor)."""
+    ds = data.load("mnist-sample")
+    x, y = data.to_device(ds.train, torch.device("cpu"))
+    x, y = x[:1500], y[:1500]
+    sets = [FitSet(x, y, x[v], y[v], rows=f) for f, v in fold_indices(y, folds=3, seed=0)]
+    return x, y, sets
+
+
+def _check_member(member, x_fit, y_fit, x_val, y_val, cfg: TrainConfig) -> None:
+    alone = fit(x_fit, y_fit, x_val, y_val, lam=member.lam, cfg=cfg, seed=member.seed)
+    assert member.state == "complete" and member.model is not None and alone.model is not None
+    assert _same_weights(member.model, alone.model)
+    for mine, ref in zip(member.history, alone.history, strict=True):
+        assert mine.train_loss == pytest.approx(ref.train_loss, abs=1e-5)
+        assert mine.val_loss == pytest.approx(ref.val_loss, abs=1e-5)
+        assert abs(mine.val_acc - ref.val_acc) <= 1 / len(y_val)  # an argmax tie may flip one example
+
+
+@pytest.mark.parametrize("repeats", [1, 2], ids=["cv", "cv-repeats"])
+def test_cv_members_equal_single_training(folds, repeats: int) -> None:
+    # (lambda, fold, seed) members of 2 lambdas x 3 folds x `repeats` seeds: 3*repeats groups of 2 members.
+    x, y, sets = folds
+    cfg = CFG.model_copy(update={"batch_size": 50})
+    members = [Member(lam, 7 + j, fit_set=f) for lam in (1e-5, 3e-2) for f in range(3) for j in range(repeats)]
+    results = train_population(sets, members, cfg=cfg, return_models=True)
+    for m in results:
+        fs = sets[m.fit_set]
+        assert fs.rows is not None
+        _check_member(m, x[fs.rows], y[fs.rows], fs.x_val, fs.y_val, cfg)
+
+
+def test_repeat_members_equal_single_training(split) -> None:
+    # Holdout with repeats: members (lambda, seed) on one fit set; seeds 0 and 1 are two groups of 3 lambdas.
+    cfg = CFG.model_copy(update={"batch_size": 50})
+    members = [Member(lam, seed) for seed in (0, 1) for lam in (1e-5, 1e-3, 3e-2)]
+    for m in train_population([FitSet(*split)], members, cfg=cfg, return_models=True):
+        _check_member(m, *split, cfg)
+
+
+def test_unequal_groups_and_fit_set_sizes_still_equal_single_training(folds) -> None:
+    # Fold 0 has 3 members, fold 1 one: the grouped matmul falls back to one member per row;
+    # a fourth fit set of another size trains as a second cohort in the same epochs.
+    x, y, sets = folds
+    odd = FitSet(x, y, sets[0].x_val, sets[0].y_val, rows=torch.arange(700))
+    cfg = CFG.model_copy(update={"batch_size": 64})
+    members = [Member(1e-4, 0, 0), Member(1e-2, 0, 0), Member(1e-3, 3, 0), Member(1e-3, 0, 1), Member(1e-3, 0, 3)]
+    seen: list[list[int]] = []
+    results = train_population([*sets, odd], members, cfg=cfg, return_models=True,
+                               on_epoch=lambda ep: seen.append(sorted(ep.stats)))
+    assert seen == [[0, 1, 2, 3, 4]] * 2
+    for m in results:
+        fs = [*sets, odd][m.fit_set]
+        assert fs.rows is not None
+        _check_member(m, x[fs.rows], y[fs.rows], fs.x_val, fs.y_val, cfg)
 
 
 def test_different_lambdas_give_different_weights(split) -> None:
@@ -144,21 +202,21 @@ def test_batch_prunes_a_member(tiny_cfg, sqlite_url: str) -> None:
     assert len(finished[1].user_attrs["history"]) == 1 and list(finished[1].intermediate_values) == [1]
 
 
-def test_penalty_other_than_l2_falls_back_to_single_trials(tiny_cfg, sqlite_url: str) -> None:
+def test_penalty_other_than_l2_trains_as_a_torch_func_population(tiny_cfg, sqlite_url: str) -> None:
+    # SimpleNet's hand-written population is l2 only; other penalties go to sweep.training.functional.
     cfg = tiny_cfg(name="l1", train={"epochs": 1, "penalty": "l1"}, search={"n_trials": 2, "batch": 2})
-    with pytest.warns(UserWarning, match="search.batch = 2 applies to train.penalty = 'l2' only"):
-        s = run_study(cfg, sqlite_url, refit_after=False)
+    s = run_study(cfg, sqlite_url, refit_after=False)
     assert [t.state for t in s.get_trials()] == [TrialState.COMPLETE] * 2
-    assert all("population" not in t.user_attrs for t in s.get_trials())
+    assert [t.user_attrs["population"] for t in s.get_trials()] == [2, 2]
 
 
 CHILD = """
 import sys, time
-import sweep.batch
+import sweep.training.trainers
 from sweep import config
 from sweep.run import run as run_study
 
-real = sweep.batch.fit_population
+real = sweep.training.trainers.train_population
 
 def stuck(*args, on_epoch, **kwargs):
     def hook(ep):
@@ -168,7 +226,7 @@ def stuck(*args, on_epoch, **kwargs):
         return out
     return real(*args, on_epoch=hook, **kwargs)
 
-sweep.batch.fit_population = stuck
+sweep.training.trainers.train_population = stuck  # what sweep.batch_trials calls
 run_study(config.from_json(open(sys.argv[1]).read()), sys.argv[3])
 """
 

@@ -14,7 +14,8 @@ from sqlalchemy.engine import make_url
 
 from sweep.cli import main
 from sweep.errors import StorageError
-from sweep.storage import StudyLock, heartbeat_settings, open_storage
+from sweep.lock import StudyLock
+from sweep.storage import heartbeat_settings, open_storage
 
 PG = os.environ.get("SWEEP_TEST_POSTGRES_URL")
 needs_pg = pytest.mark.skipif(PG is None, reason="SWEEP_TEST_POSTGRES_URL is not set (.ci/postgres.sh starts a server)")
@@ -105,3 +106,57 @@ def test_heartbeat_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch
         heartbeat_settings()
     assert str(err.value) == ("SWEEP_HEARTBEAT_INTERVAL must be a whole number of seconds, 1 or more, got 'soon'; "
                               "unset it or fix it")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgresql"], indirect=True)
+def test_stale_trials_get_a_reason_and_their_retry_does_not(storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import optuna
+
+    from sweep.optuna_compat import trial_id
+    from sweep.storage import fail_stale
+
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "2")
+    store = open_storage(storage_url)
+    study = optuna.create_study(study_name="s", storage=store, direction="maximize")
+    trial = study.ask({"lambda": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)})
+    trial.set_user_attr("seed", 0)
+    store.record_heartbeat(trial_id(trial))
+    assert fail_stale(study) == []
+    time.sleep(3.2)
+    assert fail_stale(study) == [trial.number]
+    failed, retry = study.get_trials()
+    assert failed.state.name == "FAIL" and failed.user_attrs == {"seed": 0, "fail_reason": "stale: no heartbeat for 2 s"}
+    assert retry.state.name == "WAITING" and retry.params == failed.params and retry.user_attrs == {"seed": 0}
+    store.engine.dispose()
+
+
+@pytest.mark.postgres
+@needs_pg
+@pytest.mark.parametrize("pgtz", ["Etc/GMT-14", "Etc/GMT+12"])
+def test_heartbeats_are_utc_whatever_the_session_time_zone(pgtz: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    from sweep.optuna_compat import trial_id
+
+    monkeypatch.setenv("PGTZ", pgtz)  # libpq sends it to the server at connect
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    store = open_storage(PG)
+    study = optuna.create_study(storage=store, direction="maximize")
+    trial = study.ask()
+    store.record_heartbeat(trial_id(trial))
+    plain = sqlalchemy.create_engine(PG)  # a session in PGTZ's zone, not ours
+    with plain.connect() as conn:
+        assert conn.execute(sqlalchemy.text("show timezone")).scalar() == pgtz  # the test's premise holds
+        lag = conn.execute(sqlalchemy.text(
+            "select extract(epoch from (now() at time zone 'UTC') - heartbeat) from trial_heartbeats "
+            "where trial_id = :t"), {"t": trial_id(trial)}).scalar()
+    assert 0 <= lag < 60  # stored in UTC: not 14 h ahead, not 12 h behind
+    with store.engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("show timezone")).scalar() == "UTC"
+    optuna.delete_study(study_name=study.study_name, storage=store)
+    plain.dispose()
+    store.engine.dispose()

@@ -23,7 +23,7 @@ def fmt(v: float | None, spec: str = ".4f", *, none: str = "-") -> str:
 
 def study_rows(storage: str | None) -> list[dict[str, Any]]:
     """One row per study in the store: trial counts and the best (rule ``min``) trial."""
-    store = open_storage(storage, heartbeat=False)
+    store = open_storage(storage, read_only=True)
     rows = []
     for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=store)
@@ -34,6 +34,7 @@ def study_rows(storage: str | None) -> list[dict[str, Any]]:
         rows.append({
             "study": summary.study_name,
             "complete": counts["COMPLETE"],
+            "running": counts["RUNNING"],
             "pruned": counts["PRUNED"],
             "failed": counts["FAIL"],
             "best_val": top.mean if top else None,

@@ -173,7 +173,11 @@ def holdout_split(labels: torch.Tensor, holdout: float, seed: int) -> tuple[torc
             f"set data.holdout to a fraction in (0, 1) or a count below {n - 10}"
         )
     splitter = StratifiedShuffleSplit(n_splits=1, test_size=count, random_state=seed)
-    fit_idx, val_idx = next(splitter.split(np.zeros(n), labels.numpy()))
+    try:
+        fit_idx, val_idx = next(splitter.split(np.zeros(n), labels.numpy()))
+    except ValueError as err:  # e.g. a class with one example, or more classes than validation examples
+        raise DataError(f"cannot make a stratified holdout split of {n} examples ({err}); "
+                        "give every class at least two examples, or change data.holdout") from None
     return torch.from_numpy(np.sort(fit_idx)), torch.from_numpy(np.sort(val_idx))
 
 

@@ -12,8 +12,9 @@ training set, with no validation split:
 (the 2pi terms of prior and posterior cancel), where H is a Kronecker-factored generalised Gauss-Newton over all layers
 (laplace-torch's ``hessian_structure="kron"``, ``subset_of_weights="all"``).
 
-``decay_bias = false``: biases are not decayed, so they carry no lambda-dependent
-prior; they get a fixed vague precision ``BIAS_PRECISION`` instead, the same for
+``decay_bias = false``: only tensors with ``p.dim() >= 2`` are decayed; the others
+(biases, norm scales) carry no lambda-dependent prior and get a fixed vague precision
+``BIAS_PRECISION`` instead, the same for
 every lambda, so evidence differences between lambdas come from the decayed weights.
 
 laplace-torch is an optional extra (``pip install -e '.[evidence]'``): ``require()``
@@ -52,8 +53,9 @@ def require() -> None:
 
 
 def decayed(name: str, param: torch.Tensor, *, decay_bias: bool) -> bool:
-    """Whether ``param`` is decayed, as the trainer groups parameters (biases only with ``decay_bias``)."""
-    return decay_bias or not name.endswith("bias")
+    """Whether ``param`` is decayed, as the trainer groups parameters: all of them with ``decay_bias``, else
+    only weight matrices and convolution kernels (``p.dim() >= 2``, nanoGPT's rule)."""
+    return decay_bias or param.dim() >= 2
 
 
 def prior_precision(model: nn.Module, *, lam: float, n: int, decay_bias: bool) -> torch.Tensor:

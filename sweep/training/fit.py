@@ -1,4 +1,4 @@
-"""Fit one SimpleNet for one lambda: penalties, epochs, evaluation, an epoch callback.
+"""Fit one network for one lambda: penalties, epochs, evaluation, an epoch callback.
 
 Data arrive as float tensors already on the device (see ``data.to_device``);
 each epoch draws a seeded permutation and walks it in slices, with no DataLoader.
@@ -12,9 +12,12 @@ Penalty forms (``lam`` is lambda):
 - ``l1``: ``lam*||w||_1`` added to the loss.
 - ``elastic-net``: ``lam*(r*||w||_1 + (1-r)/2*||w||^2)`` with ``r = l1_ratio``.
 
-The default (``l2``) runs on a hand-derived forward/backward of SimpleNet,
-about twice as fast on a CPU as autograd for this tiny network; the other forms
-use autograd and ``torch.optim``. A test shows both paths give the same weights.
+``decay_bias = false`` decays only tensors with ``p.dim() >= 2`` (weight matrices and
+convolution kernels, nanoGPT's ``configure_optimizers`` rule); SGD forms use ``train.momentum``.
+
+For SimpleNet the default (``l2`` without momentum) runs on a hand-derived forward/backward,
+about twice as fast on a CPU as autograd for this tiny network; every other network and
+form uses autograd and ``torch.optim``. A test shows both paths give the same weights.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from sweep.config import TrainConfig
 from sweep.errors import DeviceError, TrainingDivergedError
 from sweep.training.model import SimpleNet, init_simplenet
+from sweep.training.models import Net
 
 EVAL_CHUNK = 8192
 
@@ -51,7 +55,7 @@ class FitResult:
     """A fit's per-epoch figures and, when it finished, its model."""
 
     history: list[EpochStats] = field(default_factory=list)
-    model: SimpleNet | None = None
+    model: torch.nn.Module | None = None
 
     @property
     def final(self) -> EpochStats:
@@ -82,7 +86,7 @@ def _batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device
 
 
 @torch.no_grad()
-def evaluate(model: SimpleNet, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on ``x``, ``y``."""
     loss = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
@@ -94,27 +98,41 @@ def evaluate(model: SimpleNet, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return float(loss) / n, float(correct) / n
 
 
-def _penalty_params(model: SimpleNet, decay_bias: bool) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+def decayed(p: torch.Tensor, decay_bias: bool) -> bool:
+    """Whether lambda applies to ``p``: every tensor, or (``decay_bias = false``) those with ``p.dim() >= 2`` (nanoGPT)."""
+    return decay_bias or p.dim() >= 2
+
+
+def _penalty_params(model: torch.nn.Module, decay_bias: bool) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
     """(decayed, not decayed) parameters, as nanoGPT's configure_optimizers groups them."""
-    decay = [p for n, p in model.named_parameters() if decay_bias or not n.endswith("bias")]
-    keep = [p for n, p in model.named_parameters() if not (decay_bias or not n.endswith("bias"))]
+    decay = [p for p in model.parameters() if decayed(p, decay_bias)]
+    keep = [p for p in model.parameters() if not decayed(p, decay_bias)]
     return decay, keep
 
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _make_step(model: SimpleNet, cfg: TrainConfig, lam: float) -> Step:
+def hand_written(model: torch.nn.Module, cfg: TrainConfig) -> bool:
+    """Whether the single fit uses SimpleNet's hand-written step (``l2``, plain SGD) rather than autograd."""
+    return isinstance(model, SimpleNet) and cfg.penalty == "l2" and cfg.momentum == 0
+
+
+def _make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float) -> Step:
     """One training step for ``cfg.penalty``; returns the batch's summed data loss and correct count (no sync)."""
     decay, keep = _penalty_params(model, cfg.decay_bias)
-    if cfg.penalty == "l2":
+    if hand_written(model, cfg):
+        assert isinstance(model, SimpleNet)
         return _fast_l2_step(model, lr=cfg.lr, lam=lam, decay_bias=cfg.decay_bias)
     if cfg.penalty == "l2-decoupled":
         opt: torch.optim.Optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": lam}, {"params": keep, "weight_decay": 0.0}], lr=cfg.lr
         )
+    elif cfg.penalty == "l2":
+        opt = torch.optim.SGD([{"params": decay, "weight_decay": lam}, {"params": keep, "weight_decay": 0.0}],
+                              lr=cfg.lr, momentum=cfg.momentum)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
     def penalty() -> torch.Tensor:
         sq = torch.stack([(p * p).sum() for p in decay]).sum()
@@ -178,15 +196,16 @@ def fit(
     hidden: int = 128,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
+    net: Net | None = None,
 ) -> FitResult:
-    """Train a fresh SimpleNet (init and data order from ``seed``) for ``cfg.epochs`` epochs.
+    """Train a fresh ``net`` (SimpleNet 784-``hidden``-10 when None; init and data order from ``seed``).
 
     ``on_epoch`` sees each epoch's figures and may raise to stop (pruning). Without
     validation data (the refit) the validation figures are NaN.
     Raises ``TrainingDivergedError`` when an epoch's loss is NaN or infinite.
     """
     device = x_fit.device
-    model = init_simplenet(hidden, seed).to(device)
+    model = (net.build(seed) if net is not None else init_simplenet(hidden, seed)).to(device)
     gen = torch.Generator().manual_seed(seed)
     step = _make_step(model, cfg, lam)
     history: list[EpochStats] = []
@@ -196,7 +215,7 @@ def fit(
         model.train()
         total = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        with torch.set_grad_enabled(cfg.penalty != "l2"):
+        with torch.set_grad_enabled(not hand_written(model, cfg)):
             for idx in _batches(n, cfg.batch_size, gen, device):
                 loss, hits = step(x_fit[idx], y_fit[idx])
                 total += loss

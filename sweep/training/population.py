@@ -1,30 +1,36 @@
-"""Train K SimpleNets at once: stacked weights, one batched matmul per layer, each member on its own.
+"""Train many SimpleNets at once: members are (lambda, fit set, seed) triples, stacked, one batched matmul per layer.
 
-A sweep trains the same tiny network for many lambdas; one such network leaves a
-CPU or GPU mostly idle on per-call overhead, so the population stacks the K
-members' weights, ``w1`` (K, hidden, 784), ``b1`` (K, 1, hidden), ``w2`` (K, 10, hidden),
-``b2`` (K, 1, 10), and runs every layer as one batched matmul.
+A sweep trains the same tiny network for many lambdas, folds and seeds; one such
+network leaves a CPU or GPU mostly idle on per-call overhead, so the population
+stacks its members' weights and runs every layer as one batched matmul
+(``sweep.training.stacks`` holds the arithmetic).
 
-Each member keeps what makes ``train.fit`` reproducible: its lambda (a (K, 1, 1)
-decay factor), its initialisation (``init_simplenet(hidden, seed_i)``) and its data
-order (one ``torch.randperm(n, generator=Generator().manual_seed(seed_i))`` per
-epoch). So member i gives the weights and figures of ``train.fit(..., seed=seed_i)``
-up to float rounding. Only penalty ``l2`` (SGD with coupled weight decay,
-``w <- w - lr*(grad + lam*w)``) is written out here, as in ``train._fast_l2_step``.
+Interface (what a trainer of another network can adopt as it is):
 
-When all members share one seed (a study trains every lambda with ``train.seed``)
-they also share each batch, and the first layer of all members becomes one large
-matmul: the fast path. Members with different seeds gather their own batches.
+- ``FitSet(x, y, x_val, y_val, rows)``: one fit set and its validation set. A CV
+  study passes k of them sharing the training set's tensor (``rows`` = the fold's fit indices).
+- ``Member(lam, seed, fit_set=0)``: one training; ``fit_set`` indexes the sets.
+  Members that share a fit set and a seed share every batch (a *group*); a study
+  trains each fold with the same seeds for every lambda, so a CV batch of T trials
+  x k folds x r repeats is k*r groups of T members.
+- ``train_population(sets, members, cfg=, hidden=, on_epoch=, return_models=)`` ->
+  ``MemberResult`` per member, in the order of ``members``. ``on_epoch(PopulationEpoch)``
+  sees each epoch's figures of the members still training (by member index) and those
+  that failed, and returns the member indices to stop (pruned); they leave the stacks.
+- ``fit_population(x_fit, y_fit, x_val, y_val, lams=, seeds=, ...)``: the one-fit-set form.
 
-Members leave the stacks (``index_select``) when the epoch callback stops them
-(pruning) or their loss turns NaN/inf (that member fails, the rest go on), so they
-stop costing compute. The epoch loop has no host synchronisation: losses stay on
-the device until the epoch's one read of its figures.
+Each member keeps what makes ``train.fit`` reproducible: its lambda, its initialisation
+(``init_simplenet(hidden, seed)``) and its data order (one ``torch.randperm(n,
+generator=Generator().manual_seed(seed))`` per epoch over its fit set's rows). So
+member i gives the weights and figures of ``train.fit`` on its fit set with its seed,
+up to float rounding. Only penalty ``l2`` (SGD with coupled weight decay) is written out.
+
+A member whose loss turns NaN/inf fails alone (the rest go on). The epoch loop has no
+host synchronisation: losses stay on the device until the epoch's one read of its figures.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,18 +38,28 @@ from math import isfinite, nan
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from sweep.config import TrainConfig
 from sweep.errors import ConfigError
-from sweep.training.fit import EVAL_CHUNK, EpochStats
-from sweep.training.model import CLASSES, IN_FEATURES, SimpleNet, init_simplenet
+from sweep.training.fit import EpochStats
+from sweep.training.model import CLASSES, IN_FEATURES, SimpleNet
+from sweep.training.stacks import Cohort, FitSet, evaluate, step
+
+__all__ = ["FitSet", "Member", "MemberResult", "PopulationEpoch", "auto_size", "fit_population", "train_population"]
 
 CPU_AUTO_SIZE = 32  # "auto" on a CPU: measured gains flatten out around here on 2 cores
 CUDA_AUTO_CAP = 4096
-EVAL_ELEMENTS = 1 << 26  # hidden activations per evaluation chunk (256 MB of float32)
 
 State = Literal["complete", "pruned", "failed"]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One training of a population: a lambda, a seed (initialisation and data order) and its fit set."""
+
+    lam: float
+    seed: int
+    fit_set: int = 0  # index into the population's fit sets
 
 
 @dataclass
@@ -52,6 +68,7 @@ class MemberResult:
 
     lam: float
     seed: int
+    fit_set: int = 0
     state: State = "complete"
     history: list[EpochStats] = field(default_factory=list)
     fail_reason: str | None = None
@@ -71,129 +88,85 @@ class PopulationEpoch:
 PopulationCallback = Callable[[PopulationEpoch], Iterable[int] | None]
 
 
-class _Stacks:
-    """The active members' parameters and per-member constants, kept aligned by position."""
-
-    def __init__(self, lams: Sequence[float], seeds: Sequence[int], *, hidden: int, lr: float,
-                 decay_bias: bool, device: torch.device) -> None:
-        nets = [init_simplenet(hidden, s) for s in seeds]
-        self.w1 = torch.stack([m.fc1.weight.data for m in nets]).to(device)
-        self.b1 = torch.stack([m.fc1.bias.data for m in nets]).unsqueeze(1).to(device)
-        self.w2 = torch.stack([m.fc2.weight.data for m in nets]).to(device)
-        self.b2 = torch.stack([m.fc2.bias.data for m in nets]).unsqueeze(1).to(device)
-        # The factor 1 - lr*lam is computed in double, then rounded once, as the single trainer's scalar is.
-        keep = torch.tensor([1.0 - lr * lam for lam in lams], dtype=torch.float64).to(torch.float32)
-        self.keep_w = keep.view(-1, 1, 1).to(device)
-        self.keep_b = self.keep_w if decay_bias else torch.ones_like(self.keep_w)
-        # w1 is kept as scale * w1 (one scale per member): the decay multiplies the (K,1,1) scale
-        # instead of every weight, so a step never rewrites the whole first layer for it.
-        # Where 1 - lr*lam is near 0 or negative (a diverging set-up) the weights are decayed directly.
-        self.scale = torch.ones_like(self.keep_w)
-        smallest = float(self.keep_w.abs().min()) if len(lams) else 1.0
-        self.scaled = smallest > 1e-3
-        # Fold the scale back into w1 before it can underflow (|keep|^steps stays above 1e-12).
-        self.renorm_every = max(1, int(-12 / math.log10(smallest))) if self.scaled and smallest < 1 else 1 << 62
-        self.members = list(range(len(lams)))  # original index of each stacked row
-        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
-        self.shared_order = len(set(seeds)) == 1
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def keep_rows(self, rows: list[int]) -> None:
-        """Keep only the stacked rows ``rows`` (positions); the others stop costing compute."""
-        index = torch.tensor(rows, device=self.w1.device, dtype=torch.long)
-        self.fold_scale()
-        for name in ("w1", "b1", "w2", "b2", "keep_w", "keep_b", "scale"):
-            setattr(self, name, getattr(self, name).index_select(0, index))
-        self.members = [self.members[r] for r in rows]
-        self.gens = [self.gens[r] for r in rows]
-
-    def fold_scale(self) -> None:
-        """Make ``w1`` the real weights again (scale 1)."""
-        self.w1.mul_(self.scale)
-        self.scale.fill_(1.0)
-
-    def model(self, row: int) -> SimpleNet:
-        net = SimpleNet(self.w1.shape[1]).to(self.w1.device)
-        with torch.no_grad():
-            net.fc1.weight.copy_(self.w1[row])
-            net.fc1.bias.copy_(self.b1[row, 0])
-            net.fc2.weight.copy_(self.w2[row])
-            net.fc2.bias.copy_(self.b2[row, 0])
-        return net
-
-
-def _order(stacks: _Stacks, n: int, device: torch.device) -> torch.Tensor:
-    """This epoch's data order: (n,) when shared, else (K, n); drawn on the CPU as train.fit draws it."""
-    if stacks.shared_order:
-        perm = torch.randperm(n, generator=stacks.gens[0])
-        for g in stacks.gens[1:]:  # keep every generator in step, as if each member drew its own
-            torch.randperm(n, generator=g)
-        return perm.to(device)
-    order = torch.stack([torch.randperm(n, generator=g) for g in stacks.gens])
-    if device.type == "cuda":
-        order = order.pin_memory()
-    return order.to(device, non_blocking=True)
+def train_population(sets: Sequence[FitSet], members: Sequence[Member], *, cfg: TrainConfig, hidden: int = 128,
+                     on_epoch: PopulationCallback | None = None, return_models: bool = False) -> list[MemberResult]:
+    """Train every member together; results in the order of ``members`` (see the module docstring)."""
+    if cfg.penalty != "l2":
+        raise ConfigError(
+            f"population training supports train.penalty = 'l2' only, got {cfg.penalty!r}; "
+            "use search.batch = 1 for other penalties"
+        )
+    if not members:
+        raise ValueError("a population needs at least one member")
+    if any(not 0 <= m.fit_set < len(sets) for m in members):
+        raise ValueError(f"a member's fit_set is outside the {len(sets)} fit sets given")
+    device = sets[0].x.device
+    by_size: dict[int, list[tuple[int, float, int, int]]] = {}
+    for i, m in enumerate(members):  # one cohort per fit-set size: its members step with one batch size
+        by_size.setdefault(sets[m.fit_set].n, []).append((i, m.lam, m.seed, m.fit_set))
+    cohorts = [Cohort(sets, spec, hidden=hidden, lr=cfg.lr, decay_bias=cfg.decay_bias, device=device)
+               for spec in by_size.values()]
+    results = [MemberResult(lam=float(m.lam), seed=int(m.seed), fit_set=m.fit_set) for m in members]
+    for epoch in range(1, cfg.epochs + 1):
+        cohorts = [c for c in cohorts if len(c)]
+        if not cohorts:
+            break
+        start = time.perf_counter()
+        cols = [_train_epoch(c, cfg) for c in cohorts]
+        # One read of every cohort's figures; divided in double, as train.fit's float(sum) / n does.
+        sums = torch.cat([col.double() for col in cols], 1).tolist()
+        share = (time.perf_counter() - start) / sum(len(c) for c in cohorts)  # each member's share of the wall time
+        stats: dict[int, EpochStats] = {}
+        failed: dict[int, str] = {}
+        keep: list[list[int]] = [[] for _ in cohorts]
+        flat = [(ci, row, c, member) for ci, c in enumerate(cohorts) for row, member in enumerate(c.members)]
+        for j, (ci, row, c, member) in enumerate(flat):
+            fs = sets[members[member].fit_set]
+            n_val = max(int(fs.y_val.shape[0]), 1) if fs.y_val is not None else 0
+            train_loss, train_acc = sums[0][j] / c.n, sums[1][j] / c.n
+            v_loss, v_acc = (sums[2][j] / n_val, sums[3][j] / n_val) if n_val else (nan, nan)
+            if not isfinite(train_loss):
+                failed[member] = (f"training loss became {train_loss} in epoch {epoch} at lambda "
+                                  f"{members[member].lam:.3g}; lower train.lr or the lambda range")
+                results[member].state, results[member].fail_reason = "failed", failed[member]
+                continue
+            stats[member] = EpochStats(epoch, train_loss, train_acc, v_loss, v_acc, share)
+            results[member].history.append(stats[member])
+            keep[ci].append(row)
+        stop = set(on_epoch(PopulationEpoch(epoch, stats, failed)) or ()) if on_epoch is not None else set()
+        for member in stop & stats.keys():
+            results[member].state = "pruned"
+        for c, rows in zip(cohorts, keep, strict=True):
+            rows = [r for r in rows if c.members[r] not in stop]
+            if len(rows) < len(c):
+                c.keep_rows(rows)
+    if return_models:
+        for c in cohorts:
+            for row, member in enumerate(c.members):
+                results[member].model = c.model(row)
+    return results
 
 
-def _step(p: _Stacks, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step of every member; returns each member's summed batch loss and correct count, (K,) each, no sync.
-
-    ``xb``/``yb`` are (B, 784)/(B,) when the members share the batch, else (K, B, 784)/(K, B).
-    """
-    k, hidden = p.w1.shape[0], p.w1.shape[1]
-    shared = xb.dim() == 2
-    b = yb.shape[-1]
-    if shared:  # one (B, 784) x (784, K*hidden) matmul for the whole population
-        h = torch.mm(xb, p.w1.reshape(k * hidden, IN_FEATURES).t()).view(b, k, hidden).transpose(0, 1)
-        y3 = yb.view(1, b, 1).expand(k, b, 1)
-    else:
-        h = torch.bmm(xb, p.w1.mT)
-        y3 = yb.unsqueeze(2)
-    h = torch.addcmul(p.b1, h, p.scale).clamp_(min=0)  # (K, B, hidden): scale * (x @ w1.T) + b1
-    out = torch.baddbmm(p.b2, h, p.w2.mT)  # (K, B, 10)
-    lse = out.logsumexp(2, keepdim=True)
-    loss = (lse - out.gather(2, y3)).sum((1, 2))
-    hits = (out.argmax(2, keepdim=True) == y3).sum((1, 2))
-    g_out = (out - lse).exp_()  # softmax
-    g_out.scatter_add_(2, y3, torch.full(y3.shape, -1.0, device=g_out.device))
-    g_out.div_(b)
-    g_h = torch.bmm(g_out, p.w2).mul_(h > 0)  # (K, B, hidden), before w2 changes
-    p.w2.mul_(p.keep_w).baddbmm_(g_out.mT, h, alpha=-lr)
-    p.b2.mul_(p.keep_b).sub_(g_out.sum(1, keepdim=True), alpha=lr)
-    p.b1.mul_(p.keep_b).sub_(g_h.sum(1, keepdim=True), alpha=lr)
-    if p.scaled:  # scale*w1 <- keep*scale*w1 - lr*g:  scale <- keep*scale,  w1 <- w1 - (lr/scale)*g
-        p.scale.mul_(p.keep_w)
-        g_h = g_h * (lr / p.scale)
-        step = 1.0
-    else:
-        p.w1.mul_(p.keep_w)
-        step = lr
-    if shared:
-        p.w1.view(k * hidden, IN_FEATURES).addmm_(g_h.transpose(1, 2).reshape(k * hidden, b), xb, alpha=-step)
-    else:
-        p.w1.baddbmm_(g_h.mT, xb, alpha=-step)
-    return loss, hits
-
-
-@torch.no_grad()
-def _evaluate(p: _Stacks, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy and correct counts of every member on (x, y), shapes (K,); no sync."""
-    k, hidden = p.w1.shape[0], p.w1.shape[1]
-    loss = torch.zeros(k, device=x.device)
-    correct = torch.zeros(k, device=x.device, dtype=torch.long)
-    rows = max(1, min(EVAL_CHUNK, EVAL_ELEMENTS // (k * hidden)))
-    w1 = p.w1.reshape(k * hidden, IN_FEATURES).t()
-    b1 = p.b1.reshape(1, k * hidden)
-    for xs, ys in zip(x.split(rows), y.split(rows), strict=True):
-        m = ys.shape[0]
-        h = torch.addmm(b1, xs, w1).view(m, k, hidden).transpose(0, 1).clamp_(min=0)
-        out = torch.baddbmm(p.b2, h, p.w2.mT)  # (K, m, 10)
-        ce = F.cross_entropy(out.reshape(k * m, CLASSES), ys.repeat(k), reduction="none")
-        loss += ce.view(k, m).sum(1)
-        correct += (out.argmax(2) == ys).sum(1)
-    return loss, correct
+def _train_epoch(c: Cohort, cfg: TrainConfig) -> torch.Tensor:
+    """One epoch of a cohort; (4, K) on the device: summed train loss, train hits, val loss, val hits."""
+    order = c.order()
+    total = torch.zeros(len(c), device=order.device)
+    fit_correct = torch.zeros(len(c), device=order.device, dtype=torch.long)
+    with torch.no_grad():
+        for i, s in enumerate(range(0, c.n, cfg.batch_size), start=1):
+            loss, hits = step(c, *c.batch(order[:, s:s + cfg.batch_size]), cfg.lr)
+            total += loss
+            fit_correct += hits
+            if i % c.renorm_every == 0:
+                c.fold_scale()
+        c.fold_scale()
+    val = torch.zeros(2, len(c), device=order.device)
+    for s, first, end in c.set_slices():
+        fs = c.sets[s]
+        if fs.x_val is not None and fs.y_val is not None:
+            loss, hits = evaluate(c, first, end, fs.x_val, fs.y_val)
+            val[0, first:end], val[1, first:end] = loss, hits.to(val.dtype)
+    return torch.cat([torch.stack([total, fit_correct.to(total.dtype)]), val])
 
 
 def fit_population(
@@ -209,71 +182,12 @@ def fit_population(
     on_epoch: PopulationCallback | None = None,
     return_models: bool = False,
 ) -> list[MemberResult]:
-    """Train one SimpleNet per (lambda, seed) pair together; results in the order of ``lams``.
-
-    The callback sees each epoch's figures and returns the members to stop (pruned).
-    A member whose training loss is NaN or infinite fails alone (``fail_reason``).
-    """
-    if cfg.penalty != "l2":
-        raise ConfigError(
-            f"population training supports train.penalty = 'l2' only, got {cfg.penalty!r}; "
-            "use search.batch = 1 for other penalties"
-        )
+    """One SimpleNet per (lambda, seed) pair on one fit set; results in the order of ``lams``."""
     if len(lams) != len(seeds) or not lams:
         raise ValueError(f"need one seed per lambda and at least one member, got {len(lams)} and {len(seeds)}")
-    device = x_fit.device
-    stacks = _Stacks(lams, seeds, hidden=hidden, lr=cfg.lr, decay_bias=cfg.decay_bias, device=device)
-    results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
-    n = int(y_fit.shape[0])
-    for epoch in range(1, cfg.epochs + 1):
-        if not len(stacks):
-            break
-        start = time.perf_counter()
-        order = _order(stacks, n, device)
-        total = torch.zeros(len(stacks), device=device)
-        fit_correct = torch.zeros(len(stacks), device=device, dtype=torch.long)
-        with torch.no_grad():
-            for i, s in enumerate(range(0, n, cfg.batch_size), start=1):
-                idx = order[..., s:s + cfg.batch_size]
-                loss, hits = _step(stacks, x_fit[idx], y_fit[idx], cfg.lr)
-                total += loss
-                fit_correct += hits
-                if i % stacks.renorm_every == 0:
-                    stacks.fold_scale()
-            stacks.fold_scale()
-        cols = [total, fit_correct]  # running training figures, as train.fit reports them
-        if x_val is not None and y_val is not None:
-            cols += _evaluate(stacks, x_val, y_val)
-        # Divided in double after one read, as train.fit's float(sum) / n does.
-        sums = torch.stack([c.double() for c in cols]).tolist()
-        n_val = max(int(y_val.shape[0]), 1) if y_val is not None else 1
-        figures = [[v / d for v in col] for col, d in zip(sums, (n, n, n_val, n_val), strict=False)]
-        if len(figures) == 2:
-            figures += [[nan] * len(stacks)] * 2
-        share = (time.perf_counter() - start) / len(stacks)  # each member's share of the epoch's wall time
-        stats: dict[int, EpochStats] = {}
-        failed: dict[int, str] = {}
-        keep: list[int] = []
-        for row, member in enumerate(stacks.members):
-            train_loss, train_acc, v_loss, v_acc = (col[row] for col in figures)
-            if not isfinite(train_loss):
-                failed[member] = (f"training loss became {train_loss} in epoch {epoch} at lambda {lams[member]:.3g}; "
-                                  "lower train.lr or the lambda range")
-                results[member].state, results[member].fail_reason = "failed", failed[member]
-                continue
-            stats[member] = EpochStats(epoch, train_loss, train_acc, v_loss, v_acc, share)
-            results[member].history.append(stats[member])
-            keep.append(row)
-        stop = set(on_epoch(PopulationEpoch(epoch, stats, failed)) or ()) if on_epoch is not None else set()
-        for member in stop & stats.keys():
-            results[member].state = "pruned"
-        keep = [row for row in keep if stacks.members[row] not in stop]
-        if len(keep) < len(stacks):
-            stacks.keep_rows(keep)
-    if return_models:
-        for row, member in enumerate(stacks.members):
-            results[member].model = stacks.model(row)
-    return results
+    members = [Member(float(lam), int(s)) for lam, s in zip(lams, seeds, strict=True)]
+    return train_population([FitSet(x_fit, y_fit, x_val, y_val)], members, cfg=cfg, hidden=hidden,
+                            on_epoch=on_epoch, return_models=return_models)
 
 
 def member_bytes(*, hidden: int, batch_size: int, n_fit: int) -> int:

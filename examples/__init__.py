@@ -1,0 +1,1 @@
+"""Examples a user can copy: factories for lambda-sweep's ``model.factory`` and ``data.factory`` keys."""

@@ -1,0 +1,224 @@
+"""Train K copies of any network at once with ``torch.func``: one lambda, seed and data order per member.
+
+The members' parameters are stacked (``stack_module_state``: each tensor gains a leading
+K axis) and one step is ``vmap(grad(loss))`` over the stack, with ``functional_call``
+running the user's own ``forward`` on each member's slice. So any ``nn.Module`` without
+buffers trains as a population; SimpleNet keeps its hand-written population
+(``population.py``), which measures faster (docs/models.md).
+
+Each member is what ``fit.fit`` would train alone: its initialisation is ``net.build(seed_i)``,
+its data order one ``torch.randperm`` per epoch from ``Generator().manual_seed(seed_i)``, and
+its update the same arithmetic as ``torch.optim`` with its own lambda:
+
+- ``l2``: ``g + lam*w`` (decayed tensors), then SGD (with ``train.momentum``) as ``torch.optim.SGD``;
+- ``l2-loss``, ``l1``, ``elastic-net``: the penalty is in each member's loss, then SGD;
+- ``l2-decoupled``: AdamW's ``w *= 1 - lr*lam`` on decayed tensors, then Adam's moments, as ``torch.optim.AdamW``.
+
+Members share each batch when they share a seed (a study's case), and the data then enter
+``vmap`` unbatched: a layer's K matmuls see one input. Members stopped by the epoch callback
+(pruned) or with a NaN/inf loss (failed) leave the stacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from sweep.config import TrainConfig
+from sweep.training.fit import EVAL_CHUNK, EpochStats, decayed
+from sweep.training.models import Net
+from sweep.training.population import MemberResult, PopulationCallback, PopulationEpoch
+
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, as the single fit uses them
+
+
+def supports(net: Net) -> bool:
+    """Whether ``net`` can train as a functional population: no buffers (BatchNorm's running stats are state)."""
+    return next(net.build(0).buffers(), None) is None
+
+
+class _Members:
+    """Stacked parameters and optimiser state of the members still training, aligned by row."""
+
+    def __init__(self, net: Net, lams: Sequence[float], seeds: Sequence[int], cfg: TrainConfig, device: torch.device) -> None:
+        models = [net.build(s).to(device) for s in seeds]
+        self.base = copy.deepcopy(models[0]).to("meta")
+        params, _ = stack_module_state(models)  # type: ignore[arg-type]
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.decay = {n for n, p in models[0].named_parameters() if decayed(p, cfg.decay_bias)}
+        self.lam = torch.tensor(list(lams), dtype=torch.float32, device=device)
+        # 1 - lr*lam in double, rounded once, as torch.optim.AdamW's scalar is (also plain SGD's decay factor).
+        self.keep = torch.tensor([1.0 - cfg.lr * lam for lam in lams], dtype=torch.float64).to(torch.float32).to(device)
+        self.state: dict[str, dict[str, torch.Tensor]] = {}  # optimiser state per parameter name
+        self.members = list(range(len(lams)))
+        self.shared_order = len(set(seeds)) == 1  # then one generator gives every member's (identical) order
+        self.gens = [torch.Generator().manual_seed(s) for s in (seeds[:1] if self.shared_order else seeds)]
+        self.steps = 0
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def keep_rows(self, rows: list[int]) -> None:
+        index = torch.tensor(rows, dtype=torch.long, device=self.lam.device)
+        self.params = {k: v.index_select(0, index) for k, v in self.params.items()}
+        self.state = {k: {s: t.index_select(0, index) for s, t in st.items()} for k, st in self.state.items()}
+        self.lam, self.keep = self.lam.index_select(0, index), self.keep.index_select(0, index)
+        self.members = [self.members[r] for r in rows]
+        if not self.shared_order:
+            self.gens = [self.gens[r] for r in rows]
+
+    def per_member(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _loss_fn(members: _Members, cfg: TrainConfig):  # noqa: ANN202 - a closure for torch.func.grad
+    base, decay = members.base, members.decay
+
+    def loss(params: dict[str, torch.Tensor], lam: torch.Tensor, x: torch.Tensor, y: torch.Tensor):  # noqa: ANN202
+        out = functional_call(base, params, (x,))
+        data = F.cross_entropy(out, y)
+        total = data
+        if cfg.penalty in ("l2-loss", "l1", "elastic-net"):
+            ws = [params[n] for n in params if n in decay]
+            sq = torch.stack([(w * w).sum() for w in ws]).sum()
+            ab = torch.stack([w.abs().sum() for w in ws]).sum()
+            if cfg.penalty == "l2-loss":
+                total = data + lam / 2 * sq
+            elif cfg.penalty == "l1":
+                total = data + lam * ab
+            else:
+                total = data + lam * (cfg.l1_ratio * ab + (1 - cfg.l1_ratio) / 2 * sq)
+        return total, (data.detach() * y.shape[0], (out.detach().argmax(1) == y).sum())
+
+    return loss
+
+
+@torch.no_grad()
+def _update(m: _Members, grads: dict[str, torch.Tensor], cfg: TrainConfig) -> None:
+    """One optimiser step of every member, elementwise as torch.optim does it for one."""
+    m.steps += 1
+    for name, w in m.params.items():
+        g = grads[name]
+        st = m.state.setdefault(name, {})
+        if cfg.penalty == "l2-decoupled":
+            if name in m.decay:
+                w.mul_(m.per_member(m.keep, w))
+            (b1, b2), t = BETAS, m.steps
+            avg = st.setdefault("avg", torch.zeros_like(w))
+            sq = st.setdefault("sq", torch.zeros_like(w))
+            avg.lerp_(g, 1 - b1)
+            sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (sq.sqrt() / math.sqrt(1 - b2 ** t)).add_(EPS)
+            w.addcdiv_(avg, denom, value=-cfg.lr / (1 - b1 ** t))
+            continue
+        if cfg.penalty == "l2" and name in m.decay:
+            if not cfg.momentum:  # w - lr*(g + lam*w) as (1 - lr*lam)*w - lr*g: two passes over w, no temporary
+                w.mul_(m.per_member(m.keep, w)).add_(g, alpha=-cfg.lr)
+                continue
+            g = torch.addcmul(g, w, m.per_member(m.lam, w))
+        if cfg.momentum:
+            buf = st.get("buf")
+            st["buf"] = g.clone() if buf is None else buf.mul_(cfg.momentum).add_(g)
+            g = st["buf"]
+        w.add_(g, alpha=-cfg.lr)
+
+
+@torch.no_grad()
+def _evaluate(m: _Members, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and correct counts of every member on (x, y), shapes (K,); no sync."""
+    k = len(m)
+    forward = vmap(lambda p, xs: functional_call(m.base, p, (xs,)), in_dims=(0, None))
+    loss = torch.zeros(k, device=x.device)
+    correct = torch.zeros(k, device=x.device, dtype=torch.long)
+    for xs, ys in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK), strict=True):
+        out = forward(m.params, xs)  # (K, m, classes)
+        loss += F.cross_entropy(out.flatten(0, 1), ys.repeat(k), reduction="none").view(k, -1).sum(1)
+        correct += (out.argmax(2) == ys).sum(1)
+    return loss, correct
+
+
+def fit_population(
+    x_fit: torch.Tensor,
+    y_fit: torch.Tensor,
+    x_val: torch.Tensor | None,
+    y_val: torch.Tensor | None,
+    *,
+    lams: Sequence[float],
+    seeds: Sequence[int],
+    cfg: TrainConfig,
+    net: Net,
+    on_epoch: PopulationCallback | None = None,
+    return_models: bool = False,
+) -> list[MemberResult]:
+    """Train one ``net`` per (lambda, seed) pair together; results in the order of ``lams``.
+
+    The same contract as ``population.fit_population``: the callback sees each epoch's figures and
+    returns the members to stop (pruned); a member whose training loss is NaN or infinite fails alone.
+    """
+    if len(lams) != len(seeds) or not lams:
+        raise ValueError(f"need one seed per lambda and at least one member, got {len(lams)} and {len(seeds)}")
+    device = x_fit.device
+    m = _Members(net, lams, seeds, cfg, device)
+    results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
+    loss = _loss_fn(m, cfg)
+    # randomness="different": a layer drawing random numbers (dropout) draws per member, unlike alone.
+    shared_step = vmap(grad(loss, has_aux=True), in_dims=(0, 0, None, None), randomness="different")
+    own_step = vmap(grad(loss, has_aux=True), in_dims=(0, 0, 0, 0), randomness="different")
+    n = int(y_fit.shape[0])
+    for epoch in range(1, cfg.epochs + 1):
+        if not len(m):
+            break
+        start = time.perf_counter()
+        order = torch.stack([torch.randperm(n, generator=g) for g in m.gens]).to(device)
+        order = order[0] if m.shared_order else order
+        total = torch.zeros(len(m), device=device)
+        hits = torch.zeros(len(m), device=device, dtype=torch.long)
+        for s in range(0, n, cfg.batch_size):
+            idx = order[..., s:s + cfg.batch_size]
+            step = shared_step if m.shared_order else own_step
+            grads, (batch_loss, batch_hits) = step(m.params, m.lam, x_fit[idx], y_fit[idx])
+            _update(m, grads, cfg)
+            total += batch_loss
+            hits += batch_hits
+        cols = [total, hits]
+        if x_val is not None and y_val is not None:
+            cols += _evaluate(m, x_val, y_val)
+        sums = torch.stack([c.double() for c in cols]).tolist()
+        n_val = max(int(y_val.shape[0]), 1) if y_val is not None else 1
+        figures = [[v / d for v in col] for col, d in zip(sums, (n, n, n_val, n_val), strict=False)]
+        if len(figures) == 2:
+            figures += [[math.nan] * len(m)] * 2
+        share = (time.perf_counter() - start) / len(m)
+        stats: dict[int, EpochStats] = {}
+        failed: dict[int, str] = {}
+        keep: list[int] = []
+        for row, member in enumerate(m.members):
+            train_loss, train_acc, v_loss, v_acc = (col[row] for col in figures)
+            if not math.isfinite(train_loss):
+                failed[member] = (f"training loss became {train_loss} in epoch {epoch} at lambda {lams[member]:.3g}; "
+                                  "lower train.lr or the lambda range")
+                results[member].state, results[member].fail_reason = "failed", failed[member]
+                continue
+            stats[member] = EpochStats(epoch, train_loss, train_acc, v_loss, v_acc, share)
+            results[member].history.append(stats[member])
+            keep.append(row)
+        stop = set(on_epoch(PopulationEpoch(epoch, stats, failed)) or ()) if on_epoch is not None else set()
+        for member in stop & stats.keys():
+            results[member].state = "pruned"
+        keep = [row for row in keep if m.members[row] not in stop]
+        if len(keep) < len(m):
+            m.keep_rows(keep)
+    if return_models:
+        for row, member in enumerate(m.members):
+            model = net.build(seeds[member]).to(device)
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(m.params[name][row])
+            results[member].model = model  # type: ignore[assignment]
+    return results

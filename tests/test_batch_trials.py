@@ -1,0 +1,122 @@
+"""Batches of CV and repeated trials (sweep.batch_trials): the same values, attributes and pruning
+decisions as the single-trial objectives, on the CPU and the shipped sample."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+import sweep.batch_trials
+from sweep import study
+from sweep.batch import run_batch
+from sweep.config import PARAM, StudyConfig
+from sweep.objective import make_objective
+from sweep.trial_data import prepare
+
+
+def _fresh(cfg: StudyConfig, url: str, lams: list[float], *, startup: dict[int, float] | None = None) -> optuna.Study:
+    """A study with ``lams`` queued, after five COMPLETE trials reporting ``startup`` (the median pruner's start)."""
+    s = study.create_or_load(cfg, url)
+    dist: dict[str, BaseDistribution] = {PARAM: FloatDistribution(cfg.search.lambda_low, cfg.search.lambda_high, log=True)}
+    for _ in range(5 if startup else 0):
+        s.add_trial(optuna.trial.create_trial(params={PARAM: 1e-3}, distributions=dist, value=0.5,
+                                              intermediate_values=startup))
+    for lam in lams:
+        s.enqueue_trial({PARAM: lam})
+    return s
+
+
+def _single(cfg: StudyConfig, url: str, lams: list[float], **kw: Any) -> list[optuna.trial.FrozenTrial]:
+    s = _fresh(cfg, url, lams, **kw)
+    s.optimize(make_objective(cfg, prepare(cfg)), n_trials=len(lams), catch=())
+    return s.get_trials()[-len(lams):]
+
+
+def _batch(cfg: StudyConfig, url: str, lams: list[float], **kw: Any) -> list[optuna.trial.FrozenTrial]:
+    s = _fresh(cfg, url, lams, **kw)
+    return run_batch(s, cfg, prepare(cfg), size=len(lams))
+
+
+def _same_trial(batch: optuna.trial.FrozenTrial, alone: optuna.trial.FrozenTrial, *, tol: float) -> None:
+    assert batch.state == alone.state and batch.params == alone.params
+    assert set(batch.user_attrs) == set(alone.user_attrs) | {"population"}
+    assert list(batch.intermediate_values) == list(alone.intermediate_values)
+    for step, v in alone.intermediate_values.items():
+        assert batch.intermediate_values[step] == pytest.approx(v, abs=tol)
+    for key in ("val_acc", "val_se", "val_loss", "train_loss"):
+        assert batch.user_attrs[key] == pytest.approx(alone.user_attrs[key], abs=tol), key
+    assert batch.user_attrs["fold_scores"] == pytest.approx(alone.user_attrs["fold_scores"], abs=tol)
+    for key in ("seeds", "folds", "repeats", "validation", "n_val", "split_seed"):
+        assert batch.user_attrs.get(key) == alone.user_attrs.get(key), key
+    if alone.value is not None:
+        assert batch.value == pytest.approx(alone.value, abs=tol)
+
+
+@pytest.mark.parametrize("repeats", [1, 2], ids=["cv", "cv-repeats"])
+def test_cv_batch_equals_single_cv_trials(tiny_cfg, sqlite_url: str, tmp_path, repeats: int) -> None:
+    cfg = tiny_cfg(name="cvb", train={"epochs": 1},
+                   search={"validation": "cv", "folds": 3, "repeats": repeats, "n_trials": 3, "batch": 3})
+    lams = [1e-5, 1e-3, 1e-2]
+    batch = _batch(cfg, sqlite_url, lams)
+    alone = _single(cfg, f"sqlite:///{tmp_path / 'single.db'}", lams)
+    assert [t.state for t in batch] == [TrialState.COMPLETE] * 3
+    for b, a in zip(batch, alone, strict=True):
+        _same_trial(b, a, tol=1.5 / 1333)  # each fold: an argmax tie may flip one of ~1,333 validation digits
+        assert len(b.user_attrs["fold_scores"]) == 3 * repeats and b.user_attrs["population"] == 3
+
+
+def test_repeated_holdout_batch_equals_single_trials(tiny_cfg, sqlite_url: str, tmp_path) -> None:
+    cfg = tiny_cfg(name="rep", train={"epochs": 2}, search={"repeats": 3, "n_trials": 2, "batch": 2})
+    lams = [1e-5, 1e-2]
+    batch = _batch(cfg, sqlite_url, lams)
+    alone = _single(cfg, f"sqlite:///{tmp_path / 'single.db'}", lams)
+    for b, a in zip(batch, alone, strict=True):
+        _same_trial(b, a, tol=1.5 / 1000)
+        assert b.user_attrs["val_se_binomial"] == pytest.approx(a.user_attrs["val_se_binomial"], abs=1e-3)
+        assert list(b.intermediate_values) == [1, 2]  # the first seed reports each epoch, as the objective does
+
+
+def test_cv_batch_prunes_as_the_single_cv_objective(tiny_cfg, sqlite_url: str, tmp_path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Five complete trials at 0.5 on every fold; lambda 1e-5 learns (about 0.8), lambda 3 decays every
+    # weight away (about 0.1): the median pruner stops it after fold 1 (its warm-up is one fold).
+    cfg = tiny_cfg(name="cvp", train={"epochs": 1},
+                   search={"validation": "cv", "folds": 4, "pruner": "median", "lambda_high": 5.0, "batch": 2})
+    lams, startup = [1e-5, 3.0], {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.5}
+    widths: list[list[int]] = []
+    real = sweep.batch_trials.train_population
+
+    def counting(sets, members, **kw):  # type: ignore[no-untyped-def]
+        widths.append(sorted({m.fit_set for m in members}) + [len(members)])
+        return real(sets, members, **kw)
+
+    monkeypatch.setattr(sweep.batch_trials, "train_population", counting)
+    batch = _batch(cfg, sqlite_url, lams, startup=startup)
+    alone = _single(cfg, f"sqlite:///{tmp_path / 'single.db'}", lams, startup=startup)
+    assert [t.state for t in alone] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert list(alone[1].intermediate_values) == [0, 1]
+    for b, a in zip(batch, alone, strict=True):
+        _same_trial(b, a, tol=1.5 / 1000)
+    # Folds 0 and 1 together (no pruning before fold 1), then one fold per wave without the pruned trial.
+    assert widths == [[0, 1, 4], [2, 1], [3, 1]]
+
+
+def test_pruner_view_decides_as_should_prune(sqlite_url: str) -> None:
+    s = optuna.create_study(storage=sqlite_url, direction="maximize",
+                            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    for v in (0.4, 0.6, 0.8):
+        t = s.ask()
+        t.report(v, 0)
+        s.tell(t, v)
+    view = sweep.batch_trials._PrunerView(s)
+    assert view.fast
+    for v, expect in ((0.5, True), (0.7, False), (0.6, False)):
+        t = s.ask()
+        t.report(v, 0)
+        assert bool(view.should_prune(t)) == bool(t.should_prune()) == expect
+        s.tell(t, v)
+        view.refresh()

@@ -1,0 +1,33 @@
+"""benchmarks/study_speed.py --quick: the three ways run end to end, in a real process, and the table adds up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_prints_and_writes_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "speed.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_speed.py"), "--quick", "--json", str(out)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads(out.read_text())
+    rows = {(r["study"], r["way"][:3]): r for r in table["rows"]}
+    assert sorted(rows) == sorted((s, w) for s in ("quickstart", "cv-4x3") for w in ("(a)", "(b)", "(c)"))
+    assert table["matmul_gflops"] > 0
+    for r in table["rows"]:
+        assert r["wall_s"] > 0 and r["floor_s"] > 0 and r["model_epochs"] > 0
+        assert r["floor_s"] == pytest.approx(r["flops"] / (table["matmul_gflops"] * 1e9))
+    # No pruner in the CV study: every way trains 4 lambdas x 3 folds x 1 epoch, and all find a lambda.
+    assert [rows["cv-4x3", w]["model_epochs"] for w in ("(a)", "(b)", "(c)")] == [12, 12, 12]
+    assert all(rows["cv-4x3", w]["best_lambda"] is not None for w in ("(a)", "(b)", "(c)"))
+    for line in ("study", "(a) optuna+seed", "(b) sweep, 1 at a time", "(c) sweep, batch 4", "matmul rate"):
+        assert line in proc.stdout
