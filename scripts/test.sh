@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-debian.sh
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,evidence]'
 
 # A PostgreSQL server on 127.0.0.1 for the storage tests (prints its URL).
 SWEEP_TEST_POSTGRES_URL=$(bash .ci/postgres.sh)

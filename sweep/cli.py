@@ -148,8 +148,11 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
 def _best_line(rec: Any) -> str:
     """What ``sweep run`` and ``sweep refit`` print: the pick, its figures, the plausible range."""
     where = f"trial {rec.trial}" if rec.trial is not None else "smoothed curve"
-    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): "
-            f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}, test accuracy {fmt(rec.test_acc)} "
+    if rec.validation in ("evidence", "marglik"):
+        score = f"log evidence {rec.val_acc:.1f} nats"  # no validation split: the trial's value is its evidence
+    else:
+        score = f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}"
+    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): {score}, test accuracy {fmt(rec.test_acc)} "
             f"(refit on the whole training set); plausible lambdas {rec.plausible_low:.3g} to {rec.plausible_high:.3g}")
 
 
@@ -276,6 +279,28 @@ def report(names: tuple[str, ...], storage: str | None, output: str, png: str | 
         click.echo(f"wrote {png}")
     for name in dict.fromkeys(names):
         report_mod.save_dashboard_figure(load_study(name, storage))
+
+
+@main.command()
+@click.argument("name")
+@STORAGE
+def evidence(name: str, storage: str | None) -> None:
+    """Compute the Laplace log evidence of each complete trial's lambda of study NAME (needs the evidence extra).
+
+    Each lambda is refit on the whole training set; the figures are stored with the study, and
+    'sweep report' draws them beside the validation curve.
+    """
+    from sweep.evidence import evidence_of_study
+    from sweep.select import evidence_choice
+
+    def on_trial(number: int, lam: float, value: float) -> None:
+        click.echo(f"trial {number} lambda={lam:.3g} log evidence {value:.1f}", err=True)
+
+    evidence_of_study(name, storage=storage, on_trial=on_trial)
+    pick = evidence_choice(name, storage=storage)
+    click.echo(f"evidence picks lambda {pick.lam:.4g} (trial {pick.trial}, log evidence {pick.log_evidence:.1f}); "
+               f"rule {pick.rule} picks lambda {pick.rule_lam:.4g} (trial {pick.rule_trial})"
+               + ("" if pick.agree else ": they disagree, see docs/evidence.md"))
 
 
 @main.command()

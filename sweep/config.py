@@ -37,9 +37,9 @@ Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 Dataset = Literal["mnist", "fashion-mnist", "mnist-sample"]
 Penalty = Literal["l2", "l2-loss", "l2-decoupled", "l1", "elastic-net"]
-Sampler = Literal["tpe", "gp", "random", "qmc", "grid"]
+Sampler = Literal["tpe", "gp", "random", "qmc", "grid", "marglik"]
 Pruner = Literal["none", "median", "hyperband"]
-Validation = Literal["holdout", "cv"]
+Validation = Literal["holdout", "cv", "evidence"]
 Rule = Literal["min", "1se", "1se-paired", "smooth"]
 Stop = Literal["n_trials", "resolved"]
 Arch = Literal["simplenet", "mlp", "cnn"]
@@ -137,8 +137,9 @@ class SearchConfig(_Section):
     lambda_high: float = Field(default=1e-2, gt=0)
     pruner: Pruner = "median"
     seed: Seed = 0
-    # How a lambda is scored (see docs/cv.md): one holdout split, or stratified k-fold CV of the
-    # training set; ``repeats`` training seeds per split or fold; ``rule`` picks the refit's lambda.
+    # How a lambda is scored (see docs/cv.md): one holdout split, stratified k-fold CV of the training
+    # set, or the Laplace evidence on the whole training set (docs/evidence.md); ``repeats`` training
+    # seeds per split or fold; ``rule`` picks the refit's lambda.
     validation: Validation = "holdout"
     folds: int = Field(default=5, ge=2)
     repeats: int = Field(default=1, ge=1)
@@ -186,6 +187,24 @@ class StudyConfig(_Section):
         if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in v):
             raise ValueError("must not contain control characters (newlines, tabs, ...)")
         return v
+
+    @model_validator(mode="after")
+    def _check_evidence(self) -> StudyConfig:
+        # The evidence treats weight decay as a Gaussian prior: only the L2 penalty forms are one.
+        evidence = self.search.validation == "evidence" or self.search.sampler == "marglik"
+        if evidence and self.train.penalty not in ("l2", "l2-loss"):
+            raise ValueError(f"search.validation = 'evidence' and search.sampler = 'marglik' need train.penalty "
+                             f"'l2' or 'l2-loss' (a Gaussian prior), got {self.train.penalty!r}")
+        if self.search.sampler == "marglik":
+            if self.search.n_trials != 1:
+                raise ValueError(f"search.sampler = 'marglik' trains one network: set search.n_trials = 1, "
+                                 f"got {self.search.n_trials}")
+            if not self.train.decay_bias:
+                raise ValueError("search.sampler = 'marglik' tunes one prior over all parameters: "
+                                 "set train.decay_bias = true")
+            if self.search.batch != 1:
+                raise ValueError("search.sampler = 'marglik' trains one network: set search.batch = 1")
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

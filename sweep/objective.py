@@ -15,13 +15,19 @@ import optuna
 from sweep.config import StudyConfig
 from sweep.cv import make_cv_objective
 from sweep.errors import TrainingDivergedError
+from sweep.evidence import make_evidence_objective, make_marglik_objective
 from sweep.holdout import make_holdout_objective, make_repeated_holdout_objective
 from sweep.training.fit import evaluate, fit
 from sweep.trial_data import Prepared
 
 
 def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
-    """The study's objective: k-fold CV, holdout with repeats, or one holdout fit (the default)."""
+    """The study's objective: the one-run marglik search, evidence, k-fold CV, holdout with repeats, or one
+    holdout fit (the default)."""
+    if cfg.search.sampler == "marglik":
+        return make_marglik_objective(cfg, prep)
+    if cfg.search.validation == "evidence":
+        return make_evidence_objective(cfg, prep)
     if cfg.search.validation == "cv":
         return make_cv_objective(cfg, prep)
     if cfg.search.repeats > 1:

@@ -267,6 +267,43 @@ def best_record(name: str, *, storage: str | None = None, rule: str | None = Non
         smooth_low=sel.smooth.interval[0] if sel.smooth else None,
         smooth_high=sel.smooth.interval[1] if sel.smooth else None,
         plausible_low=sel.plausible[0], plausible_high=sel.plausible[1],
-        validation=cfg.search.validation if cfg is not None else None,
+        validation=(("marglik" if cfg.search.sampler == "marglik" else cfg.search.validation) if cfg is not None else None),
         stopped=stopped.get("reason") if isinstance(stopped, dict) else None,
     )
+
+
+@dataclass(frozen=True)
+class EvidenceChoice:
+    """The lambda with the highest Laplace log evidence (``sweep evidence``) beside the study rule's pick."""
+
+    lam: float
+    trial: int
+    log_evidence: float
+    rule: str
+    rule_lam: float
+    rule_trial: int
+
+    @property
+    def agree(self) -> bool:
+        return self.trial == self.rule_trial
+
+
+def evidence_pick(study_attrs: dict[str, Any], scores: list[TrialScore], rule: str) -> EvidenceChoice | None:
+    """The evidence's pick from the stored ``evidence`` attribute, or None when there is none."""
+    stored = study_attrs.get("evidence") or {}
+    rows = [(int(k), float(v["lambda"]), float(v["log_evidence"])) for k, v in stored.items()]
+    if not rows or not scores:
+        return None
+    trial, lam, value = max(rows, key=lambda r: (r[2], -r[0]))
+    other = choose(scores, rule)
+    return EvidenceChoice(lam, trial, value, rule, other.lam, other.number)
+
+
+def evidence_choice(name: str, *, storage: str | None = None) -> EvidenceChoice:
+    """The evidence's pick for study ``name`` (after ``sweep evidence``) beside its own rule's pick."""
+    study = load_study(name, storage)
+    cfg = stored_config(study.user_attrs)
+    pick = evidence_pick(study.user_attrs, scores_of(study.get_trials(deepcopy=False)), cfg.search.rule if cfg else "min")
+    if pick is None:
+        raise NoCompleteTrialsError(f"study {name!r} has no evidence yet; compute it with 'sweep evidence {name}'")
+    return pick

@@ -36,7 +36,7 @@ def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSa
                                           constant_liar=True)
     if s.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)))
-    if s.sampler == "random":
+    if s.sampler in ("random", "marglik"):  # marglik: its one trial fixes its own lambda (sweep.evidence)
         return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "qmc":
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=s.seed)
@@ -52,6 +52,8 @@ def grid_points(cfg: StudyConfig) -> list[float]:
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     """The study's pruner; CV trials report per fold, holdout trials per epoch."""
     epochs = cfg.train.epochs
+    if cfg.search.validation == "evidence" or cfg.search.sampler == "marglik":
+        return optuna.pruners.NopPruner()  # the evidence is known only at the end of a trial
     if cfg.search.validation == "cv":
         # CV trials report the running mean of fold accuracies at step = fold (0..folds-1); see docs/cv.md.
         folds = cfg.search.folds

@@ -30,7 +30,7 @@ from sweep.errors import TrainingDivergedError
 from sweep.training.fit import EpochStats, FitResult, fit
 from sweep.training.models import Net
 
-Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # x_fit, y_fit, x_val, y_val
+Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # x_fit, y_fit, x_val, y_val
 
 
 def binomial_se(acc: float, n: int) -> float:

@@ -43,7 +43,7 @@ def test_overrides_are_typed_and_validated() -> None:
         ({"name": "x", "search": {"lambda_low": 1e-2, "lambda_high": 1e-3}},
          "t: search: lambda_low must be below lambda_high, got 0.01 >= 0.001; see the README's study file reference"),
         ({"name": "x", "search": {"sampler": "cmaes"}},
-         "t: search.sampler: Input should be 'tpe', 'gp', 'random', 'qmc' or 'grid' (given: 'cmaes'); "
+         "t: search.sampler: Input should be 'tpe', 'gp', 'random', 'qmc', 'grid' or 'marglik' (given: 'cmaes'); "
          "see the README's study file reference"),
         ({"name": "x", "train": {"device": "tpu"}},
          "t: train: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'; see the README's study file reference"),

@@ -74,7 +74,7 @@ def test_more_folds_than_a_class_has_examples_is_one_line() -> None:
         ({"repeats": 0}, "search.repeats: Input should be greater than or equal to 1 (given: 0)"),
         ({"rule": "2se"}, "search.rule: Input should be 'min', '1se', '1se-paired' or 'smooth' (given: '2se')"),
         ({"stop": "early"}, "search.stop: Input should be 'n_trials' or 'resolved' (given: 'early')"),
-        ({"validation": "kfold"}, "search.validation: Input should be 'holdout' or 'cv' (given: 'kfold')"),
+        ({"validation": "kfold"}, "search.validation: Input should be 'holdout', 'cv' or 'evidence' (given: 'kfold')"),
     ],
 )
 def test_config_checks(tiny_cfg, search: dict[str, object], message: str) -> None:

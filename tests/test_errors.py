@@ -103,7 +103,7 @@ STUDY_FILE_CASES = {
     "unknown dataset": (with_("data", 'dataset = "cifar10"'), "{f}: data.dataset: Input should be 'mnist', "
                         "'fashion-mnist' or 'mnist-sample' (given: 'cifar10')" + REF, 2),
     "unknown sampler": (with_("search", 'sampler = "cmaes"'), "{f}: search.sampler: Input should be 'tpe', 'gp', "
-                        "'random', 'qmc' or 'grid' (given: 'cmaes')" + REF, 2),
+                        "'random', 'qmc', 'grid' or 'marglik' (given: 'cmaes')" + REF, 2),
     "unknown pruner": (with_("search", 'pruner = "asha"'), "{f}: search.pruner: Input should be 'none', 'median' "
                        "or 'hyperband' (given: 'asha')" + REF, 2),
     "unknown penalty": (with_("train", 'penalty = "l3"'), "{f}: train.penalty: Input should be 'l2', 'l2-loss', "

@@ -242,3 +242,19 @@ def test_setup_comes_from_the_stored_config_and_a_bad_one_is_ignored(sqlite_url:
     study.set_user_attr("config", '{"name": "x", "unknown": 1}')  # written by some other version
     rec = collect_study(study)
     assert (rec.setup, len(rec.complete)) == ({}, 4)
+
+
+def test_evidence_is_drawn_on_its_own_axis_and_a_disagreement_is_named(sqlite_url: str) -> None:
+    study = make_fake(sqlite_url, name="ev")
+    # as 'sweep evidence' stores it: the evidence prefers 1e-5 (trial 0), the study's rule (min) picks trial 1
+    study.set_user_attr("evidence", {"0": {"lambda": 1e-5, "log_evidence": -900.0, "n_train": 1000},
+                                     "1": {"lambda": 1e-4, "log_evidence": -1000.0, "n_train": 1000}})
+    rec = collect_study(study)
+    assert [(p.trial, p.per_example) for p in rec.evidence] == [(0, -0.9), (1, -1.0)]
+    assert rec.evidence_pick is not None and (rec.evidence_pick.trial, rec.evidence_pick.agree) == (0, False)
+    figs = report.build_figures([rec])
+    (ev,) = _traces(figs["evidence-vs-lambda"], "evidence")
+    assert list(ev.y) == [-0.9, -1.0] and figs["evidence-vs-lambda"].layout.yaxis2.overlaying == "y"
+    (row,) = report.summary_rows([rec])
+    assert row["evidence"] == "1e-05 (disagrees with min: 0.0001)"
+    assert "evidence-vs-lambda" not in report.build_figures([collect_study(make_fake(sqlite_url, name="plain"))])

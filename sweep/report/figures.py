@@ -169,6 +169,40 @@ def plot_train_vs_val(records: list[StudyRecord]) -> go.Figure:
     return fig
 
 
+def plot_evidence_vs_lambda(records: list[StudyRecord]) -> go.Figure:
+    """Laplace log evidence per example against lambda (``sweep evidence``), on its own axis, with each study's
+    validation accuracy on a second axis so the two opinions are read side by side."""
+    fig = go.Figure()
+    many = len(records) > 1
+    for i, rec in enumerate(records):
+        if not rec.evidence:
+            continue
+        colour, name = _colour(i), escape(rec.name)
+        fig.add_trace(go.Scatter(
+            x=[p.lam for p in rec.evidence], y=[p.per_example for p in rec.evidence], mode="lines+markers",
+            name=_label(rec, "log evidence per example", many), line={"color": colour},
+            customdata=[[p.trial, name, p.log_evidence] for p in rec.evidence],
+            hovertemplate="%{customdata[1]}<br>trial %{customdata[0]}<br>lambda %{x:.3g}"
+                          "<br>log evidence %{customdata[2]:.1f}<extra></extra>",
+            meta={"role": "evidence", "study": name},
+        ))
+        done = sorted(rec.complete, key=lambda t: t.lam or 0.0)
+        fig.add_trace(go.Scatter(
+            x=[t.lam for t in done], y=[t.val_acc for t in done], mode="lines+markers", yaxis="y2",
+            name=_label(rec, "validation accuracy", many), line={"color": colour, "dash": "dot"},
+            hovertemplate="lambda %{x:.3g}<br>validation accuracy %{y:.4f}<extra></extra>",
+            meta={"role": "val", "study": name},
+        ))
+        if rec.evidence_pick is not None:
+            pick = rec.evidence_pick
+            fig.add_vline(x=pick.lam, line={"color": colour, "dash": "dash"},
+                          annotation_text=f"evidence {pick.lam:.3g}", annotation_position="top left")
+    fig.update_layout(title=_title(records, "Laplace evidence and validation accuracy against lambda"),
+                      xaxis=LAMBDA_AXIS, yaxis={"title": {"text": "log evidence per training example"}},
+                      yaxis2={"title": {"text": "validation accuracy"}, "overlaying": "y", "side": "right"}, **LAYOUT)
+    return fig
+
+
 def plot_optimization_history(records: list[StudyRecord]) -> go.Figure:
     """Each complete trial's value and the best value so far, against trial number (as optuna draws it)."""
     fig = go.Figure()

@@ -21,7 +21,13 @@ from plotly.offline import get_plotlyjs
 
 from sweep import __version__
 from sweep.errors import NoCompleteTrialsError, ReportError, first_line
-from sweep.report.figures import plot_accuracy_vs_lambda, plot_learning_curves, plot_optimization_history, plot_train_vs_val
+from sweep.report.figures import (
+    plot_accuracy_vs_lambda,
+    plot_evidence_vs_lambda,
+    plot_learning_curves,
+    plot_optimization_history,
+    plot_train_vs_val,
+)
 from sweep.report.records import StudyRecord, collect_study
 from sweep.report.tables import fmt
 from sweep.select import RULES, load_study
@@ -50,6 +56,8 @@ def build_figures(records: list[StudyRecord]) -> dict[str, go.Figure]:
         "train-vs-val": plot_train_vs_val(records),
         "optimization-history": plot_optimization_history(records),
     }
+    if any(rec.evidence for rec in records):
+        figs["evidence-vs-lambda"] = plot_evidence_vs_lambda(records)
     for i, rec in enumerate(records):
         figs[f"learning-curves-{i}"] = plot_learning_curves(rec)
     return figs
@@ -66,6 +74,7 @@ def _duration(seconds: float | None) -> str:
 def summary_rows(records: list[StudyRecord]) -> list[dict[str, str]]:
     """The summary table as strings (not yet escaped): one row per study."""
     rows = []
+    with_evidence = any(rec.evidence_pick is not None for rec in records)
     for rec in records:
         row = {"study": rec.name, "sampler": str(rec.setup.get("sampler", "–")),
                "dataset": str(rec.setup.get("dataset", "–"))}
@@ -77,6 +86,10 @@ def summary_rows(records: list[StudyRecord]) -> list[dict[str, str]]:
             row[f"test {rule}"] = fmt(c.test_acc if c else None, ".4f", none="–")
         for state in ("COMPLETE", "PRUNED", "FAIL"):
             row[state.lower()] = str(rec.counts.get(state, 0))
+        if with_evidence:
+            pick = rec.evidence_pick
+            row["evidence"] = "–" if pick is None else f"{pick.lam:.3g}" + (
+                "" if pick.agree else f" (disagrees with {pick.rule}: {pick.rule_lam:.3g})")
         row["wall time"] = _duration(rec.wall_seconds)
         rows.append(row)
     return rows

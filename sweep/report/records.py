@@ -20,7 +20,15 @@ from optuna.trial import TrialState
 
 from sweep.config import PARAM, stored_config
 from sweep.errors import SweepError
-from sweep.select import RULES, Selection, refit_matches, selection_of, state_counts
+from sweep.select import (
+    RULES,
+    EvidenceChoice,
+    Selection,
+    evidence_pick,
+    refit_matches,
+    selection_of,
+    state_counts,
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,20 @@ class SmoothCurve:
 
 
 @dataclass(frozen=True)
+class EvidencePoint:
+    """The Laplace log evidence of one trial's lambda (``sweep evidence``; docs/evidence.md)."""
+
+    trial: int
+    lam: float
+    log_evidence: float
+    n_train: int  # examples it was computed on: per example, studies of different sizes compare
+
+    @property
+    def per_example(self) -> float:
+        return self.log_evidence / max(1, self.n_train)
+
+
+@dataclass(frozen=True)
 class StudyRecord:
     """One study as the report draws it: trials, each rule's choice, counts, wall time, setup."""
 
@@ -88,6 +110,8 @@ class StudyRecord:
     setup: dict[str, Any] = field(default_factory=dict)  # sampler, dataset, epochs, lr ... from the stored config
     plausible: tuple[float, float] | None = None  # lambdas not significantly worse than the best (paired, one-sided)
     smooth: SmoothCurve | None = None
+    evidence: tuple[EvidencePoint, ...] = ()  # 'sweep evidence': log evidence per complete trial's lambda
+    evidence_pick: EvidenceChoice | None = None  # the evidence's lambda beside the study rule's
 
     @property
     def complete(self) -> tuple[TrialRecord, ...]:
@@ -193,7 +217,7 @@ def _setup(study: optuna.Study) -> dict[str, Any]:
     if cfg is None:
         return {}
     return {"sampler": cfg.search.sampler, "dataset": cfg.data.dataset, "epochs": cfg.train.epochs,
-            "lr": cfg.train.lr, "n_trials": cfg.search.n_trials,
+            "lr": cfg.train.lr, "n_trials": cfg.search.n_trials, "rule": cfg.search.rule,
             "lambda_range": (cfg.search.lambda_low, cfg.search.lambda_high)}
 
 
@@ -206,6 +230,12 @@ def collect_study(study: optuna.Study) -> StudyRecord:
     if sel is not None and sel.smooth is not None:
         f = sel.smooth
         smooth = SmoothCurve(f.grid, f.mean, f.lower, f.upper, f.interval)
+    stored = study.user_attrs.get("evidence") or {}
+    evidence = tuple(sorted((EvidencePoint(int(k), float(v["lambda"]), float(v["log_evidence"]), int(v.get("n_train", 1)))
+                             for k, v in stored.items()), key=lambda p: p.lam))
+    rule = str(_setup(study).get("rule", "min"))
+    pick = evidence_pick(study.user_attrs, list(sel.scores), rule) if sel is not None else None
     return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study, sel), counts=counts,
                        wall_seconds=_wall_seconds(study), setup=_setup(study),
-                       plausible=sel.plausible if sel is not None else None, smooth=smooth)
+                       plausible=sel.plausible if sel is not None else None, smooth=smooth,
+                       evidence=evidence, evidence_pick=pick)
