@@ -67,8 +67,9 @@ def _engine_kwargs(url: sqlalchemy.URL) -> dict[str, Any]:
         # Sized for many workers, not many threads: a worker process uses one connection for
         # trials, one for its heartbeat thread and one for the trial-admission lock. A small
         # pool per process keeps N workers within the server's max_connections (100 by default).
+        # application_name: pg_stat_activity shows which worker process holds which connection.
         return {"pool_size": 3, "max_overflow": 2, "pool_timeout": 60, "pool_pre_ping": True, "pool_recycle": 1800,
-                "connect_args": {"connect_timeout": 10}}
+                "connect_args": {"connect_timeout": 10, "application_name": f"sweep-{os.getpid()}"}}
     return {"pool_pre_ping": True}
 
 

@@ -68,6 +68,27 @@ def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
         store.engine.dispose()  # tests poll often: no connections left open to the store
 
 
+def wait_until_connected(url: str, procs: list[subprocess.Popen], *, timeout: float = 120) -> None:
+    """Wait until every worker process has a connection to the PostgreSQL database of ``url`` (its
+    ``application_name`` is ``sweep-<pid>``, see sweep.storage): each has opened the store."""
+    import sqlalchemy
+
+    want = {f"sweep-{p.pid}" for p in procs}
+    engine = sqlalchemy.create_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                names = {row[0] for row in conn.execute(sqlalchemy.text(
+                    "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"))}
+            if want <= names:
+                return
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"workers did not all connect: {sorted(want - names)}")
+
+
 def wait_until_mid_trial(url: str, name: str, proc: subprocess.Popen, *, timeout: float = 120) -> optuna.trial.FrozenTrial:
     """Wait until a trial is RUNNING and has reported an epoch (training is under way)."""
     deadline = time.monotonic() + timeout
