@@ -231,17 +231,17 @@ def test_paused_worker_drops_its_result_and_goes_on(batch: int, tmp_path: Path, 
 @pytest.mark.postgres
 @pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
 def test_workers_in_different_time_zones_share_one_clock(tmp_path: Path, storage_url: str) -> None:
-    submit(config.load(study_file(tmp_path, n_trials=6, epochs=2)), storage_url)
+    submit(config.load(study_file(tmp_path, n_trials=6, epochs=5)), storage_url)
     ahead = start("worker", "--poll", "0.2", storage=storage_url, log=tmp_path / "ahead.log",
                   extra={"PGTZ": "Etc/GMT-14", "TZ": "Pacific/Kiritimati"})  # UTC+14
     killed = wait_until_mid_trial(storage_url, "dist", ahead)
+    ahead.send_signal(signal.SIGKILL)  # at once, mid-trial: its last heartbeat must go stale in 3 s, not 14 h
+    ahead.wait()
     logs = [tmp_path / "behind.log", tmp_path / "utc.log"]
     others = [start("worker", "--poll", "0.2", storage=storage_url, log=logs[0],
                     extra={"PGTZ": "Etc/GMT+12", "TZ": "Etc/GMT+12"}),  # UTC-12
               start("worker", "--poll", "0.2", storage=storage_url, log=logs[1],
                     extra={"PGTZ": "UTC", "TZ": "America/New_York"})]
-    ahead.send_signal(signal.SIGKILL)  # its last heartbeat must go stale in 3 s, not 14 h
-    ahead.wait()
     finish(others, logs, timeout=240)
     ts = assert_exact(storage_url, "dist", 6)
     failed = [t for t in ts if t.state == TrialState.FAIL]
