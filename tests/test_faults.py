@@ -172,7 +172,7 @@ def test_server_restart_mid_study_with_four_workers(batch: int, tmp_path: Path, 
 @pytest.mark.postgres
 def test_outage_past_the_budget_exits_with_one_line_and_the_trial_is_retried(tmp_path: Path, cluster: Cluster,
                                                                               own_db: str) -> None:
-    submit(config.load(study_file(tmp_path, n_trials=3, epochs=3)), own_db)
+    submit(config.load(study_file(tmp_path, n_trials=3, epochs=10)), own_db)  # long enough to be caught mid-trial
     log = tmp_path / "w.log"
     proc = start("worker", storage=own_db, log=log, extra={"SWEEP_STORE_OUTAGE": "2"})
     running = wait_until_mid_trial(own_db, "dist", proc)
