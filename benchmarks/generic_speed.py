@@ -9,7 +9,8 @@ as a study uses) on the first --n Fashion-MNIST training images, training only (
 
 - single: ``sweep.training.fit.fit`` for one lambda (autograd + torch.optim; SimpleNet's hand-written step);
 - torch.func K: ``sweep.training.functional.fit_population`` with K lambdas;
-- SimpleNet also gets its hand-written population (``sweep.training.population``) at the same K.
+- SimpleNet and the mlp also get the hand-written population (``sweep.training.population``) at the same K:
+  what a study trains them with (penalty ``l2``, plain SGD); the torch.func row is what any other network gets.
 
 ms/model-epoch is wall time per model per epoch. The floor is one model-epoch's FLOPs (counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on one training step, times the steps per epoch)
@@ -95,6 +96,8 @@ def main() -> None:
     # Warm-up outside the timings (first-call set-up of autograd, vmap and the thread pool).
     fit(x[:256], y[:256], None, None, lam=args.lam, cfg=cfg, seed=0, net=net)
     functional.fit_population(x[:256], y[:256], None, None, lams=[args.lam] * 2, seeds=[0] * 2, cfg=cfg, net=net)
+    if population.supports(net, cfg):
+        population.fit_population(x[:256], y[:256], None, None, lams=[args.lam] * 2, seeds=[0] * 2, cfg=cfg, net=net)
     sync(device)
     start = time.perf_counter()
     fit(x, y, None, None, lam=args.lam, cfg=cfg, seed=0, net=net)
@@ -104,9 +107,9 @@ def main() -> None:
         lams = [args.lam] + [float(v) for v in np.geomspace(1e-5, 1e-2, k - 1)] if k > 1 else [args.lam]
         trainers = [("torch.func population", lambda lams=lams, k=k: functional.fit_population(
             x, y, None, None, lams=lams, seeds=[0] * k, cfg=cfg, net=net))]
-        if net.is_simplenet:
+        if population.supports(net, cfg):
             trainers.append(("hand-written population", lambda lams=lams, k=k: population.fit_population(
-                x, y, None, None, lams=lams, seeds=[0] * k, cfg=cfg, hidden=net.hidden[0])))
+                x, y, None, None, lams=lams, seeds=[0] * k, cfg=cfg, net=net)))
         for label, train in trainers:
             sync(device)
             start = time.perf_counter()

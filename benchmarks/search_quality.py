@@ -1,7 +1,9 @@
-"""How close does each rule's lambda land to the best one, and how many trials does stop = "resolved" save?
+"""How close does each rule's and each method's lambda land to the best one, at what wall time, and how many
+trials does stop = "resolved" save?
 
     PYTHONPATH=. python benchmarks/search_quality.py --replicates 10 [--settings quickstart,seed]
-        [--ref-lambdas 32] [--ref-seeds 3] [--quickstart-epochs 150] [--trials 20]
+        [--methods holdout,cv,evidence,marglik] [--ref-lambdas 32] [--ref-seeds 3] [--quickstart-epochs 150]
+        [--trials 20] [--json out.json]
 
 Two settings on the shipped 5,000-digit sample, both from ``studies/quickstart.toml``:
 
@@ -24,22 +26,29 @@ For each setting:
    study lock before each new batch, so a study with the rule ends at the first batch boundary
    where ``sweep.select.stop_reason`` says resolved; this script applies that same function to the
    same prefixes of each replicate's trials (the trials of a study with the rule are that prefix:
-   same seeds, same sampler) and reports the rules' gaps at that point too.
+   same seeds, same sampler) and reports the rules' gaps at that point too;
+5. the same replicate's study with 5-fold CV, with the Laplace evidence as the validation, and the
+   one-run marglik search (``search_methods``: ``--methods`` picks which), run one after another so
+   their wall times share the machine's load: per method the gap of its lambda as in 3, and its mean
+   wall time against the CV study's. The load average is printed with each replicate.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import optuna
+from search_methods import METHODS, Outcome, outcome, run_method, table  # benchmarks/ is the script's folder, on sys.path
 
 from sweep import config as config_mod
-from sweep.run import run as run_study
 from sweep.select import RULES, Selection, min_trials_to_stop, scores_of, select, stop_reason
 from sweep.training import data
 from sweep.training.fit import resolve_device
@@ -82,19 +91,15 @@ def optima(lams: np.ndarray, curve: np.ndarray) -> np.ndarray:
     return lams[curve >= curve.max() - 1e-12]
 
 
+def gap_at(lams: np.ndarray, curve: np.ndarray, lam: float) -> tuple[float, bool]:
+    """(gap in points from the reference optimum to the curve at ``lam``, ``lam`` within half a decade of it)."""
+    opts = optima(lams, curve)
+    return 100 * (float(curve.max()) - ref_at(lams, curve, lam)), bool(np.min(np.abs(np.log10(opts / lam))) <= 0.5)
+
+
 def assess(sel: Selection, lams: np.ndarray, curve: np.ndarray) -> dict[str, tuple[float, bool]]:
     """rule -> (gap in points to the reference optimum, within half a decade of it)."""
-    opts, top = optima(lams, curve), float(curve.max())
-    return {rule: (100 * (top - ref_at(lams, curve, p.lam)), bool(np.min(np.abs(np.log10(opts / p.lam))) <= 0.5))
-            for rule, p in sel.picks.items()}
-
-
-def replicate(cfg: config_mod.StudyConfig, r: int, folder: str) -> list[optuna.trial.FrozenTrial]:
-    cfg = config_mod.validate({**cfg.model_dump(mode="json"), "name": f"{cfg.name}-{r}",
-                               "search": {**cfg.search.model_dump(mode="json"), "seed": r},
-                               "train": {**cfg.train.model_dump(mode="json"), "seed": r}}, source="benchmark")
-    study = run_study(cfg, f"sqlite:///{folder}/r{r}.db", refit_after=False)
-    return sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    return {rule: gap_at(lams, curve, p.lam) for rule, p in sel.picks.items()}
 
 
 def batches(trials: list[optuna.trial.FrozenTrial]) -> list[int]:
@@ -124,31 +129,57 @@ def stop_point(cfg: config_mod.StudyConfig, trials: list[optuna.trial.FrozenTria
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--settings", default="quickstart,seed")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"any of {','.join(METHODS)}")
     ap.add_argument("--replicates", type=int, default=10)
     ap.add_argument("--ref-lambdas", type=int, default=32)
     ap.add_argument("--ref-seeds", type=int, default=3)
     ap.add_argument("--quickstart-epochs", type=int, default=150)
     ap.add_argument("--trials", type=int, default=None, help="n_trials of each study [default: the study file's]")
+    ap.add_argument("--json", type=Path, default=None, help="also write every replicate's outcome here")
     args = ap.parse_args()
+    methods = args.methods.split(",")
+    if unknown := set(methods) - set(METHODS):
+        ap.error(f"unknown methods {sorted(unknown)}; choose from {','.join(METHODS)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    report: dict[str, dict] = {}
     for name in args.settings.split(","):
-        cfg = setting(name, epochs=args.quickstart_epochs, trials=args.trials)
-        t0 = time.perf_counter()
-        lams, curve = reference(cfg, n_lams=args.ref_lambdas, n_seeds=args.ref_seeds)
-        opts = optima(lams, curve)
-        print(f"\n## {name}: lr {cfg.train.lr}, {cfg.train.epochs} epochs, {cfg.search.n_trials} TPE trials, "
-              f"batch {cfg.search.batch}, pruner {cfg.search.pruner}, {args.replicates} replicates")
-        print(f"reference: {args.ref_lambdas} lambdas x {args.ref_seeds} seeds in {time.perf_counter() - t0:.0f} s; "
-              f"optimum lambda {opts[0]:.3g}..{opts[-1]:.3g} ({len(opts)} tied), test accuracy {curve.max():.4f}; "
-              f"curve min {curve.min():.4f} at {lams[int(np.argmin(curve))]:.3g}", flush=True)
-        print("reference curve: " + " ".join(f"{lam:.2g}:{acc:.4f}" for lam, acc in zip(lams, curve, strict=True)))
-        full: dict[str, list[tuple[float, bool]]] = {rule: [] for rule in RULES}
-        stopped: dict[str, list[tuple[float, bool]]] = {rule: [] for rule in RULES}
-        covered, used, total = 0, [], []
-        with tempfile.TemporaryDirectory(prefix="search-quality-") as folder:
-            for r in range(args.replicates):
-                t1 = time.perf_counter()
-                trials = replicate(cfg, r, folder)
+        report[name] = quality(name, args, methods)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def quality(name: str, args: argparse.Namespace, methods: list[str]) -> dict:
+    """One setting: the reference curve, then every method on every replicate; prints the tables."""
+    cfg = setting(name, epochs=args.quickstart_epochs, trials=args.trials)
+    t0 = time.perf_counter()
+    lams, curve = reference(cfg, n_lams=args.ref_lambdas, n_seeds=args.ref_seeds)
+    opts = optima(lams, curve)
+    print(f"\n## {name}: lr {cfg.train.lr}, {cfg.train.epochs} epochs, {cfg.search.n_trials} TPE trials, "
+          f"batch {cfg.search.batch}, pruner {cfg.search.pruner}, {args.replicates} replicates; "
+          f"methods {','.join(methods)}; load average {load()}")
+    print(f"reference: {args.ref_lambdas} lambdas x {args.ref_seeds} seeds in {time.perf_counter() - t0:.0f} s; "
+          f"optimum lambda {opts[0]:.3g}..{opts[-1]:.3g} ({len(opts)} tied), test accuracy {curve.max():.4f}; "
+          f"curve min {curve.min():.4f} at {lams[int(np.argmin(curve))]:.3g}", flush=True)
+    print("reference curve: " + " ".join(f"{lam:.2g}:{acc:.4f}" for lam, acc in zip(lams, curve, strict=True)))
+
+    full: dict[str, list[tuple[float, bool]]] = {rule: [] for rule in RULES}
+    stopped: dict[str, list[tuple[float, bool]]] = {rule: [] for rule in RULES}
+    outcomes: dict[str, list[Outcome]] = {m: [] for m in methods}
+    covered, used, total = 0, [], []
+    with tempfile.TemporaryDirectory(prefix="search-quality-") as folder:
+        for r in range(args.replicates):
+            line = []
+            for method in methods:  # one after another within a replicate: the wall times share the machine's load
+                trials, seconds = run_method(cfg, method, r, folder)
+                o = outcome(trials, seconds, cfg, lambda lam: gap_at(lams, curve, lam))
+                outcomes[method].append(o)
+                line.append(f"{method} {o.lam:.3g} ({o.gap:.2f} pt{', ' + o.note if o.note else ''}) {seconds:.0f} s")
+                if method != "holdout":
+                    continue
                 sel = select(scores_of(trials), low=cfg.search.lambda_low, high=cfg.search.lambda_high)
                 for rule, v in assess(sel, lams, curve).items():
                     full[rule].append(v)
@@ -160,11 +191,12 @@ def main() -> None:
                 early = select(scores_of(trials[:end]), low=cfg.search.lambda_low, high=cfg.search.lambda_high)
                 for rule, v in assess(early, lams, curve).items():
                     stopped[rule].append(v)
-                print(f"  replicate {r}: {time.perf_counter() - t1:.0f} s, min {sel.picks['min'].lam:.3g}, "
-                      f"smooth {sel.picks['smooth'].lam:.3g}, plausible {sel.plausible[0]:.3g}..{sel.plausible[1]:.3g}, "
-                      f"{len(trials)} trials ({len(sel.scores)} complete); stop = resolved: "
-                      f"{'never' if stop_at is None else f'after {end} trials'}", flush=True)
-        n = args.replicates
+                line.append(f"holdout smooth {sel.picks['smooth'].lam:.3g}, plausible {sel.plausible[0]:.3g}.."
+                            f"{sel.plausible[1]:.3g}, {len(trials)} trials ({len(sel.scores)} complete), stop = resolved: "
+                            f"{'never' if stop_at is None else f'after {end} trials'}")
+            print(f"  replicate {r} (load {load()}): " + "; ".join(line), flush=True)
+    n = args.replicates
+    if "holdout" in methods:
         print("\n| rule | mean gap (pt) | worst gap (pt) | in the optimum's decade | "
               "mean gap with stop (pt) | worst gap with stop (pt) |")
         print("| --- | --- | --- | --- | --- | --- |")
@@ -177,7 +209,11 @@ def main() -> None:
         print(f"trials used (all states, pruned included): without stop mean {np.mean(total):.1f} "
               f"(min {min(total)}, max {max(total)}); with stop = \"resolved\": mean {np.mean(used):.1f} "
               f"(min {min(used)}, max {max(used)}); stopped early in {sum(u < t for u, t in zip(used, total, strict=True))}/{n}")
-        print(f"setting time: {time.perf_counter() - t0:.0f} s", flush=True)
+    print("\n" + "\n".join(table(outcomes)))
+    print(f"setting time: {time.perf_counter() - t0:.0f} s; load average {load()}", flush=True)
+    return {"epochs": cfg.train.epochs, "lr": cfg.train.lr, "n_trials": cfg.search.n_trials,
+            "optimum": [float(opts[0]), float(opts[-1])], "optimum_acc": float(curve.max()),
+            "methods": {m: [asdict(o) for o in got] for m, got in outcomes.items()}}
 
 
 if __name__ == "__main__":

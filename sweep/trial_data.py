@@ -19,10 +19,9 @@ from sklearn.model_selection import StratifiedKFold
 
 from sweep.config import PARAM, SearchConfig, StudyConfig
 from sweep.errors import DataError, TooLargeError
-from sweep.training import data, factories, models
+from sweep.training import data, factories, models, population
 from sweep.training.fit import resolve_device
 from sweep.training.model import CLASSES
-from sweep.training.population import CPU_AUTO_SIZE
 
 
 @dataclass(frozen=True)
@@ -55,26 +54,23 @@ def member_bytes(cfg: StudyConfig, *, n_fit: int, in_features: int, classes: int
     if m.factory is not None or m.arch == "cnn":
         return None
     hidden = m.hidden if isinstance(m.hidden, list) else [m.hidden]
-    widths = [in_features, *hidden, classes]
-    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
-    step = cfg.train.batch_size * (in_features + 4 * sum(hidden) + 4 * classes)
-    return 4 * (3 * params + step) + 8 * n_fit
+    return population.member_bytes([in_features, *hidden, classes], batch_size=cfg.train.batch_size, n_fit=n_fit)
 
 
 def check_memory(cfg: StudyConfig, device: torch.device, *, n_fit: int, in_features: int = 784, classes: int = 10) -> None:
     """Refuse, before allocating any model, a population of a built-in network that cannot fit in ``device``'s memory."""
     batch = cfg.search.batch
-    population = min(CPU_AUTO_SIZE if batch == "auto" and device.type != "cuda" else 1 if batch == "auto" else batch,
+    size = min(population.CPU_AUTO_SIZE if batch == "auto" and device.type != "cuda" else 1 if batch == "auto" else batch,
                      cfg.search.n_trials)
     one = member_bytes(cfg, n_fit=n_fit, in_features=in_features, classes=classes)
     if one is None:
         return
-    need = population * one
+    need = size * one
     have = device_memory(device)
     if need > have:
         gib = 2**30
         raise TooLargeError(
-            f"model.hidden = {cfg.model.hidden} with a population of {population} (search.batch) needs about "
+            f"model.hidden = {cfg.model.hidden} with a population of {size} (search.batch) needs about "
             f"{need / gib:.1f} GiB on {device}, more than its {have / gib:.1f} GiB of memory; "
             "lower model.hidden or search.batch")
 

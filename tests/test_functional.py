@@ -78,15 +78,17 @@ def test_pruned_member_leaves_and_diverged_member_fails_alone(split) -> None:
     assert seen[1] == {0} and len(members[0].history) == 3 and len(members[1].history) == 1
 
 
-def test_dispatch_keeps_simplenet_fast_path_and_falls_back_for_buffers(split) -> None:
-    simple = net_for(ModelConfig(), in_shape=(784,), classes=10)
+@pytest.mark.parametrize("arch", ["simplenet", "mlp"])
+def test_dispatch_keeps_the_hand_written_path_and_falls_back_for_buffers(split, arch: str) -> None:
+    simple = net_for(ModelConfig(), in_shape=(784,), classes=10) if arch == "simplenet" else MLP
     assert trainers.hand_written(simple, TrainConfig())
     assert not trainers.hand_written(simple, TrainConfig(momentum=0.9))
-    assert not trainers.hand_written(MLP, TrainConfig())
+    assert not trainers.hand_written(simple, TrainConfig(penalty="l1"))
+    assert not trainers.hand_written(CNN, TrainConfig())
     bn = Net("factory", (), (784,), 10, "m:bn", lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(784), torch.nn.Linear(784, 10)))
     assert trainers.unsupported(MLP, TrainConfig()) is None
     assert "has buffers" in (trainers.unsupported(bn, TrainConfig()) or "")
-    # SimpleNet through the generic path gives the hand-written path's weights
+    # The network through the generic path gives the hand-written path's weights
     x, y, xv, yv = split
     cfg = TrainConfig(epochs=1, lr=0.05, device="cpu")
     fast = trainers.fit_population(x, y, xv, yv, net=simple, cfg=cfg, lams=[1e-3], seeds=[0], return_models=True)

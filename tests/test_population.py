@@ -18,11 +18,12 @@ from optuna.trial import TrialState
 
 from sweep import study
 from sweep.batch import run_batch
-from sweep.config import PARAM, TrainConfig
+from sweep.config import PARAM, ModelConfig, TrainConfig
 from sweep.errors import ConfigError
 from sweep.run import run as run_study
 from sweep.training import data
 from sweep.training.fit import fit
+from sweep.training.models import net_for
 from sweep.training.population import FitSet, Member, PopulationEpoch, fit_population, train_population
 from sweep.trial_data import fold_indices, prepare
 
@@ -156,9 +157,48 @@ def test_nan_fails_one_member_only(split) -> None:
     assert members[0].state == "complete" and _same_weights(members[0].model, alone.model)  # type: ignore[arg-type]
 
 
-def test_other_penalties_are_refused(split) -> None:
-    with pytest.raises(ConfigError, match="population training supports train.penalty = 'l2' only, got 'l1'"):
-        fit_population(*split, lams=[1e-3], seeds=[0], cfg=CFG.model_copy(update={"penalty": "l1"}))
+@pytest.mark.parametrize("update", [{"penalty": "l1"}, {"momentum": 0.9}], ids=["l1", "momentum"])
+def test_other_penalties_and_momentum_are_refused(split, update: dict) -> None:
+    with pytest.raises(ConfigError, match="supports train.penalty = 'l2' with plain SGD only"):
+        fit_population(*split, lams=[1e-3], seeds=[0], cfg=CFG.model_copy(update=update))
+
+
+MLP = net_for(ModelConfig(arch="mlp", hidden=[48, 24]), in_shape=(784,), classes=10)
+
+
+@pytest.mark.parametrize("seeds", [[0, 0, 0], [1, 2, 1]], ids=["shared-order", "own-orders"])
+@pytest.mark.parametrize("decay_bias", [True, False])
+def test_mlp_member_equals_training_it_alone(split, seeds: list[int], decay_bias: bool) -> None:
+    """The hand-written population of a two-hidden-layer mlp: each member is fit.fit's autograd + torch.optim run."""
+    cfg = CFG.model_copy(update={"decay_bias": decay_bias, "batch_size": 50, "lr": 0.05})
+    x, y, xv, yv = (t[:600] for t in split)
+    lams = [1e-5, 3e-3, 1e-1]
+    members = fit_population(x, y, xv, yv, lams=lams, seeds=seeds, cfg=cfg, net=MLP, return_models=True)
+    for lam, seed, member in zip(lams, seeds, members, strict=True):
+        alone = fit(x, y, xv, yv, lam=lam, cfg=cfg, seed=seed, net=MLP)
+        assert member.state == "complete" and member.model is not None and alone.model is not None
+        assert type(member.model) is type(alone.model)  # the user's network, not a stand-in
+        assert _same_weights(member.model, alone.model, atol=1e-5)
+        assert [h.train_loss for h in member.history] == pytest.approx([h.train_loss for h in alone.history], rel=1e-5)
+        assert [h.val_loss for h in member.history] == pytest.approx([h.val_loss for h in alone.history], rel=1e-5)
+    # lambda matters: the strongest decay shrank its member's weights below the weakest's
+    norm = [sum(float(p.norm()) for p in m.model.parameters()) for m in members]  # type: ignore[union-attr]
+    assert norm[2] < 0.99 * norm[0]
+
+
+def test_mlp_cv_members_equal_training_each_fold_alone(folds) -> None:
+    # 2 lambdas x 3 folds: three groups of two members through the grouped (bmm) first layer.
+    _, _, sets = folds
+    cfg = CFG.model_copy(update={"lr": 0.05})
+    members = [Member(lam, 7, fit_set=f) for lam in (1e-5, 3e-2) for f in range(3)]
+    results = train_population(sets, members, cfg=cfg, net=MLP, return_models=True)
+    for member, r in zip(members, results, strict=True):
+        s = sets[member.fit_set]
+        assert s.rows is not None
+        alone = fit(s.x[s.rows], s.y[s.rows], s.x_val, s.y_val, lam=member.lam, cfg=cfg, seed=member.seed, net=MLP)
+        assert r.model is not None and alone.model is not None
+        assert _same_weights(r.model, alone.model, atol=1e-5)
+        assert r.history[-1].val_loss == pytest.approx(alone.history[-1].val_loss, rel=1e-5)
 
 
 def test_batch_study_reaches_n_trials_with_attrs(tiny_cfg, sqlite_url: str) -> None:

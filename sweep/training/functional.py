@@ -3,8 +3,8 @@
 The members' parameters are stacked (``stack_module_state``: each tensor gains a leading
 K axis) and one step is ``vmap(grad(loss))`` over the stack, with ``functional_call``
 running the user's own ``forward`` on each member's slice. So any ``nn.Module`` without
-buffers trains as a population; SimpleNet keeps its hand-written population
-(``population.py``), which measures faster (docs/models.md).
+buffers trains as a population; SimpleNet and the built-in mlp with ``l2`` and plain SGD train
+on the hand-written population (``population.py``), which measures faster (docs/models.md).
 
 Each member is what ``fit.fit`` would train alone: its initialisation is ``net.build(seed_i)``,
 its data order one ``torch.randperm`` per epoch from ``Generator().manual_seed(seed_i)``, and

@@ -1,9 +1,10 @@
-"""Train many SimpleNets at once: members are (lambda, fit set, seed) triples, stacked, one batched matmul per layer.
+"""Train many MLPs at once: members are (lambda, fit set, seed) triples, stacked, one batched matmul per layer.
 
-A sweep trains the same tiny network for many lambdas, folds and seeds; one such
+A sweep trains the same small network for many lambdas, folds and seeds; one such
 network leaves a CPU or GPU mostly idle on per-call overhead, so the population
 stacks its members' weights and runs every layer as one batched matmul
-(``sweep.training.stacks`` holds the arithmetic).
+(``sweep.training.stacks`` holds the arithmetic). The network is SimpleNet (784-hidden-10,
+the default) or any ``model.arch = "mlp"`` (``net=``): ``nn.Linear`` layers with ReLU between.
 
 Interface (what a trainer of another network can adopt as it is):
 
@@ -13,17 +14,18 @@ Interface (what a trainer of another network can adopt as it is):
   Members that share a fit set and a seed share every batch (a *group*); a study
   trains each fold with the same seeds for every lambda, so a CV batch of T trials
   x k folds x r repeats is k*r groups of T members.
-- ``train_population(sets, members, cfg=, hidden=, on_epoch=, return_models=)`` ->
+- ``train_population(sets, members, cfg=, hidden=, net=, on_epoch=, return_models=)`` ->
   ``MemberResult`` per member, in the order of ``members``. ``on_epoch(PopulationEpoch)``
   sees each epoch's figures of the members still training (by member index) and those
   that failed, and returns the member indices to stop (pruned); they leave the stacks.
 - ``fit_population(x_fit, y_fit, x_val, y_val, lams=, seeds=, ...)``: the one-fit-set form.
 
-Each member keeps what makes ``train.fit`` reproducible: its lambda, its initialisation
-(``init_simplenet(hidden, seed)``) and its data order (one ``torch.randperm(n,
+Each member keeps what makes ``fit.fit`` reproducible: its lambda, its initialisation
+(``net.build(seed)``, SimpleNet's ``init_simplenet(hidden, seed)`` by default) and its data order (one ``torch.randperm(n,
 generator=Generator().manual_seed(seed))`` per epoch over its fit set's rows). So
-member i gives the weights and figures of ``train.fit`` on its fit set with its seed,
-up to float rounding. Only penalty ``l2`` (SGD with coupled weight decay) is written out.
+member i gives the weights and figures of ``fit.fit`` on its fit set with its seed,
+up to float rounding. Only penalty ``l2`` (SGD with coupled weight decay, no momentum) is
+written out; other penalties train as a torch.func population (``functional.py``).
 
 A member whose loss turns NaN/inf fails alone (the rest go on). The epoch loop has no
 host synchronisation: losses stay on the device until the epoch's one read of its figures.
@@ -38,11 +40,13 @@ from math import isfinite, nan
 from typing import Literal
 
 import torch
+from torch import nn
 
 from sweep.config import TrainConfig
 from sweep.errors import ConfigError
 from sweep.training.fit import EpochStats
-from sweep.training.model import CLASSES, IN_FEATURES, SimpleNet
+from sweep.training.model import init_simplenet
+from sweep.training.models import Net
 from sweep.training.stacks import Cohort, FitSet, evaluate, step
 
 __all__ = ["FitSet", "Member", "MemberResult", "PopulationEpoch", "auto_size", "fit_population", "train_population"]
@@ -72,7 +76,7 @@ class MemberResult:
     state: State = "complete"
     history: list[EpochStats] = field(default_factory=list)
     fail_reason: str | None = None
-    model: SimpleNet | None = None
+    model: nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -88,14 +92,24 @@ class PopulationEpoch:
 PopulationCallback = Callable[[PopulationEpoch], Iterable[int] | None]
 
 
+def supports(net: Net, cfg: TrainConfig) -> bool:
+    """Whether this trainer applies: SimpleNet or a built-in mlp, penalty ``l2``, plain SGD."""
+    return net.arch in ("simplenet", "mlp") and cfg.penalty == "l2" and cfg.momentum == 0
+
+
 def train_population(sets: Sequence[FitSet], members: Sequence[Member], *, cfg: TrainConfig, hidden: int = 128,
-                     on_epoch: PopulationCallback | None = None, return_models: bool = False) -> list[MemberResult]:
-    """Train every member together; results in the order of ``members`` (see the module docstring)."""
-    if cfg.penalty != "l2":
+                     net: Net | None = None, on_epoch: PopulationCallback | None = None,
+                     return_models: bool = False) -> list[MemberResult]:
+    """Train every member together; results in the order of ``members`` (see the module docstring).
+    ``net``: a SimpleNet or mlp ``Net``; None is SimpleNet 784-``hidden``-10."""
+    if cfg.penalty != "l2" or cfg.momentum:
         raise ConfigError(
-            f"population training supports train.penalty = 'l2' only, got {cfg.penalty!r}; "
-            "use search.batch = 1 for other penalties"
+            f"this population trainer supports train.penalty = 'l2' with plain SGD only, got {cfg.penalty!r} "
+            f"and train.momentum = {cfg.momentum}; train through sweep.training.trainers, which picks the "
+            "torch.func population for them"
         )
+    if net is not None and net.arch not in ("simplenet", "mlp"):
+        raise ValueError(f"{net.source} is not a stack of Linear layers; train it with sweep.training.functional")
     if not members:
         raise ValueError("a population needs at least one member")
     if any(not 0 <= m.fit_set < len(sets) for m in members):
@@ -104,7 +118,10 @@ def train_population(sets: Sequence[FitSet], members: Sequence[Member], *, cfg: 
     by_size: dict[int, list[tuple[int, float, int, int]]] = {}
     for i, m in enumerate(members):  # one cohort per fit-set size: its members step with one batch size
         by_size.setdefault(sets[m.fit_set].n, []).append((i, m.lam, m.seed, m.fit_set))
-    cohorts = [Cohort(sets, spec, hidden=hidden, lr=cfg.lr, decay_bias=cfg.decay_bias, device=device)
+    def build(seed: int) -> nn.Module:
+        return net.build(seed) if net is not None else init_simplenet(hidden, seed)
+
+    cohorts = [Cohort(sets, spec, build=build, lr=cfg.lr, decay_bias=cfg.decay_bias, device=device)
                for spec in by_size.values()]
     results = [MemberResult(lam=float(m.lam), seed=int(m.seed), fit_set=m.fit_set) for m in members]
     for epoch in range(1, cfg.epochs + 1):
@@ -179,28 +196,30 @@ def fit_population(
     seeds: Sequence[int],
     cfg: TrainConfig,
     hidden: int = 128,
+    net: Net | None = None,
     on_epoch: PopulationCallback | None = None,
     return_models: bool = False,
 ) -> list[MemberResult]:
-    """One SimpleNet per (lambda, seed) pair on one fit set; results in the order of ``lams``."""
+    """One network per (lambda, seed) pair on one fit set (SimpleNet unless ``net``); results in the order of ``lams``."""
     if len(lams) != len(seeds) or not lams:
         raise ValueError(f"need one seed per lambda and at least one member, got {len(lams)} and {len(seeds)}")
     members = [Member(float(lam), int(s)) for lam, s in zip(lams, seeds, strict=True)]
-    return train_population([FitSet(x_fit, y_fit, x_val, y_val)], members, cfg=cfg, hidden=hidden,
+    return train_population([FitSet(x_fit, y_fit, x_val, y_val)], members, cfg=cfg, hidden=hidden, net=net,
                             on_epoch=on_epoch, return_models=return_models)
 
 
-def member_bytes(*, hidden: int, batch_size: int, n_fit: int) -> int:
-    """Rough device memory one member needs while training (weights, step temporaries, its data order)."""
-    params = hidden * IN_FEATURES + hidden + CLASSES * hidden + CLASSES
-    step = batch_size * (IN_FEATURES + 4 * hidden + 4 * CLASSES)
+def member_bytes(widths: Sequence[int], *, batch_size: int, n_fit: int) -> int:
+    """Rough device memory one member needs while training: weights x3, step temporaries, its data order.
+    ``widths``: inputs, each hidden width, classes (SimpleNet: 784, hidden, 10)."""
+    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    step = batch_size * (widths[0] + 4 * sum(widths[1:]))
     return 4 * (3 * params + step) + 8 * n_fit
 
 
-def auto_size(device: torch.device, *, hidden: int, batch_size: int, n_fit: int) -> int:
+def auto_size(device: torch.device, *, widths: Sequence[int], batch_size: int, n_fit: int) -> int:
     """Members per population for ``search.batch = "auto"``: half the free CUDA memory, or a CPU default."""
     if device.type != "cuda":
         return CPU_AUTO_SIZE
     free, _ = torch.cuda.mem_get_info(device)
-    per = member_bytes(hidden=hidden, batch_size=batch_size, n_fit=n_fit)
+    per = member_bytes(widths, batch_size=batch_size, n_fit=n_fit)
     return max(1, min(CUDA_AUTO_CAP, int(free // 2 // per)))

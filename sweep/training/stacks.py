@@ -1,16 +1,24 @@
-"""The arithmetic of a SimpleNet population: stacked weights, one SGD step of every member, evaluation.
+"""The arithmetic of an MLP population: stacked weights, one SGD step of every member, evaluation.
+
+The network is any stack of ``nn.Linear`` layers with ReLU between them: SimpleNet
+(784-hidden-10) and ``model.arch = "mlp"`` (any number of hidden layers). Members are built
+by the caller's ``build(seed)``; the stacks take its ``Linear`` layers in order.
 
 ``population.py`` owns the API and the epoch loop; this module owns the tensors. A
 ``Cohort`` holds the members whose fit sets have the same size (so every step has
 the same batch size for all of them), stacked group-major: a *group* is the members
 that share a fit set and a seed, hence each batch. With G groups of m members each,
-the first layer is one batched matmul (G, B, 784) x (G, 784, m*hidden): one wide
-matmul per group, all groups in one call. G = 1 is a holdout study (every lambda
+the first layer is one batched matmul (G, B, features) x (G, features, m*width): one wide
+matmul per group, all groups in one call, and its weight gradient is one wide
+accumulate into the weights (``addmm_``/``baddbmm_``: the GEMM adds into w, no gradient
+tensor). The first layer is the big one (784 inputs) and the one whose gradient has the
+shortest inner dimension (the batch), so this layout is what keeps it near the matmul rate;
+later layers are one bmm per layer over the members. G = 1 is a holdout study (every lambda
 shares the batch); m = 1 is "every member its own data order". Groups of unequal
 size (after a failure) fall back to m = 1, each member gathering its group's batch.
 
-Weight decay: w1 is kept as ``scale * w1`` with one scale per member, so a step
-multiplies a (K, 1, 1) scale by ``1 - lr*lam`` instead of rewriting every first-layer
+Weight decay: the first layer's weights are kept as ``scale * w`` with one scale per member, so a
+step multiplies a (K, 1, 1) scale by ``1 - lr*lam`` instead of rewriting every first-layer
 weight; the scale is folded back before it can underflow and at every epoch's end.
 Nothing here reads a value back to the host: on CUDA an epoch runs without a sync.
 """
@@ -18,13 +26,12 @@ Nothing here reads a value back to the host: on CUDA an epoch runs without a syn
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from sweep.training.model import CLASSES, IN_FEATURES, SimpleNet, init_simplenet
+from torch import nn
 
 EVAL_CHUNK = 8192
 EVAL_ELEMENTS = 1 << 26  # hidden activations per evaluation chunk (256 MB of float32)
@@ -38,7 +45,7 @@ class FitSet:
     one copy of the training set; the validation sets of the k folds together are one more copy.
     """
 
-    x: torch.Tensor  # (N, 784) float images
+    x: torch.Tensor  # (N, ...) float examples (flattened by the first layer)
     y: torch.Tensor  # (N,) labels
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
@@ -52,17 +59,17 @@ class FitSet:
 class Cohort:
     """Members whose fit sets have one size, stacked group-major; see the module docstring."""
 
-    def __init__(self, sets: Sequence[FitSet], spec: Sequence[tuple[int, float, int, int]], *, hidden: int,
-                 lr: float, decay_bias: bool, device: torch.device) -> None:
-        """``spec``: (member index, lambda, seed, fit set index) of each member; all sets of one size."""
+    def __init__(self, sets: Sequence[FitSet], spec: Sequence[tuple[int, float, int, int]], *,
+                 build: Callable[[int], nn.Module], lr: float, decay_bias: bool, device: torch.device) -> None:
+        """``spec``: (member index, lambda, seed, fit set index) of each member; all sets of one size.
+        ``build(seed)``: a fresh member network, whose ``nn.Linear`` layers (in order, ReLU between) are stacked."""
         rows = sorted(spec, key=lambda s: (s[3], s[2], s[0]))  # group-major: by fit set, then seed
         self.sets = sets
+        self.build = build
         self.n = sets[rows[0][3]].n
-        nets = [init_simplenet(hidden, seed) for _, _, seed, _ in rows]
-        self.w1 = torch.stack([m.fc1.weight.data for m in nets]).to(device)
-        self.b1 = torch.stack([m.fc1.bias.data for m in nets]).unsqueeze(1).to(device)
-        self.w2 = torch.stack([m.fc2.weight.data for m in nets]).to(device)
-        self.b2 = torch.stack([m.fc2.bias.data for m in nets]).unsqueeze(1).to(device)
+        nets = [linears(build(seed)) for _, _, seed, _ in rows]
+        self.ws = [torch.stack([net[i].weight.data for net in nets]).to(device) for i in range(len(nets[0]))]
+        self.bs = [torch.stack([net[i].bias.data for net in nets]).unsqueeze(1).to(device) for i in range(len(nets[0]))]
         # The factor 1 - lr*lam is computed in double, then rounded once, as the single trainer's scalar is.
         keep = torch.tensor([1.0 - lr * lam for _, lam, _, _ in rows], dtype=torch.float64).to(torch.float32)
         self.keep_w = keep.view(-1, 1, 1).to(device)
@@ -77,6 +84,11 @@ class Cohort:
         self.keys = [(r[3], r[2]) for r in rows]  # (fit set, seed) of each row
         self.gens = {key: torch.Generator().manual_seed(key[1]) for key in dict.fromkeys(self.keys)}
         self._regroup()
+
+    @property
+    def w1(self) -> torch.Tensor:
+        """The first layer's stacked weights, (K, width, features), times ``scale`` per member."""
+        return self.ws[0]
 
     def _regroup(self) -> None:
         groups = list(dict.fromkeys(self.keys))
@@ -95,7 +107,9 @@ class Cohort:
         """Keep only the stacked rows ``rows`` (positions); the others stop costing compute."""
         index = torch.tensor(rows, device=self.w1.device, dtype=torch.long)
         self.fold_scale()
-        for name in ("w1", "b1", "w2", "b2", "keep_w", "keep_b", "scale"):
+        self.ws = [w.index_select(0, index) for w in self.ws]
+        self.bs = [b.index_select(0, index) for b in self.bs]
+        for name in ("keep_w", "keep_b", "scale"):
             setattr(self, name, getattr(self, name).index_select(0, index))
         self.members = [self.members[r] for r in rows]
         self.keys = [self.keys[r] for r in rows]
@@ -121,12 +135,13 @@ class Cohort:
                             for (s, _), p in zip(self.groups, perms, strict=True)])
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images (G, B, 784) and labels (G, B) of the groups' batch ``idx`` (G, B)."""
+        """Examples (G, B, features) and labels (G, B) of the groups' batch ``idx`` (G, B)."""
         if self.source is not None:
-            return self.source[idx], self.sets[self.groups[0][0]].y[idx]
-        xs = [self.sets[s].x[i] for (s, _), i in zip(self.groups, idx, strict=True)]
-        ys = [self.sets[s].y[i] for (s, _), i in zip(self.groups, idx, strict=True)]
-        return torch.stack(xs), torch.stack(ys)
+            xb, yb = self.source[idx], self.sets[self.groups[0][0]].y[idx]
+        else:
+            xb = torch.stack([self.sets[s].x[i] for (s, _), i in zip(self.groups, idx, strict=True)])
+            yb = torch.stack([self.sets[s].y[i] for (s, _), i in zip(self.groups, idx, strict=True)])
+        return xb.flatten(2), yb
 
     def set_slices(self) -> list[tuple[int, int, int]]:
         """(fit set, first row, end row) of each fit set's contiguous rows."""
@@ -138,75 +153,86 @@ class Cohort:
                 out.append((s, row, row + 1))
         return out
 
-    def model(self, row: int) -> SimpleNet:
-        net = SimpleNet(self.w1.shape[1]).to(self.w1.device)
+    def model(self, row: int) -> nn.Module:
+        """Row ``row`` as a network of its own (call ``fold_scale`` first)."""
+        net = self.build(self.keys[row][1]).to(self.w1.device)
         with torch.no_grad():
-            net.fc1.weight.copy_(self.w1[row])
-            net.fc1.bias.copy_(self.b1[row, 0])
-            net.fc2.weight.copy_(self.w2[row])
-            net.fc2.bias.copy_(self.b2[row, 0])
+            for layer, w, b in zip(linears(net), self.ws, self.bs, strict=True):
+                layer.weight.copy_(w[row])
+                layer.bias.copy_(b[row, 0])
         return net
 
 
+def linears(net: nn.Module) -> list[nn.Linear]:
+    """The ``nn.Linear`` layers of ``net`` in order: the layers a population stacks."""
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
 def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step of every member on its group's batch (``xb`` (G, B, 784), ``yb`` (G, B)).
+    """One SGD step of every member on its group's batch (``xb`` (G, B, features), ``yb`` (G, B)).
 
     Returns each member's summed batch loss and correct count, (K,) each, with no host sync.
     """
-    k, hidden = p.w1.shape[0], p.w1.shape[1]
+    k, width, features = p.w1.shape
     m = p.m
     if m == 1 and xb.shape[0] != k:  # unequal groups: each member gathers its group's batch
         xb, yb = xb.index_select(0, p.row_group), yb.index_select(0, p.row_group)
     g, b = xb.shape[0], yb.shape[1]
-    if g == 1:  # one group (holdout): a plain (B, 784) x (784, K*hidden) matmul, faster on a CPU than a bmm of one
-        h = torch.mm(xb[0], p.w1.view(k * hidden, IN_FEATURES).t()).view(b, k, hidden).transpose(0, 1)
-        h = torch.addcmul(p.b1, h, p.scale).clamp_(min=0)
+    if g == 1:  # one group (holdout): a plain (B, F) x (F, K*width) matmul, faster on a CPU than a bmm of one
+        h = torch.mm(xb[0], p.w1.view(k * width, features).t()).view(b, k, width).transpose(0, 1)
+        h = torch.addcmul(p.bs[0], h, p.scale).clamp_(min=0)
         y3 = yb.view(1, b, 1).expand(k, b, 1)
-    else:  # one (B, 784) x (784, m*hidden) matmul per group, all groups in one call: (G, B, m*hidden)
-        h = torch.bmm(xb, p.w1.view(g, m * hidden, IN_FEATURES).mT).view(g, b, m, hidden).transpose(1, 2)
-        h = torch.addcmul(p.b1.view(g, m, 1, hidden), h, p.scale.view(g, m, 1, 1)).clamp_(min=0).reshape(k, b, hidden)
+    else:  # one (B, F) x (F, m*width) matmul per group, all groups in one call: (G, B, m*width)
+        h = torch.bmm(xb, p.w1.view(g, m * width, features).mT).view(g, b, m, width).transpose(1, 2)
+        h = torch.addcmul(p.bs[0].view(g, m, 1, width), h, p.scale.view(g, m, 1, 1)).clamp_(min=0).reshape(k, b, width)
         y3 = yb.view(g, 1, b, 1).expand(g, m, b, 1).reshape(k, b, 1)
-    out = torch.baddbmm(p.b2, h, p.w2.mT)  # (K, B, 10)
+    acts = [h]  # each later layer's input, (K, B, width_i), kept for its weight gradient
+    for w, bias in zip(p.ws[1:-1], p.bs[1:-1], strict=True):
+        acts.append(torch.baddbmm(bias, acts[-1], w.mT).clamp_(min=0))
+    out = torch.baddbmm(p.bs[-1], acts[-1], p.ws[-1].mT)  # (K, B, classes)
     lse = out.logsumexp(2, keepdim=True)
     loss = (lse - out.gather(2, y3)).sum((1, 2))
     hits = (out.argmax(2, keepdim=True) == y3).sum((1, 2))
-    g_out = (out - lse).exp_()  # softmax
-    g_out.scatter_add_(2, y3, torch.full(y3.shape, -1.0, device=g_out.device))
-    g_out.div_(b)
-    g_h = torch.bmm(g_out, p.w2).mul_(h > 0)  # (K, B, hidden), before w2 changes
-    p.w2.mul_(p.keep_w).baddbmm_(g_out.mT, h, alpha=-lr)
-    p.b2.mul_(p.keep_b).sub_(g_out.sum(1, keepdim=True), alpha=lr)
-    p.b1.mul_(p.keep_b).sub_(g_h.sum(1, keepdim=True), alpha=lr)
+    grad = (out - lse).exp_()  # softmax
+    grad.scatter_add_(2, y3, torch.full(y3.shape, -1.0, device=grad.device))
+    grad.div_(b)
+    for i in range(len(p.ws) - 1, 0, -1):  # layers after the first, last to second: grad is d loss / d output
+        below = torch.bmm(grad, p.ws[i]).mul_(acts[i - 1] > 0)  # (K, B, width), before w_i changes
+        p.ws[i].mul_(p.keep_w).baddbmm_(grad.mT, acts[i - 1], alpha=-lr)
+        p.bs[i].mul_(p.keep_b).sub_(grad.sum(1, keepdim=True), alpha=lr)
+        grad = below
+    p.bs[0].mul_(p.keep_b).sub_(grad.sum(1, keepdim=True), alpha=lr)
     if p.scaled:  # scale*w1 <- keep*scale*w1 - lr*g:  scale <- keep*scale,  w1 <- w1 - (lr/scale)*g
         p.scale.mul_(p.keep_w)
-        g_h = g_h * (lr / p.scale)
+        grad = grad * (lr / p.scale)
         alpha = 1.0
     else:
         p.w1.mul_(p.keep_w)
         alpha = lr
     if g == 1:
-        p.w1.view(k * hidden, IN_FEATURES).addmm_(g_h.transpose(1, 2).reshape(k * hidden, b), xb[0], alpha=-alpha)
+        p.w1.view(k * width, features).addmm_(grad.transpose(1, 2).reshape(k * width, b), xb[0], alpha=-alpha)
     else:
-        grad = g_h.view(g, m, b, hidden).permute(0, 1, 3, 2).reshape(g, m * hidden, b)
-        p.w1.view(g, m * hidden, IN_FEATURES).baddbmm_(grad, xb, alpha=-alpha)
+        grad = grad.view(g, m, b, width).permute(0, 1, 3, 2).reshape(g, m * width, b)
+        p.w1.view(g, m * width, features).baddbmm_(grad, xb, alpha=-alpha)
     return loss, hits
 
 
 @torch.no_grad()
 def evaluate(p: Cohort, start: int, end: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy and correct counts of rows ``start:end`` on (x, y), shapes (end - start,); no sync."""
-    k, hidden = end - start, p.w1.shape[1]
+    k, width, features = end - start, p.w1.shape[1], p.w1.shape[2]
     loss = torch.zeros(k, device=x.device)
     correct = torch.zeros(k, device=x.device, dtype=torch.long)
-    rows = max(1, min(EVAL_CHUNK, EVAL_ELEMENTS // (k * hidden)))
-    w1 = p.w1[start:end].reshape(k * hidden, IN_FEATURES).t()
-    b1 = p.b1[start:end].reshape(1, k * hidden)
-    b2, w2t = p.b2[start:end], p.w2[start:end].mT
-    for xs, ys in zip(x.split(rows), y.split(rows), strict=True):
-        m = ys.shape[0]
-        h = torch.addmm(b1, xs, w1).view(m, k, hidden).transpose(0, 1).clamp_(min=0)
-        out = torch.baddbmm(b2, h, w2t)  # (k, m, 10)
-        ce = F.cross_entropy(out.reshape(k * m, CLASSES), ys.repeat(k), reduction="none")
-        loss += ce.view(k, m).sum(1)
+    rows = max(1, min(EVAL_CHUNK, EVAL_ELEMENTS // (k * max(w.shape[1] for w in p.ws))))
+    w1 = p.w1[start:end].reshape(k * width, features).t()
+    b1 = p.bs[0][start:end].reshape(1, k * width)
+    for xs, ys in zip(x.flatten(1).split(rows), y.split(rows), strict=True):
+        n = ys.shape[0]
+        h = torch.addmm(b1, xs, w1).view(n, k, width).transpose(0, 1).clamp_(min=0)
+        for w, bias in zip(p.ws[1:-1], p.bs[1:-1], strict=True):
+            h = torch.baddbmm(bias[start:end], h, w[start:end].mT).clamp_(min=0)
+        out = torch.baddbmm(p.bs[-1][start:end], h, p.ws[-1][start:end].mT)  # (k, n, classes)
+        ce = F.cross_entropy(out.flatten(0, 1), ys.repeat(k), reduction="none")
+        loss += ce.view(k, n).sum(1)
         correct += (out.argmax(2) == ys).sum(1)
     return loss, correct
