@@ -31,13 +31,32 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep.batch_trials import fold_waves, start_attrs, train_trials
 from sweep.config import StudyConfig
 from sweep.errors import StoreOutageError, TrialInterrupted
-from sweep.optuna_compat import BaseHeartbeat, heartbeat_storage, storage_of
+from sweep.optuna_compat import BaseHeartbeat, frozen, heartbeat_storage, storage_of
 from sweep.optuna_compat import trial_id as trial_id_of
 from sweep.training import trainers
 from sweep.trial_attrs import write_attrs
 from sweep.trial_data import Prepared, suggest_lambda
 
 log = logging.getLogger("sweep")
+
+
+def tell_once(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None) -> bool:
+    """Tell the store how ``trial`` ended; False (with a warning) when another worker had already failed it
+    as stale while this one was paused, so this result is discarded. The one place both trial paths tell."""
+    try:
+        told = study.tell(trial, value, state=state, skip_if_finished=True)
+    except UpdateFinishedTrialError:
+        told = None
+    except RuntimeError as err:
+        # GridSampler calls study.stop() once the grid is used up, which Optuna allows only inside optimize;
+        # the trial is stored all the same (tell's `finally`), and the run loop sees the exhausted grid.
+        if "Study.stop" not in str(err):
+            raise
+        told = frozen(study, trial)
+    if told is None or told.state != state:
+        log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+        return False
+    return True
 
 
 def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
@@ -140,18 +159,7 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
     def tell(i: int, state: TrialState, value: float | None = None) -> None:
         trial = live.pop(i)
         heartbeats.discard(trial_id_of(trial))
-        try:
-            told = study.tell(trial, value, state=state, skip_if_finished=True)
-        except UpdateFinishedTrialError:
-            told = None
-        except RuntimeError as err:
-            # GridSampler calls study.stop() once the grid is used up, which Optuna allows only inside
-            # optimize; the trial is stored all the same (tell's `finally`), and run() sees the exhausted grid.
-            if "Study.stop" not in str(err):
-                raise
-            return
-        if told is None or told.state != state:
-            log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+        tell_once(study, trial, state, value)
 
     start = start_attrs(cfg, prep)
     with Heartbeats(storage) as heartbeats:

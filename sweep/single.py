@@ -21,9 +21,9 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from sweep.batch import Heartbeats
+from sweep.batch import Heartbeats, tell_once
 from sweep.errors import StoreOutageError, TrainingDivergedError, TrialInterrupted, first_line
-from sweep.optuna_compat import frozen, storage_of, trial_id
+from sweep.optuna_compat import storage_of, trial_id
 
 log = logging.getLogger("sweep")
 
@@ -112,17 +112,4 @@ def run_single(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             raise
         finally:
             beats.discard(trial_id(trial))
-    try:
-        told = study.tell(trial, value, state=state, skip_if_finished=True)
-    except UpdateFinishedTrialError:
-        told = None
-    except RuntimeError as err:
-        # GridSampler calls study.stop() once the grid is used up, which Optuna allows only inside optimize;
-        # the trial is stored all the same (tell's `finally`), and the worker sees the exhausted grid.
-        if "Study.stop" not in str(err):
-            raise
-        told = frozen(study, trial)
-    if told is None or told.state != state:
-        log.warning("trial %d was taken over after a pause; result discarded", trial.number)
-        return False
-    return True
+    return tell_once(study, trial, state, value)
