@@ -195,6 +195,10 @@ class StudyConfig(_Section):
         if evidence and self.train.penalty not in ("l2", "l2-loss"):
             raise ValueError(f"search.validation = 'evidence' and search.sampler = 'marglik' need train.penalty "
                              f"'l2' or 'l2-loss' (a Gaussian prior), got {self.train.penalty!r}")
+        if self.search.validation == "evidence" and self.search.batch != 1:
+            # A population scores its members on a validation split; an evidence trial has none.
+            raise ValueError(f"search.validation = 'evidence' trains its trials one at a time: set search.batch = 1, "
+                             f"got {self.search.batch!r}")
         if self.search.sampler == "marglik":
             if self.search.n_trials != 1:
                 raise ValueError(f"search.sampler = 'marglik' trains one network: set search.n_trials = 1, "

@@ -180,6 +180,15 @@ def test_evidence_needs_an_l2_penalty(tiny_cfg: Any, overrides: dict[str, Any], 
         tiny_cfg(train=overrides, search={"validation": "evidence"})
 
 
+@pytest.mark.parametrize("batch", [5, "auto"])
+def test_evidence_refuses_populations(tiny_cfg: Any, batch: int | str) -> None:
+    # A population would score its members on a holdout split: the study would silently be a holdout study.
+    from sweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trains its trials one at a time: set search.batch = 1"):
+        tiny_cfg(search={"validation": "evidence", "batch": batch})
+
+
 def test_marglik_needs_one_trial(tiny_cfg: Any) -> None:
     from sweep.errors import ConfigError
 
