@@ -1,8 +1,12 @@
 """The ways of finding lambda that ``search_quality.py`` compares side by side, and their table.
 
 Each method is the setting's study with a few ``[search]`` keys changed; replicate r runs it with
-``search.seed = r`` and ``train.seed = r`` in its own SQLite file, timed from the call to the
-returned study (data loading included, the same for every method; no refit).
+``search.seed = r * stride`` and ``train.seed = r`` in its own SQLite file, timed from the call to
+the returned study (data loading included, the same for every method; no refit). The run loop
+reseeds the sampler with ``search.seed`` plus the trials so far before each trial or batch, so
+with ``stride = 1`` replicate r + 1 draws with replicate r's seeds one trial on: two batch-1
+studies (evidence) then share most of their lambdas. A stride above the trials a study asks keeps
+replicates apart; every method of one replicate has the same seeds, so the methods are paired.
 
 - ``holdout``: the study file as it is (one stratified holdout split, its pruner and batch);
 - ``cv``: ``search.validation = "cv"`` with the default 5 folds, same trials, pruner and batch;
@@ -51,16 +55,17 @@ class Outcome:
     note: str = ""
 
 
-def method_config(cfg: config_mod.StudyConfig, method: str, r: int) -> config_mod.StudyConfig:
+def method_config(cfg: config_mod.StudyConfig, method: str, r: int, stride: int) -> config_mod.StudyConfig:
     raw = cfg.model_dump(mode="json")
     return config_mod.validate({**raw, "name": f"{cfg.name}-{method}-{r}",
-                                "search": {**raw["search"], **METHODS[method], "seed": r},
+                                "search": {**raw["search"], **METHODS[method], "seed": r * stride},
                                 "train": {**raw["train"], "seed": r}}, source="benchmark")
 
 
-def run_method(cfg: config_mod.StudyConfig, method: str, r: int, folder: str) -> tuple[list[optuna.trial.FrozenTrial], float]:
+def run_method(cfg: config_mod.StudyConfig, method: str, r: int, folder: str, *,
+               stride: int) -> tuple[list[optuna.trial.FrozenTrial], float]:
     """The replicate's study of ``method``: (its trials in order, wall seconds)."""
-    mcfg = method_config(cfg, method, r)
+    mcfg = method_config(cfg, method, r, stride)
     start = time.perf_counter()
     study = run_study(mcfg, f"sqlite:///{folder}/{method}-r{r}.db", refit_after=False)
     seconds = time.perf_counter() - start
