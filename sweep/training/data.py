@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedShuffleSplit
-from torchvision import datasets as tvd
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from sweep.errors import DataError, first_line
 
@@ -86,6 +84,10 @@ def _mnist_sample() -> Dataset:
 
 def _read_idx(raw: Path) -> Dataset:
     """Decode the four IDX files in ``raw`` through torchvision, checking shapes and counts."""
+    # Imported here: torchvision's package import (its models) costs about a second per process,
+    # and the shipped sample, which the quick start and every worker of it reads, does not need it.
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     tensors = []
     for fname in IDX_FILES:
         path = raw / fname
@@ -148,6 +150,8 @@ def _mnist(data_dir: Path) -> Dataset:
     raw = data_dir / "MNIST" / "raw"
     if not _have_idx(raw):
         # torchvision downloads (and checks the MD5 of) each file from its mirrors.
+        from torchvision import datasets as tvd
+
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 tvd.MNIST(root=str(data_dir), train=True, download=True)
