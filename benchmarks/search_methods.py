@@ -35,8 +35,8 @@ from sweep.select import scores_of, select
 METHODS: dict[str, dict[str, Any]] = {
     "holdout": {},
     "cv": {"validation": "cv"},
-    # batch = 1: with a batch above 1 the run loop trains the batch as a holdout population, so an
-    # evidence study with the quick start's batch = 5 would silently score holdout accuracy instead.
+    # batch = 1: evidence trials train one at a time (a population scores its members on a validation
+    # split, which an evidence trial has none of; the config refuses a batch above 1).
     "evidence": {"validation": "evidence", "batch": 1},
     "marglik": {"sampler": "marglik", "n_trials": 1, "batch": 1},
 }
