@@ -37,6 +37,10 @@ def transient(err: BaseException) -> bool:
     """True for a store failure that may pass: a lost connection, a server restarting, a locked or full disk."""
     if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
         err = err.__cause__
+    if isinstance(err, sa_exc.PendingRollbackError):
+        # A statement that failed while handling a lost connection (Optuna's get_trials falls back to a
+        # second query on the same session when the first raises): transient when what it follows was.
+        return err.__context__ is not None and transient(err.__context__)
     if not isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
                             sa_exc.TimeoutError)) and not (isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated):
         return False

@@ -29,6 +29,28 @@ def test_transient_failures_are_told_from_permanent_ones() -> None:
     assert not transient(optuna.exceptions.UpdateFinishedTrialError("finished"))
 
 
+def _pending_rollback_after(first: BaseException) -> optuna.exceptions.StorageInternalError:
+    """What Optuna's RDB storage raises when its get_trials fallback query runs on a session whose first
+    query failed: PendingRollbackError raised while handling ``first``, wrapped by the scoped session."""
+    try:
+        try:
+            raise first
+        except BaseException:
+            raise sa_exc.PendingRollbackError("Can't reconnect until invalid transaction is rolled back") from None
+    except sa_exc.PendingRollbackError as pending:
+        wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+        wrapped.__cause__ = pending
+        return wrapped
+
+
+def test_a_pending_rollback_is_as_transient_as_the_failure_it_follows() -> None:
+    # Seen in the PostgreSQL restart fault test: a worker exited 1 on this instead of riding out the outage.
+    assert transient(_pending_rollback_after(_op("server closed the connection unexpectedly")))
+    assert not transient(_pending_rollback_after(_op('password authentication failed for user "sweep"')))
+    assert not transient(_pending_rollback_after(ValueError("bad data")))
+    assert not transient(sa_exc.PendingRollbackError("no context"))
+
+
 def test_an_outage_within_the_budget_is_ridden_out_with_two_lines(caplog: pytest.LogCaptureFixture) -> None:
     calls = []
 
