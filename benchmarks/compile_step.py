@@ -25,7 +25,8 @@ from sweep.training.stacks import Cohort, FitSet, step
 
 
 def cohort(fs: FitSet, k: int, hidden: int) -> Cohort:
-    return Cohort([fs], [(i, 1e-5 * 1.5**i, 0, 0) for i in range(k)], build=lambda s: init_simplenet(hidden, s),
+    lams = torch.logspace(-5, -2, k).tolist()  # the study range, so no member diverges
+    return Cohort([fs], [(i, lam, 0, 0) for i, lam in enumerate(lams)], build=lambda s: init_simplenet(hidden, s),
                   lr=0.1, decay_bias=True, device=torch.device("cpu"))
 
 

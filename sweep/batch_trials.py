@@ -18,11 +18,12 @@ Each trial stores what its single objective stores, through the same functions:
 Pruner reads: Optuna's ``should_prune`` makes the pruner read the study's trials from
 storage, once per member and epoch. The median pruner reads only COMPLETE trials, and
 no trial of the batch completes before the batch ends, so for it (and for no pruner) the
-trials are read once per epoch (``_PrunerView``); other pruners go through ``should_prune``.
+trials are read at most every few seconds (``_PrunerView``); other pruners go through ``should_prune``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ from sweep.training.fit import EpochStats
 from sweep.training.population import FitSet, Member, PopulationEpoch
 from sweep.trial_attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs, write_attrs
 from sweep.trial_data import Prepared, seeds
+
+PRUNER_READ_SECONDS = 5.0  # how stale another worker's completed trials may be when a batch prunes
 
 Tell = Callable[[int, TrialState, float | None], None]
 
@@ -88,19 +91,32 @@ def layout(cfg: StudyConfig, prep: Prepared) -> Layout:
 
 
 class _PrunerView:
-    """The study as the median pruner reads it: its trials read once per refresh, not once per member."""
+    """The study as the median pruner reads it: its trials read at most every ``max_age`` seconds, not once
+    per member and epoch.
 
-    def __init__(self, study: optuna.Study) -> None:
+    The median pruner compares a trial with the COMPLETE trials only. In one process none of those
+    changes while a batch trains (its own trials complete at its end), so a batch reads them once
+    and decides as ``should_prune`` would. Another worker's trial that completes meanwhile is seen
+    at the next read, at most ``max_age`` seconds later: as if it had finished that much later.
+    Reading every epoch cost 17% of the quick start's wall time (docs/performance.md).
+    """
+
+    def __init__(self, study: optuna.Study, max_age: float = PRUNER_READ_SECONDS) -> None:
         self._study = study
         self._trials: list[FrozenTrial] | None = None
+        self._read_at = 0.0
+        self.max_age = max_age
         self.fast = isinstance(study.pruner, optuna.pruners.PercentilePruner | optuna.pruners.NopPruner)
 
     def refresh(self) -> None:
-        self._trials = None
+        """Read the trials again at the next use, if the last read is older than ``max_age``."""
+        if time.monotonic() - self._read_at >= self.max_age:
+            self._trials = None
 
     def get_trials(self, deepcopy: bool = True, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
         if self._trials is None:
             self._trials = self._study.get_trials(deepcopy=False)
+            self._read_at = time.monotonic()
         return [t for t in self._trials if states is None or t.state in states]
 
     def __getattr__(self, name: str) -> Any:

@@ -113,7 +113,7 @@ def test_pruner_view_decides_as_should_prune(sqlite_url: str) -> None:
         t = s.ask()
         t.report(v, 0)
         s.tell(t, v)
-    view = sweep.batch_trials._PrunerView(s)
+    view = sweep.batch_trials._PrunerView(s, max_age=0)  # every refresh reads: trials complete between the asks
     assert view.fast
     for v, expect in ((0.5, True), (0.7, False), (0.6, False)):
         t = s.ask()
@@ -121,3 +121,27 @@ def test_pruner_view_decides_as_should_prune(sqlite_url: str) -> None:
         assert bool(view.should_prune(t)) == bool(t.should_prune()) == expect
         s.tell(t, v)
         view.refresh()
+
+
+def test_pruner_view_reads_the_store_once_while_no_trial_completes(sqlite_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch's epochs: the same live trials report step after step; the COMPLETE ones do not change.
+    s = optuna.create_study(storage=sqlite_url, direction="maximize",
+                            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    for v in (0.4, 0.6, 0.8):
+        t = s.ask()
+        for step in range(5):
+            t.report(v + step / 100, step)
+        s.tell(t, v)
+    reads = []
+    real = s.get_trials
+    monkeypatch.setattr(s, "get_trials", lambda *a, **k: reads.append(1) or real(*a, **k))
+    view = sweep.batch_trials._PrunerView(s)  # the default age: one read for these quick epochs
+    live = [s.ask() for _ in range(3)]
+    for step in range(5):
+        view.refresh()
+        for t, v in zip(live, (0.5, 0.7, 0.61), strict=True):
+            t.report(v + step / 100, step)
+            assert bool(view.should_prune(t)) == bool(t.should_prune())
+    assert len(reads) == 1 + 15  # the view's one read, and should_prune's own read per call
+    assert view.max_age == sweep.batch_trials.PRUNER_READ_SECONDS
