@@ -53,6 +53,7 @@ from sweep import config as config_mod
 from sweep.select import RULES, Selection, min_trials_to_stop, scores_of, select, stop_reason
 from sweep.training import data
 from sweep.training.fit import resolve_device
+from sweep.training.models import net_for
 from sweep.training.population import fit_population
 
 STUDY = Path(__file__).resolve().parent.parent / "studies" / "quickstart.toml"
@@ -75,10 +76,11 @@ def reference(cfg: config_mod.StudyConfig, *, n_lams: int, n_seeds: int) -> tupl
     ds = data.load(cfg.data.dataset, cfg.data.data_dir)
     x, y = data.to_device(ds.train, device)
     xt, yt = data.to_device(ds.test, device)
+    net = net_for(cfg.model, in_shape=(784,), classes=10)  # the study's network (SimpleNet or an mlp)
     lams = np.geomspace(cfg.search.lambda_low, cfg.search.lambda_high, n_lams)
     accs = np.zeros((n_seeds, n_lams))
     for s in range(n_seeds):  # one population per seed: members sharing a seed take the fast path
-        out = fit_population(x, y, xt, yt, lams=list(lams), seeds=[s] * n_lams, cfg=cfg.train, hidden=cfg.model.hidden)
+        out = fit_population(x, y, xt, yt, lams=list(lams), seeds=[s] * n_lams, cfg=cfg.train, net=net)
         accs[s] = [r.history[-1].val_acc if r.state == "complete" else np.nan for r in out]
     return lams, np.nanmean(accs, axis=0)
 
