@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--quickstart-epochs", type=int, default=150)
     ap.add_argument("--trials", type=int, default=None, help="n_trials of each study [default: the study file's]")
     ap.add_argument("--seed-stride", type=int, default=1000,
-                    help="replicate r's search.seed is r times this: above n_trials, no two replicates share sampler seeds")
+                    help="replicate r's search.seed is r times this (kept from before sampler_seed hashed the reseeding)")
     ap.add_argument("--json", type=Path, default=None, help="also write every replicate's outcome here")
     args = ap.parse_args()
     methods = args.methods.split(",")

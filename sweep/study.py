@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import __version__
-from sweep.config import PARAM, SEED_MAX, StudyConfig, diff, stored_config
+from sweep.config import PARAM, StudyConfig, diff, stored_config
 from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError, TrainingDivergedError
 from sweep.objective import refit
 from sweep.select import choose, refit_matches, scores_of, selection_of
@@ -26,10 +26,21 @@ from sweep.training.factories import check_fingerprints, fingerprints
 from sweep.trial_data import Prepared, prepare
 
 
+def sampler_seed(seed: int, offset: int) -> int:
+    """The sampler's seed after ``offset`` trials: ``seed`` itself at 0, then a hash of both.
+
+    Not ``seed + offset``: with that, the study with seed s + 1 drew the lambdas of seed s one trial
+    later, so replicate studies seeded 0, 1, 2, ... shared most of their lambdas.
+    """
+    if offset == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, offset]).generate_state(1)[0])  # below 2**32, as numpy wants
+
+
 def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler; ``offset`` shifts the seed so a resumed run does not replay its random start."""
+    """The study's sampler; ``offset`` (the trials so far) reseeds it so a resumed run does not replay its random start."""
     s = cfg.search
-    seed = (s.seed + offset) % (SEED_MAX + 1)  # numpy seeds stop at 2**32-1
+    seed = sampler_seed(s.seed, offset)
     if s.sampler == "tpe":
         # constant_liar: concurrent workers and batch members see each other's running trials and spread out.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)),

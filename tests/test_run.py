@@ -95,3 +95,20 @@ def test_median_pruner_prunes_a_bad_lambda_per_epoch(tiny_cfg, sqlite_url: str) 
     bad = study.trials[5]
     assert bad.params[PARAM] == 5.0 and bad.state == TrialState.PRUNED
     assert sorted(bad.intermediate_values) == [1, 2]  # stopped after the warm-up (epochs // 2), before epoch 4
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_replicate_studies_with_neighbouring_seeds_draw_different_lambdas(tiny_cfg, sampler: str) -> None:
+    # The run loop reseeds the sampler before each batch with the trials so far. With seed + offset, the
+    # study seeded 1 drew at offset k what the study seeded 0 drew at offset k + 1.
+    from sweep.study import make_sampler, sampler_seed
+
+    def draw(seed: int, offset: int) -> float:
+        s = optuna.create_study(sampler=make_sampler(tiny_cfg(search={"sampler": sampler, "seed": seed}), offset=offset))
+        return s.ask().suggest_float("lambda", 1e-5, 1e-2, log=True)
+
+    assert sampler_seed(7, 0) == 7  # a study's first batch keeps its seed
+    assert draw(0, 3) == draw(0, 3)  # reproducible
+    assert draw(1, 2) != draw(0, 3)
+    assert draw(0, 1) != draw(1, 0)
+    assert len({sampler_seed(s, k) for s in range(20) for k in range(20)}) == 400
