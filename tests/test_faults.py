@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from procs import ROOT, env, study_file, sweep, trials, wait_until_connected, wait_until_mid_trial
 
 from sweep import config
@@ -201,17 +201,29 @@ def test_outage_past_the_budget_exits_with_one_line_and_the_trial_is_retried(tmp
 # --- a paused worker, clocks --------------------------------------------------------------------------
 
 
+def pause_mid_trial(url: str, proc: subprocess.Popen) -> FrozenTrial:
+    """SIGSTOP ``proc`` while one of its trials is under way, and return that trial. A trial can end
+    between the store read and the signal (seen in CI under load): then resume and pause the next."""
+    for _ in range(3):
+        victim = wait_until_mid_trial(url, "dist", proc)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # the signal has landed; a commit in flight has reached the store
+        if next(t for t in trials(url, "dist") if t.number == victim.number).state == TrialState.RUNNING:
+            return victim
+        proc.send_signal(signal.SIGCONT)
+    raise AssertionError("three trials ended before the worker could be paused mid-trial")
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("batch", [1, 2])
 def test_paused_worker_drops_its_result_and_goes_on(batch: int, tmp_path: Path, storage_url: str) -> None:
-    path = study_file(tmp_path, n_trials=4, epochs=4)
+    path = study_file(tmp_path, n_trials=4, epochs=12)
     path.write_text(path.read_text() + f"batch = {batch}\n")
     submit(config.load(path), storage_url)
     logs = [tmp_path / "paused.log", tmp_path / "other.log"]
     paused = start("worker", "--poll", "0.2", storage=storage_url, log=logs[0])
-    victim = wait_until_mid_trial(storage_url, "dist", paused)
-    paused.send_signal(signal.SIGSTOP)  # a suspended laptop: alive, silent
+    victim = pause_mid_trial(storage_url, paused)  # a suspended laptop: alive, silent
     try:
         other = start("worker", "--poll", "0.2", storage=storage_url, log=logs[1])
         deadline = time.monotonic() + 120
