@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from seed_eval import seed_accuracy  # benchmarks/ is the script's folder, on sys.path
 from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -67,15 +68,7 @@ def seed_loop(data_dir: str, device: torch.device, *, lam: float, epochs: int) -
             loss.backward()
             optimizer.step()
             total_loss += loss.item()
-        model.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for batch_data, target in test_loader:
-                batch_data, target = batch_data.to(device), target.to(device)
-                _, predicted = torch.max(model(batch_data).data, 1)
-                total += target.size(0)
-                correct += (predicted == target).sum().item()
-        accuracy = correct / total
+        accuracy = seed_accuracy(model, test_loader, device)
     return (time.perf_counter() - start) / epochs, accuracy
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import torch
+from seed_eval import seed_accuracy  # benchmarks/ is the script's folder, on sys.path
 from torch import nn, optim
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
@@ -131,14 +132,7 @@ def seed_way(cfg: config.StudyConfig, data_dir: str) -> Row:
                     loss = criterion(model(batch_data), target)
                     loss.backward()
                     optimizer.step()
-                model.eval()
-                correct = total = 0
-                with torch.no_grad():
-                    for batch_data, target in val_loader:
-                        _, predicted = torch.max(model(batch_data).data, 1)
-                        total += target.size(0)
-                        correct += (predicted == target).sum().item()
-                acc = correct / total
+                acc = seed_accuracy(model, val_loader)
                 counted["epochs"] += 1
                 counted["flops"] += len(fit_i) * TRAIN_FLOPS + len(val_i) * EVAL_FLOPS
                 if trial is not None:

@@ -13,6 +13,7 @@ import argparse
 import time
 
 import torch
+from seed_eval import seed_accuracy  # benchmarks/ is the script's folder, on sys.path
 from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -46,14 +47,7 @@ def seed_loop(root: str, dataset: str, epochs: int, lam: float) -> tuple[list[fl
             loss.backward()
             optimizer.step()
         seconds.append(time.perf_counter() - start)
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for data_, target in test_loader:
-            _, predicted = torch.max(model(data_).data, 1)
-            total += target.size(0)
-            correct += (predicted == target).sum().item()
-    return seconds, correct / total
+    return seconds, seed_accuracy(model, test_loader)
 
 
 def ours(root: str, dataset: str, epochs: int, lam: float) -> tuple[list[float], float]:
