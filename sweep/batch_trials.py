@@ -37,6 +37,7 @@ from sweep.cv import cv_attrs, fold_pairs, report_fold
 from sweep.errors import TrialInterrupted
 from sweep.holdout import repeats_attrs, repeats_final_attrs
 from sweep.optuna_compat import latest_trial
+from sweep.storage import report_many
 from sweep.training import trainers
 from sweep.training.fit import EpochStats
 from sweep.training.population import FitSet, Member, PopulationEpoch
@@ -183,17 +184,13 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
                     live[i].set_user_attr("fail_reason", reason)
                     tell(i, TrialState.FAIL, None)
             if not lay.cv:
-                reported = []
-                for m, s in ep.stats.items():
-                    i, _, j = owners[m]
-                    if j == 0 and i in live:  # the first seed reports, as the holdout objectives do
-                        recs[i].history.append(epoch_record(s))
-                        try:
-                            live[i].report(s.val_acc, s.epoch)
-                        except UpdateFinishedTrialError:
-                            drop(i)
-                            continue
-                        reported.append(i)
+                firsts = {owners[m][0]: s for m, s in ep.stats.items() if owners[m][2] == 0 and owners[m][0] in live}
+                for i, s in firsts.items():  # the first seed reports, as the holdout objectives do
+                    recs[i].history.append(epoch_record(s))
+                refused = report_many(study, [(live[i], s.val_acc, s.epoch) for i, s in firsts.items()])
+                for i in [i for i in firsts if any(live[i] is t for t in refused)]:
+                    drop(i)
+                reported = [i for i in firsts if i in live]
                 view.refresh()
                 for i in reported:
                     if view.should_prune(live[i]):

@@ -14,7 +14,11 @@ Optuna has no public way to do these things, and lambda-sweep needs them:
   them through a store outage like the public ones;
 - the storage id of a ``Study`` (``study._study_id``) and the ids of its stale trials
   (``storage._get_stale_trial_ids``): ``storage.fail_stale`` is Optuna's
-  ``fail_stale_trials`` plus the reason stored on each failed trial.
+  ``fail_stale_trials`` plus the reason stored on each failed trial;
+- RDBStorage's session and intermediate-value writer without a commit
+  (``_create_scoped_session``, ``_set_trial_intermediate_value_without_commit``) and a live
+  trial's cached reports (``trial._cached_frozen_trial``): a population's trials report an
+  epoch in one transaction (``write_reports``), not one each; a SQLite commit costs about 2 ms.
 
 ``tests/test_optuna_compat.py`` exercises each one against the installed Optuna,
 so an Optuna release that moves them fails there, loudly, and not in a worker.
@@ -24,16 +28,18 @@ so an Optuna release that moves them fails there, loudly, and not in a worker.
 from __future__ import annotations
 
 import optuna
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial
 
 # Private methods of RDBStorage that optuna.storages._CachedStorage (the wrapper every Study uses) calls;
 # _get_stale_trial_ids is not here: storage.fail_stale retries it itself.
 BACKEND_PRIVATE_CALLS = ("_create_new_trial", "_get_trials", "_set_trial_param", "_get_best_trial_id")
 
-__all__ = ["BACKEND_PRIVATE_CALLS", "BaseHeartbeat", "frozen", "heartbeat_storage", "latest_trial", "stale_trial_ids",
-           "storage_of", "study_id", "trial_id"]
+__all__ = ["BACKEND_PRIVATE_CALLS", "BaseHeartbeat", "frozen", "heartbeat_storage", "latest_trial", "rdb_backend",
+           "remember_report", "stale_trial_ids", "storage_of", "study_id", "trial_id", "write_reports"]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -73,3 +79,31 @@ def stale_trial_ids(storage: BaseStorage, study: int) -> list[int]:
     if not isinstance(storage, BaseHeartbeat):
         return []
     return storage._get_stale_trial_ids(study)
+
+
+def rdb_backend(study: optuna.Study) -> RDBStorage | None:
+    """The RDBStorage under a study's cached storage wrapper, or None (an in-memory or journal storage)."""
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def write_reports(backend: RDBStorage, reports: list[tuple[int, int, float]]) -> set[int]:
+    """Store intermediate values ``(trial id, step, value)`` of several trials in one transaction.
+
+    What ``Trial.report`` stores, one row per report; a trial that is finished already (failed as
+    stale while its worker was paused) is skipped, not written, and its id returned: the others are stored.
+    """
+    refused: set[int] = set()
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for tid, step, value in reports:
+            if models.TrialModel.find_or_raise_by_id(tid, session).state.is_finished():
+                refused.add(tid)
+                continue
+            backend._set_trial_intermediate_value_without_commit(session, tid, step, value)
+    return refused
+
+
+def remember_report(trial: optuna.Trial, step: int, value: float) -> None:
+    """Record a report stored by ``write_reports`` in the live trial, as ``Trial.report`` does: the pruner reads it there."""
+    trial._cached_frozen_trial.intermediate_values[step] = value

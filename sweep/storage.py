@@ -35,7 +35,16 @@ from sqlalchemy.exc import (
 )
 
 from sweep.errors import EmptyStoreError, NotAStudyStoreError, StorageError, StoreNotFoundError, first_line
-from sweep.optuna_compat import BACKEND_PRIVATE_CALLS, stale_trial_ids, storage_of, study_id
+from sweep.optuna_compat import (
+    BACKEND_PRIVATE_CALLS,
+    rdb_backend,
+    remember_report,
+    stale_trial_ids,
+    storage_of,
+    study_id,
+    trial_id,
+    write_reports,
+)
 from sweep.outage import Outage, outage_budget
 
 DEFAULT_URL = "sqlite:///sweeps.db"
@@ -237,22 +246,48 @@ def fail_stale(study: optuna.Study) -> list[int]:
         return []
     grace = backend.grace_period or 2 * backend.heartbeat_interval
     failed = []
-    for trial_id in backend.outage.call(lambda: stale_trial_ids(storage, study_id(study))):
+    for stale in backend.outage.call(lambda: stale_trial_ids(storage, study_id(study))):
         try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", f"stale: no heartbeat for {grace} s")
-            if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
-                failed.append(trial_id)
+            storage.set_trial_user_attr(stale, "fail_reason", f"stale: no heartbeat for {grace} s")
+            if storage.set_trial_state_values(stale, state=optuna.trial.TrialState.FAIL):
+                failed.append(stale)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker failed it first (or its own worker told it just now)
     callback = backend.get_heartbeat_stale_trial_callback()
     numbers = []
-    for trial_id in failed:
-        trial = storage.get_trial(trial_id)
+    for failed_id in failed:
+        trial = storage.get_trial(failed_id)
         numbers.append(trial.number)
         if callback is not None:
             trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
             callback(study, trial)
     return numbers
+
+
+def report_many(study: optuna.Study, reports: list[tuple[optuna.Trial, float, int]]) -> list[optuna.Trial]:
+    """``trial.report(value, step)`` for several live trials, in one store transaction on an RDB storage.
+
+    A population's trials report each epoch together: one commit instead of one per trial (a SQLite
+    commit costs about 2 ms; per trial it was 17% of the quick start). Through an outage the whole
+    transaction is retried (writing a report again is harmless). Returns the trials whose report was
+    refused because the store has them finished (failed as stale while this worker was paused).
+    """
+    backend = rdb_backend(study)
+    if backend is None:  # another storage: report one by one, as Optuna does
+        refused = []
+        for trial, value, step in reports:
+            try:
+                trial.report(value, step)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                refused.append(trial)
+        return refused
+    rows = [(trial_id(t), int(step), float(value)) for t, value, step in reports]
+    outage = backend.outage if isinstance(backend, SweepStorage) else None
+    ids = outage.call(lambda: write_reports(backend, rows)) if outage is not None else write_reports(backend, rows)
+    for trial, value, step in reports:
+        if trial_id(trial) not in ids:
+            remember_report(trial, int(step), float(value))
+    return [t for t, _, _ in reports if trial_id(t) in ids]
 
 
 def storage_failure(err: BaseException) -> StorageError:

@@ -93,3 +93,39 @@ def test_backend_private_calls_are_every_private_method_the_cache_calls() -> Non
     # Each is retried through an outage by storage.SweepStorage; a new one would bypass the retries.
     assert called == {*BACKEND_PRIVATE_CALLS, "_get_stale_trial_ids"}
     assert all(callable(getattr(RDBStorage, name)) for name in BACKEND_PRIVATE_CALLS)
+
+
+def test_write_reports_stores_many_trials_in_one_commit_and_skips_finished_ones(sqlite_url: str) -> None:
+    import sqlalchemy
+
+    from sweep.optuna_compat import rdb_backend, write_reports
+
+    study = _study(sqlite_url, heartbeat=None)
+    trials = [study.ask() for _ in range(3)]
+    study.tell(trials[1], state=TrialState.FAIL)
+    backend = rdb_backend(study)
+    assert isinstance(backend, RDBStorage)
+    commits = []
+    sqlalchemy.event.listen(backend.engine, "commit", lambda conn: commits.append(1))
+    refused = write_reports(backend, [(trial_id(t), 3, 0.25 * (n + 1)) for n, t in enumerate(trials)])
+    assert refused == {trial_id(trials[1])}
+    assert len(commits) == 1
+    stored = {t.number: t.intermediate_values for t in study.get_trials()}
+    assert stored == {0: {3: 0.25}, 1: {}, 2: {3: 0.75}}
+    write_reports(backend, [(trial_id(trials[0]), 3, 0.5)])  # again (a retried transaction): overwritten, not added
+    assert study.get_trials()[0].intermediate_values == {3: 0.5}
+
+
+def test_rdb_backend_is_none_for_an_in_memory_study() -> None:
+    from sweep.optuna_compat import rdb_backend
+
+    assert rdb_backend(optuna.create_study()) is None
+
+
+def test_remember_report_is_what_the_pruner_reads(sqlite_url: str) -> None:
+    from sweep.optuna_compat import remember_report
+
+    study = _study(sqlite_url, heartbeat=None)
+    trial = study.ask()
+    remember_report(trial, 2, 0.5)
+    assert latest_trial(trial).intermediate_values == {2: 0.5}
