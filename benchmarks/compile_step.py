@@ -31,10 +31,11 @@ def cohort(fs: FitSet, k: int, hidden: int) -> Cohort:
 
 
 def one_pass(fn, c: Cohort, x: torch.Tensor, y: torch.Tensor, batches: torch.Tensor) -> float:  # noqa: ANN001
+    loss, hits = torch.zeros(len(c)), torch.zeros(len(c), dtype=torch.long)
     start = time.perf_counter()
     with torch.no_grad():
         for idx in batches:
-            fn(c, x[idx].unsqueeze(0), y[idx].unsqueeze(0), 0.1)
+            fn(c, x[idx].unsqueeze(0), y[idx].unsqueeze(0), 0.1, loss, hits)
     return time.perf_counter() - start
 
 

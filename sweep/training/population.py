@@ -171,9 +171,7 @@ def _train_epoch(c: Cohort, cfg: TrainConfig) -> torch.Tensor:
     fit_correct = torch.zeros(len(c), device=order.device, dtype=torch.long)
     with torch.no_grad():
         for i, s in enumerate(range(0, c.n, cfg.batch_size), start=1):
-            loss, hits = step(c, *c.batch(order[:, s:s + cfg.batch_size]), cfg.lr)
-            total += loss
-            fit_correct += hits
+            step(c, *c.batch(order[:, s:s + cfg.batch_size]), cfg.lr, total, fit_correct)
             if i % c.renorm_every == 0:
                 c.fold_scale()
         c.fold_scale()
