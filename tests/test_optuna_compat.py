@@ -114,6 +114,12 @@ def test_write_reports_stores_many_trials_in_one_commit_and_skips_finished_ones(
     assert stored == {0: {3: 0.25}, 1: {}, 2: {3: 0.75}}
     write_reports(backend, [(trial_id(trials[0]), 3, 0.5)])  # again (a retried transaction): overwritten, not added
     assert study.get_trials()[0].intermediate_values == {3: 0.5}
+    # Optuna's own encoding of values a float column cannot hold.
+    write_reports(backend, [(trial_id(trials[2]), 4, float("inf")), (trial_id(trials[2]), 5, float("nan"))])
+    stored_2 = study.get_trials()[2].intermediate_values
+    assert stored_2[4] == float("inf") and stored_2[5] != stored_2[5] and stored_2[3] == 0.75
+    with pytest.raises(KeyError, match="no trial with id 999"):
+        write_reports(backend, [(999, 1, 0.5)])
 
 
 def test_rdb_backend_is_none_for_an_in_memory_study() -> None:
