@@ -36,7 +36,7 @@ from sweep.config import StudyConfig
 from sweep.cv import cv_attrs, fold_pairs, report_fold
 from sweep.errors import TrialInterrupted
 from sweep.holdout import repeats_attrs, repeats_final_attrs
-from sweep.optuna_compat import latest_trial
+from sweep.optuna_compat import latest_trial, remember_report
 from sweep.storage import report_many
 from sweep.training import trainers
 from sweep.training.fit import EpochStats
@@ -45,6 +45,7 @@ from sweep.trial_attrs import correct_bits, epoch_record, many_fits_attrs, singl
 from sweep.trial_data import Prepared, seeds
 
 PRUNER_READ_SECONDS = 5.0  # how stale another worker's completed trials may be when a batch prunes
+REPORT_WRITE_SECONDS = 2.0  # how late the store (the dashboard, other workers) may see a running trial's reports
 
 Tell = Callable[[int, TrialState, float | None], None]
 
@@ -142,6 +143,44 @@ class _Asked:
         return getattr(self._trial, name)
 
 
+class _Reports:
+    """The holdout trials' per-epoch reports, written at most every ``max_age`` seconds, in one transaction.
+
+    A report is in the live trial at once (``remember_report``: the pruner reads it there); the store
+    gets it at the next write: the epoch after ``max_age`` has passed, and before any trial is finished
+    (the store refuses a finished trial's reports). Only other processes read the store's copy: another
+    worker's pruner (which compares with COMPLETE trials only, whose reports are all written) and the
+    dashboard, which shows a running trial's curve up to ``max_age`` seconds late. One transaction per
+    epoch cost 8% of the quick start (docs/performance.md); one per trial and epoch 17%.
+    """
+
+    def __init__(self, study: optuna.Study, live: dict[int, optuna.Trial], drop: Callable[[int], None],
+                 max_age: float | None = None) -> None:
+        self._study, self._live, self._drop = study, live, drop
+        self._pending: list[tuple[int, float, int]] = []
+        self._written_at = time.monotonic()
+        self.max_age = REPORT_WRITE_SECONDS if max_age is None else max_age
+
+    def add(self, i: int, value: float, step: int) -> None:
+        remember_report(self._live[i], step, value)
+        self._pending.append((i, value, step))
+
+    def flush(self, *, force: bool = True) -> None:
+        """Write the pending reports (unless ``force`` is false and the last write is recent); a trial whose
+        reports the store refuses (taken over after a pause) is dropped."""
+        if not force and time.monotonic() - self._written_at < self.max_age:
+            return
+        pending = [(i, v, s) for i, v, s in self._pending if i in self._live]
+        self._pending = []
+        self._written_at = time.monotonic()
+        if not pending:
+            return
+        refused = report_many(self._study, [(self._live[i], v, s) for i, v, s in pending])
+        for i in dict.fromkeys(i for i, _, _ in pending):
+            if any(self._live[i] is t for t in refused):
+                self._drop(i)
+
+
 @dataclass
 class _Record:
     runs: dict[tuple[int, int], list[EpochStats]] = field(default_factory=dict)  # (fold, seed index) -> history
@@ -165,6 +204,7 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
 
     lay = layout(cfg, prep)
     view = _PrunerView(study)
+    reports = _Reports(study, live, drop)
     recs = {i: _Record() for i in live}
     r = len(lay.seeds)
     for wave in lay.waves:
@@ -178,6 +218,7 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
                 raise TrialInterrupted(f"batch interrupted after epoch {ep.epoch}")
             for m, reason in ep.failed.items():
                 i = owners[m][0]
+                reports.flush()  # a trial's reports reach the store before it is finished (it refuses them after)
                 if i in live:
                     if recs[i].history:
                         live[i].set_user_attr("history", recs[i].history)
@@ -187,13 +228,14 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
                 firsts = {owners[m][0]: s for m, s in ep.stats.items() if owners[m][2] == 0 and owners[m][0] in live}
                 for i, s in firsts.items():  # the first seed reports, as the holdout objectives do
                     recs[i].history.append(epoch_record(s))
-                refused = report_many(study, [(live[i], s.val_acc, s.epoch) for i, s in firsts.items()])
-                for i in [i for i in firsts if any(live[i] is t for t in refused)]:
-                    drop(i)
-                reported = [i for i in firsts if i in live]
+                    reports.add(i, s.val_acc, s.epoch)
+                reports.flush(force=False)
                 view.refresh()
-                for i in reported:
-                    if view.should_prune(live[i]):
+                pruned = [i for i in firsts if i in live and view.should_prune(live[i])]
+                if pruned:
+                    reports.flush()
+                for i in pruned:
+                    if i in live:
                         live[i].set_user_attr("history", recs[i].history)
                         tell(i, TrialState.PRUNED, None)
             return [m for m in ep.stats if owners[m][0] not in live]
@@ -207,6 +249,7 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
                     recs[i].correct[j] = correct_bits(res.model, prep.x_val, prep.y_val)
         if lay.cv:
             _report_folds(live, recs, wave, view, folds=cfg.search.folds, repeats=r, tell=tell, drop=drop)
+    reports.flush()
     for i in sorted(live):
         runs = list(recs[i].runs.values())
         if lay.cv:

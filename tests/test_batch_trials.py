@@ -106,6 +106,28 @@ def test_cv_batch_prunes_as_the_single_cv_objective(tiny_cfg, sqlite_url: str, t
     assert widths == [[0, 1, 4], [2, 1], [3, 1]]
 
 
+@pytest.mark.parametrize("age", [0.0, 3600.0], ids=["every-epoch", "before-finishing"])
+def test_holdout_batch_stores_every_report_as_single_trials_do(tiny_cfg, sqlite_url: str, tmp_path, age: float,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reports reach the store in one write per epoch (age 0), or only before a trial is finished (an hour):
+    # either way the store ends with what single trials store, and the pruned trial is pruned at the same epoch.
+    cfg = tiny_cfg(name="hop", train={"epochs": 4}, search={"pruner": "median", "lambda_high": 5.0, "batch": 2})
+    lams, startup = [1e-5, 3.0], {e: 0.5 for e in range(1, 5)}
+    monkeypatch.setattr(sweep.batch_trials, "REPORT_WRITE_SECONDS", age)
+    writes: list[int] = []
+    real = sweep.batch_trials.report_many
+    monkeypatch.setattr(sweep.batch_trials, "report_many", lambda s, r: writes.append(len(r)) or real(s, r))
+    batch = _batch(cfg, sqlite_url, lams, startup=startup)
+    alone = _single(cfg, f"sqlite:///{tmp_path / 'single.db'}", lams, startup=startup)
+    assert [t.state for t in batch] == [t.state for t in alone] == [TrialState.COMPLETE, TrialState.PRUNED]
+    for b, a in zip(batch, alone, strict=True):
+        assert list(b.intermediate_values) == list(a.intermediate_values)
+        assert list(b.intermediate_values.values()) == pytest.approx(list(a.intermediate_values.values()), abs=2e-3)
+    pruned_at = len(alone[1].intermediate_values)
+    assert sum(writes) == 4 + pruned_at  # every report written once
+    assert len(writes) == (4 if age == 0 else 2)  # per epoch; or before the prune and before the end
+
+
 def test_pruner_view_decides_as_should_prune(sqlite_url: str) -> None:
     s = optuna.create_study(storage=sqlite_url, direction="maximize",
                             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
