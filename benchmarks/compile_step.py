@@ -31,11 +31,12 @@ def cohort(fs: FitSet, k: int, hidden: int) -> Cohort:
 
 
 def one_pass(fn, c: Cohort, x: torch.Tensor, y: torch.Tensor, batches: torch.Tensor) -> float:  # noqa: ANN001
-    loss, hits = torch.zeros(len(c)), torch.zeros(len(c), dtype=torch.long)
+    losses = torch.zeros(len(batches), len(c), batches.shape[1], 1)
+    hits = torch.zeros(len(batches), len(c), batches.shape[1], 1, dtype=torch.bool)
     start = time.perf_counter()
     with torch.no_grad():
-        for idx in batches:
-            fn(c, x[idx].unsqueeze(0), y[idx].unsqueeze(0), 0.1, loss, hits)
+        for i, idx in enumerate(batches):
+            fn(c, x[idx].unsqueeze(0), y[idx].unsqueeze(0), 0.1, losses[i], hits[i])
     return time.perf_counter() - start
 
 

@@ -167,14 +167,18 @@ def train_population(sets: Sequence[FitSet], members: Sequence[Member], *, cfg: 
 def _train_epoch(c: Cohort, cfg: TrainConfig) -> torch.Tensor:
     """One epoch of a cohort; (4, K) on the device: summed train loss, train hits, val loss, val hits."""
     order = c.order()
-    total = torch.zeros(len(c), device=order.device)
-    fit_correct = torch.zeros(len(c), device=order.device, dtype=torch.long)
+    steps = -(-c.n // cfg.batch_size)
+    # Each step's per-example losses and hits, summed once at the epoch's end (not two sums per step).
+    losses = torch.zeros(steps, len(c), cfg.batch_size, 1, device=order.device)
+    right = torch.zeros(steps, len(c), cfg.batch_size, 1, device=order.device, dtype=torch.bool)
     with torch.no_grad():
-        for i, s in enumerate(range(0, c.n, cfg.batch_size), start=1):
-            step(c, *c.batch(order[:, s:s + cfg.batch_size]), cfg.lr, total, fit_correct)
-            if i % c.renorm_every == 0:
+        for i, s in enumerate(range(0, c.n, cfg.batch_size)):
+            b = min(cfg.batch_size, c.n - s)
+            step(c, *c.batch(order[:, s:s + b]), cfg.lr, losses[i, :, :b], right[i, :, :b])
+            if (i + 1) % c.renorm_every == 0:
                 c.fold_scale()
         c.fold_scale()
+    total, fit_correct = losses.sum((0, 2, 3)), right.sum((0, 2, 3))
     val = torch.zeros(2, len(c), device=order.device)
     for s, first, end in c.set_slices():
         fs = c.sets[s]
@@ -207,11 +211,12 @@ def fit_population(
 
 
 def member_bytes(widths: Sequence[int], *, batch_size: int, n_fit: int) -> int:
-    """Rough device memory one member needs while training: weights x3, step temporaries, its data order.
+    """Rough device memory one member needs while training: weights x3, step temporaries, its data order
+    (8 bytes per fit example) and its epoch's per-example loss and hit (5 bytes).
     ``widths``: inputs, each hidden width, classes (SimpleNet: 784, hidden, 10)."""
     params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
     step = batch_size * (widths[0] + 4 * sum(widths[1:]))
-    return 4 * (3 * params + step) + 8 * n_fit
+    return 4 * (3 * params + step) + 13 * n_fit
 
 
 def auto_size(device: torch.device, *, widths: Sequence[int], batch_size: int, n_fit: int) -> int:

@@ -106,6 +106,11 @@ class Cohort:
         self.row_group = torch.tensor([index[k] for k in self.keys], device=self.w1.device)
         x0 = self.sets[groups[0][0]].x
         self.source = x0.reshape(x0.shape[0], -1) if all(self.sets[s].x is x0 for s, _ in groups) else None
+        # The step's views of the first layer, made once here (they follow the tensors' in-place updates):
+        # bias and scale as (G, 1, m, 1|width), for the first layer's output in its matmul's layout (G, B, m, width).
+        g, width = len(self) // self.m, self.w1.shape[1]
+        self.bias0 = self.bs[0].view(g, self.m, 1, width).transpose(1, 2)
+        self.scale0 = self.scale.view(g, self.m, 1, 1).transpose(1, 2)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -177,19 +182,19 @@ def linears(net: nn.Module) -> list[nn.Linear]:
     return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
 
-def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, loss_sum: torch.Tensor,
-         hit_sum: torch.Tensor) -> None:
+def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, losses: torch.Tensor, hits: torch.Tensor) -> None:
     """One SGD step of every member on its group's batch (``xb`` (G, B, features), ``yb`` (G, B)).
 
-    Adds each member's summed batch loss to ``loss_sum`` and its correct count to ``hit_sum`` ((K,) each),
-    with no host sync. At the quick start's K = 5 each PyTorch call costs about as much as its
-    arithmetic, so the step is written for few calls on contiguous tensors:
+    Writes each member's per-example loss into ``losses`` and whether it was right into ``hits``
+    ((K, B, 1) each: slots of the epoch's buffers, summed once at its end), with no host sync. At
+    the quick start's K = 5 each PyTorch call costs about as much as its arithmetic, so the step is
+    written for few calls on contiguous tensors:
 
     - the first layer's output stays in the layout its matmul writes, (G, B, m, width), and its
       weights are ``w1t`` (features, K*width), so neither matmul needs a transposed copy;
     - the mean over the batch is folded into the learning rate (1/B: exact for a power-of-two batch);
     - the ReLU's backward is one call (``threshold_backward``), the softmax's a few (``log_softmax``
-      over 10 classes is slower than its parts on a CPU).
+      over 10 classes is slower than its parts on a CPU); losses and hits are summed per epoch, not per step.
     """
     k, width, features = p.w1.shape
     m = p.m
@@ -200,19 +205,17 @@ def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, loss_sum: tor
     # One group (holdout): a plain (B, F) x (F, K*width) matmul, faster on a CPU than a bmm of one;
     # else one (B, F) x (F, m*width) matmul per group, all groups in one call.
     nat = torch.mm(xb[0], p.w1t) if g == 1 else torch.bmm(xb, p.w1t.view(features, g, m * width).transpose(0, 1))
-    bias0 = p.bs[0].view(g, m, 1, width).transpose(1, 2)  # (G, 1, m, width) views of the (K, 1, width) stacks
-    scale0 = p.scale.view(g, m, 1, 1).transpose(1, 2)
-    h = torch.addcmul(bias0, nat.view(g, b, m, width), scale0).clamp_(min=0)  # (G, B, m, width)
+    h = torch.addcmul(p.bias0, nat.view(g, b, m, width), p.scale0).clamp_(min=0)  # (G, B, m, width)
     acts = [_members(h, k)]  # each later layer's input, (K, B, width_i), kept for its weight gradient
     y3 = yb.view(g, 1, b, 1).expand(g, m, b, 1).reshape(k, b, 1)
     for w, bias in zip(p.ws[1:-1], p.bs[1:-1], strict=True):
         acts.append(torch.baddbmm(bias, acts[-1], w.mT).clamp_(min=0))
     out = torch.baddbmm(p.bs[-1], acts[-1], p.ws[-1].mT)  # (K, B, classes)
-    hit_sum.add_((out.argmax(2, keepdim=True) == y3).sum((1, 2)))
+    torch.eq(out.argmax(2, keepdim=True), y3, out=hits)
     shifted = out.sub_(out.amax(2, keepdim=True))
     grad = shifted.exp()
     total = grad.sum(2, keepdim=True)
-    loss_sum.add_(total.log().sum((1, 2)).sub_(shifted.gather(2, y3).sum((1, 2))))
+    torch.sub(total.log(), shifted.gather(2, y3), out=losses)  # cross-entropy: log-sum-exp minus the label's logit
     grad = grad.div_(total).scatter_add_(2, y3, _MINUS_ONE.to(grad.device).expand(y3.shape))  # softmax - onehot
     for i in range(len(p.ws) - 1, 0, -1):  # layers after the first, last to second: grad is d loss / d output
         below = torch.bmm(grad, p.ws[i])  # before w_i changes
@@ -226,7 +229,7 @@ def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, loss_sum: tor
     p.bs[0].mul_(p.keep_b).sub_(grad.sum(1).view(k, 1, width), alpha=rate)
     if p.scaled:  # scale*w1 <- keep*scale*w1 - rate*g:  scale <- keep*scale,  w1 <- w1 - rate*(g/scale)
         p.scale.mul_(p.keep_w)
-        grad.div_(scale0)
+        grad.div_(p.scale0)
     else:
         p.w1.mul_(p.keep_w)
     if g == 1:
