@@ -76,6 +76,7 @@ class Cohort:
         self.keep_w = keep.view(-1, 1, 1).to(device)
         self.keep_b = self.keep_w if decay_bias else torch.ones_like(self.keep_w)
         self.scale = torch.ones_like(self.keep_w)
+        self.minus_one = torch.full((1, 1, 1), -1.0, device=device)  # the one-hot's scatter source, expanded per step
         smallest = float(self.keep_w.abs().min())
         # Where 1 - lr*lam is near 0 or negative (a diverging set-up) the weights are decayed directly.
         self.scaled = smallest > 1e-3
@@ -216,7 +217,7 @@ def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, losses: torch
     grad = shifted.exp()
     total = grad.sum(2, keepdim=True)
     torch.sub(total.log(), shifted.gather(2, y3), out=losses)  # cross-entropy: log-sum-exp minus the label's logit
-    grad = grad.div_(total).scatter_add_(2, y3, _MINUS_ONE.to(grad.device).expand(y3.shape))  # softmax - onehot
+    grad = grad.div_(total).scatter_add_(2, y3, p.minus_one.expand(y3.shape))  # softmax - onehot
     for i in range(len(p.ws) - 1, 0, -1):  # layers after the first, last to second: grad is d loss / d output
         below = torch.bmm(grad, p.ws[i])  # before w_i changes
         if i > 1:
@@ -242,9 +243,6 @@ def _members(h: torch.Tensor, k: int) -> torch.Tensor:
     """(G, B, m, width) as (K, B, width), member-major: a view unless both G and m exceed 1."""
     g, b, m, width = h.shape
     return h.permute(0, 2, 1, 3).reshape(k, b, width)
-
-
-_MINUS_ONE = torch.tensor(-1.0).view(1, 1, 1)  # expanded as the one-hot's scatter source: no tensor per step
 
 
 @torch.no_grad()
