@@ -19,6 +19,10 @@ Pruner reads: Optuna's ``should_prune`` makes the pruner read the study's trials
 storage, once per member and epoch. The median pruner reads only COMPLETE trials, and
 no trial of the batch completes before the batch ends, so for it (and for no pruner) the
 trials are read at most every few seconds (``_PrunerView``); other pruners go through ``should_prune``.
+
+Report writes: a holdout batch's reports go to the live trials at once (the pruner reads them
+there) and to the store together, in one transaction at most every few seconds and before any
+trial is finished (``_Reports``); one transaction per trial and epoch was 17% of the quick start.
 """
 
 from __future__ import annotations
@@ -147,7 +151,7 @@ class _Reports:
     """The holdout trials' per-epoch reports, written at most every ``max_age`` seconds, in one transaction.
 
     A report is in the live trial at once (``remember_report``: the pruner reads it there); the store
-    gets it at the next write: the epoch after ``max_age`` has passed, and before any trial is finished
+    gets it at the next write: the first epoch, then the epoch after ``max_age`` has passed, and before any trial is finished
     (the store refuses a finished trial's reports). Only other processes read the store's copy: another
     worker's pruner (which compares with COMPLETE trials only, whose reports are all written) and the
     dashboard, which shows a running trial's curve up to ``max_age`` seconds late. One transaction per
@@ -158,7 +162,7 @@ class _Reports:
                  max_age: float | None = None) -> None:
         self._study, self._live, self._drop = study, live, drop
         self._pending: list[tuple[int, float, int]] = []
-        self._written_at = time.monotonic()
+        self._written_at = -float("inf")  # the first epoch is written at once: the store shows the batch under way
         self.max_age = REPORT_WRITE_SECONDS if max_age is None else max_age
 
     def add(self, i: int, value: float, step: int) -> None:

@@ -125,7 +125,8 @@ def test_holdout_batch_stores_every_report_as_single_trials_do(tiny_cfg, sqlite_
         assert list(b.intermediate_values.values()) == pytest.approx(list(a.intermediate_values.values()), abs=2e-3)
     pruned_at = len(alone[1].intermediate_values)
     assert sum(writes) == 4 + pruned_at  # every report written once
-    assert len(writes) == (4 if age == 0 else 2)  # per epoch; or before the prune and before the end
+    assert len(writes) == (4 if age == 0 else 3)  # per epoch; or the first, before the prune and before the end
+    assert writes[0] == 2  # the first epoch is written at once: the store shows the batch under way
 
 
 def test_pruner_view_decides_as_should_prune(sqlite_url: str) -> None:
