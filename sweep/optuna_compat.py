@@ -101,8 +101,8 @@ def write_reports(backend: RDBStorage, reports: list[tuple[int, int, float]]) ->
     values = models.TrialIntermediateValueModel
     trials = models.TrialModel
     with _create_scoped_session(backend.scoped_session, True) as session:
-        states = dict(session.execute(sqlalchemy.select(trials.trial_id, trials.state)
-                                      .where(trials.trial_id.in_(ids))).tuples().all())
+        found = session.execute(sqlalchemy.select(trials.trial_id, trials.state).where(trials.trial_id.in_(ids)))
+        states = {tid: state for tid, state in found}
         missing = [tid for tid in ids if tid not in states]
         if missing:
             raise KeyError(f"no trial with id {missing[0]} in the store")
