@@ -17,7 +17,10 @@ All methods train SimpleNet 784-128-10 (SGD lr 0.01, batch 64, weight_decay = --
 
 Times are wall seconds per model-epoch, training plus each method's per-epoch evaluation
 (the seed loop tests on the test set; fit and the population also score the training set).
-The accuracy column is the --lam model's test accuracy after --epochs epochs.
+The accuracy column is the --lam model's test accuracy after --epochs epochs. "x floor" is
+ms/model-epoch over the floor: a model-epoch's FLOPs (``study_speed.TRAIN_FLOPS`` per training
+image, ``EVAL_FLOPS`` per scored test image) over the 1024^3 matmul rate measured before and
+after the timings in this run (the higher of the two).
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ import argparse
 import time
 from pathlib import Path
 
+import generic_speed  # benchmarks/ is the script's folder, on sys.path
 import numpy as np
 import torch
-from seed_eval import seed_accuracy  # benchmarks/ is the script's folder, on sys.path
+from generic_speed import matmul_rate, sync
+from seed_eval import seed_accuracy
+from study_speed import EVAL_FLOPS, TRAIN_FLOPS
 from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -38,11 +44,6 @@ from sweep.training import data
 from sweep.training.fit import fit, resolve_device
 from sweep.training.model import init_simplenet
 from sweep.training.population import fit_population
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def seed_loop(data_dir: str, device: torch.device, *, lam: float, epochs: int) -> tuple[float, float]:
@@ -85,8 +86,6 @@ def main() -> None:
     ap.add_argument("--generic", action="store_true", help="with --arch simplenet: the any-network table instead")
     args, rest = ap.parse_known_args()
     if args.arch != "simplenet" or args.generic:
-        import generic_speed  # noqa: PLC0415 - benchmarks/ is the script's own folder, on sys.path
-
         generic_speed.main()
         return
     if rest:
@@ -100,6 +99,7 @@ def main() -> None:
     x_test, y_test = data.to_device(ds.test, device)
     cfg = TrainConfig(epochs=args.epochs, device=str(device))
     rows: list[tuple[str, int, float, float]] = []  # method, K, seconds per model-epoch, accuracy
+    rate = matmul_rate(device, 10)
 
     if not args.skip_seed:
         sec, acc = seed_loop(str(Path(args.data_dir)), device, lam=args.lam, epochs=args.epochs)
@@ -124,13 +124,16 @@ def main() -> None:
         label = f"population{' (own seeds)' if own else ''}"
         rows.append((label, k, (time.perf_counter() - start) / (k * args.epochs), members[0].history[-1].val_acc))
 
+    rate = max(rate, matmul_rate(device, 10))
+    floor = (len(y) * TRAIN_FLOPS + len(y_test) * EVAL_FLOPS) / rate
     base = rows[0][2] if not args.skip_seed else None
     print(f"device: {device} ({torch.get_num_threads()} CPU threads); fashion-mnist 60,000 train / 10,000 test; "
           f"epochs {args.epochs}; lambda {args.lam:g}")
-    print(f"{'method':<28} {'K':>5} {'ms/model-epoch':>15} {'vs seed':>9} {'test acc':>9}")
+    print(f"matmul rate {rate / 1e9:.1f} GFLOP/s; floor {floor * 1000:.1f} ms/model-epoch")
+    print(f"{'method':<28} {'K':>5} {'ms/model-epoch':>15} {'vs seed':>9} {'x floor':>8} {'test acc':>9}")
     for method, k, sec, acc in rows:
         ratio = f"{base / sec:8.1f}x" if base else "       -"
-        print(f"{method:<28} {k:>5} {sec * 1000:>15.1f} {ratio:>9} {acc:>9.4f}")
+        print(f"{method:<28} {k:>5} {sec * 1000:>15.1f} {ratio:>9} {sec / floor:>7.2f}x {acc:>9.4f}")
 
 
 if __name__ == "__main__":

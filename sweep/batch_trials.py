@@ -220,9 +220,10 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
         def on_epoch(ep: PopulationEpoch, owners: list[tuple[int, int, int]] = owners) -> list[int]:
             if stop is not None and stop():
                 raise TrialInterrupted(f"batch interrupted after epoch {ep.epoch}")
+            if ep.failed:
+                reports.flush()  # a trial's reports reach the store before it is finished (it refuses them after)
             for m, reason in ep.failed.items():
                 i = owners[m][0]
-                reports.flush()  # a trial's reports reach the store before it is finished (it refuses them after)
                 if i in live:
                     if recs[i].history:
                         live[i].set_user_attr("history", recs[i].history)

@@ -207,7 +207,7 @@ def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, losses: torch
     # else one (B, F) x (F, m*width) matmul per group, all groups in one call.
     nat = torch.mm(xb[0], p.w1t) if g == 1 else torch.bmm(xb, p.w1t.view(features, g, m * width).transpose(0, 1))
     h = torch.addcmul(p.bias0, nat.view(g, b, m, width), p.scale0).clamp_(min=0)  # (G, B, m, width)
-    acts = [_members(h, k)]  # each later layer's input, (K, B, width_i), kept for its weight gradient
+    acts = [_members(h)]  # each later layer's input, (K, B, width_i), kept for its weight gradient
     y3 = yb.view(g, 1, b, 1).expand(g, m, b, 1).reshape(k, b, 1)
     for w, bias in zip(p.ws[1:-1], p.bs[1:-1], strict=True):
         acts.append(torch.baddbmm(bias, acts[-1], w.mT).clamp_(min=0))
@@ -239,10 +239,10 @@ def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, losses: torch
         p.w1t.view(features, g, m * width).transpose(0, 1).baddbmm_(xb.mT, grad.view(g, b, m * width), alpha=-rate)
 
 
-def _members(h: torch.Tensor, k: int) -> torch.Tensor:
-    """(G, B, m, width) as (K, B, width), member-major: a view unless both G and m exceed 1."""
+def _members(h: torch.Tensor) -> torch.Tensor:
+    """(G, B, m, width) as (K = G*m, B, width), member-major: a view unless both G and m exceed 1."""
     g, b, m, width = h.shape
-    return h.permute(0, 2, 1, 3).reshape(k, b, width)
+    return h.permute(0, 2, 1, 3).reshape(g * m, b, width)
 
 
 @torch.no_grad()
