@@ -53,6 +53,12 @@ class StudyLock:
         self._conn = self._storage.engine.connect()
         # pg_advisory_xact_lock takes a bigint; crc32 gives a stable one per study name.
         key = zlib.crc32(f"lambda-sweep:{self._key}".encode())
+        # The lock's transaction is idle while the worker asks for its trials, so the store's idle limit (the
+        # grace period, sweep.storage) is lifted to ten grace periods here: a worker paused mid-admission
+        # still lets the others in after that, and no ask takes so long.
+        grace = getattr(self._storage, "grace_period", None)
+        limit = 10 * 1000 * grace if grace else 0
+        self._conn.execute(sqlalchemy.text(f"SET LOCAL idle_in_transaction_session_timeout = {int(limit)}"))
         self._conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
     def _close(self) -> None:

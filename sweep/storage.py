@@ -141,16 +141,27 @@ for _name in (*_RETRIED, *BACKEND_PRIVATE_CALLS):
     setattr(SweepStorage, _name, _retried(_name))
 
 
-def _utc_sessions(storage: RDBStorage) -> None:
-    """Every PostgreSQL session in UTC, so ``now()`` stored in heartbeats means one instant whatever PGTZ is."""
+def _session_settings(storage: RDBStorage, idle_seconds: int | None) -> None:
+    """Every PostgreSQL session in UTC, so ``now()`` stored in heartbeats means one instant whatever PGTZ is;
+    and, for a worker, a transaction left idle for ``idle_seconds`` (its grace period) is ended by the server.
+
+    Why the second: a worker paused (SIGSTOP, a suspended laptop) between a row lock and its commit holds
+    that lock for as long as it is paused, since its connection stays open. Another worker failing the
+    paused worker's trial as stale would block on it, admission lock held, until the pause ends. A worker
+    silent in a transaction for as long as its trial would be judged stale is treated as gone: the server
+    rolls it back, and the paused worker, on resuming, meets the closed connection as a short outage.
+    The admission lock (``sweep.lock``) sits idle in its transaction on purpose, and lifts this for itself.
+    """
     engine = storage.engine
     if engine.url.get_backend_name() != "postgresql":
-        return  # SQLite's CURRENT_TIMESTAMP is UTC already
+        return  # SQLite's CURRENT_TIMESTAMP is UTC already; its locks end with the process's file handle
 
     @sqlalchemy.event.listens_for(engine, "connect")
-    def _set_utc(dbapi_conn: Any, record: Any) -> None:
+    def _set(dbapi_conn: Any, record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("SET TIME ZONE 'UTC'")
+        if idle_seconds is not None:
+            cur.execute(f"SET idle_in_transaction_session_timeout = {int(idle_seconds * 1000)}")
         cur.close()
         dbapi_conn.commit()
 
@@ -164,7 +175,7 @@ def _rdb_storage(url: sqlalchemy.URL, extra: dict[str, Any]) -> RDBStorage:
         try:
             SweepStorage.outage = Outage(outage_budget())
             store = SweepStorage(url.render_as_string(hide_password=False), engine_kwargs=_engine_kwargs(url), **extra)
-            _utc_sessions(store)
+            _session_settings(store, extra.get("grace_period"))
             return store
         except (IntegrityError, OperationalError, ProgrammingError) as err:
             racing = isinstance(err, IntegrityError) or "already exists" in str(err)

@@ -160,3 +160,67 @@ def test_heartbeats_are_utc_whatever_the_session_time_zone(pgtz: str, monkeypatc
     optuna.delete_study(study_name=study.study_name, storage=store)
     plain.dispose()
     store.engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+def test_a_paused_worker_mid_transaction_does_not_block_the_stale_check(
+        storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker paused between Optuna's row lock on its trial and the commit (seen in CI): the server ends
+    that transaction after the grace period, so another worker can fail the trial as stale."""
+    import threading
+    import time
+
+    import optuna
+
+    from sweep.optuna_compat import trial_id
+    from sweep.outage import transient
+    from sweep.storage import fail_stale
+
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "2")
+    paused, other = open_storage(storage_url), open_storage(storage_url)
+    study = optuna.create_study(study_name="s", storage=paused, direction="maximize")
+    trial = study.ask({"lambda": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)})
+    paused.record_heartbeat(trial_id(trial))
+    held = paused.engine.connect()  # as set_trial_intermediate_value does, then silence
+    held.execute(sqlalchemy.text("SELECT trial_id FROM trials WHERE trial_id = :t FOR UPDATE"), {"t": trial_id(trial)})
+    failed: list[list[int]] = []
+    started = time.monotonic()
+    checker = threading.Thread(target=lambda: failed.append(
+        fail_stale(optuna.load_study(study_name="s", storage=other))), daemon=True)
+    time.sleep(2.5)  # the heartbeat is stale now
+    checker.start()
+    checker.join(timeout=30)
+    assert not checker.is_alive(), "the stale check blocked on the paused worker's row lock"
+    assert failed == [[trial.number]] and time.monotonic() - started < 15
+    with pytest.raises(sqlalchemy.exc.DBAPIError, match="idle-in-transaction timeout") as err:
+        held.execute(sqlalchemy.text("SELECT 1"))
+    assert transient(err.value)  # resumed: the store ended its transaction, an outage the worker rides out
+    held.close()
+    assert optuna.load_study(study_name="s", storage=other).trials[0].state.name == "FAIL"
+    paused.engine.dispose()
+    other.engine.dispose()
+
+
+@pytest.mark.postgres
+@needs_pg
+def test_the_study_lock_outlives_the_idle_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The admission lock idles in its transaction while the worker asks: it keeps ten grace periods, not one."""
+    import time
+
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "2")
+    a, b = open_storage(PG), open_storage(PG)
+    key = zlib.crc32(b"lambda-sweep:idle")
+    with StudyLock(a, "idle"):
+        with a.engine.connect() as conn:  # the premise: the store's sessions have the grace period as idle limit
+            assert conn.execute(sqlalchemy.text("SHOW idle_in_transaction_session_timeout")).scalar() == "2s"
+        time.sleep(3)
+        with b.engine.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar() is False
+            conn.rollback()
+    with b.engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar() is True
+    a.engine.dispose()
+    b.engine.dispose()
