@@ -14,6 +14,8 @@ All methods train SimpleNet 784-128-10 (SGD lr 0.01, batch 64, weight_decay = --
 - single: ``sweep.training.fit.fit`` (tensors on the device, hand-written SGD step);
 - population K: ``sweep.training.population.fit_population`` with K lambdas (geometric over 1e-5..1e-2,
   member 0 at --lam), one shared seed as a study uses; "own seeds" gives each member its seed.
+  Where a CPU population trains in lanes (``population.cpu_lanes``: threads of one core each), it is
+  timed again right after as one population on all threads ("N lanes" and "1 lane" rows).
 
 Times are wall seconds per model-epoch, training plus each method's per-epoch evaluation
 (the seed loop tests on the test set; fit and the population also score the training set).
@@ -40,7 +42,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from sweep.config import TrainConfig
-from sweep.training import data
+from sweep.training import data, population
 from sweep.training.fit import fit, resolve_device
 from sweep.training.model import init_simplenet
 from sweep.training.population import fit_population
@@ -117,12 +119,20 @@ def main() -> None:
     for k, own in runs:
         lams = [args.lam] + [float(v) for v in np.geomspace(1e-5, 1e-2, k - 1)] if k > 1 else [args.lam]
         seeds = list(range(k)) if own else [0] * k
-        sync(device)
-        start = time.perf_counter()
-        members = fit_population(x, y, x_test, y_test, lams=lams, seeds=seeds, cfg=cfg)
-        sync(device)
-        label = f"population{' (own seeds)' if own else ''}"
-        rows.append((label, k, (time.perf_counter() - start) / (k * args.epochs), members[0].history[-1].val_acc))
+        # Where the population trains in CPU lanes (population.cpu_lanes), also time it without, right after.
+        lanes = population.cpu_lanes([population.Member(lam, seed) for lam, seed in zip(lams, seeds, strict=True)], device)
+        for lane_members in [population.CPU_LANE_MEMBERS] + ([0] if lanes > 1 else []):
+            saved, population.CPU_LANE_MEMBERS = population.CPU_LANE_MEMBERS, lane_members
+            try:
+                sync(device)
+                start = time.perf_counter()
+                members = fit_population(x, y, x_test, y_test, lams=lams, seeds=seeds, cfg=cfg)
+                sync(device)
+            finally:
+                population.CPU_LANE_MEMBERS = saved
+            label = f"population{' (own seeds)' if own else ''}"
+            label += f" {lanes} lanes" if lanes > 1 and lane_members else (" 1 lane" if lanes > 1 else "")
+            rows.append((label, k, (time.perf_counter() - start) / (k * args.epochs), members[0].history[-1].val_acc))
 
     rate = max(rate, matmul_rate(device, 10))
     floor = (len(y) * TRAIN_FLOPS + len(y_test) * EVAL_FLOPS) / rate

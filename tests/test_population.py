@@ -314,3 +314,52 @@ def test_grid_study_in_batches_uses_up_the_grid(tiny_cfg, sqlite_url: str) -> No
     done = sorted(t.params[PARAM] for t in study.trials if t.state.name == "COMPLETE")
     assert done == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2]) and len(study.trials) == 4
     assert "refit" in study.user_attrs
+
+
+def test_a_wide_cpu_population_trains_in_lanes_that_equal_one_population(folds, monkeypatch) -> None:
+    """Lanes (population.cpu_lanes): two threads, one core each, each training part of every group. Members equal
+    fit.fit and the one-thread population's members, pruning and failures still find their members, and the
+    caller's thread count is left as it was."""
+    from sweep.training import population
+
+    _, _, sets = folds
+    cfg = CFG.model_copy(update={"lr": 0.1})
+    members = [Member(lam, 7, fit_set=f) for lam in (1e-5, 1e-3, 3e-3, 1e-2) for f in range(3)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(population, "CPU_LANE_MEMBERS", 0)
+        assert population.cpu_lanes(members, torch.device("cpu")) == 1
+        one = train_population(sets, members, cfg=cfg, return_models=True)
+        monkeypatch.setattr(population, "CPU_LANE_MEMBERS", 4)
+        assert population.cpu_lanes(members, torch.device("cpu")) == 2
+        assert population.cpu_lanes(members, torch.device("meta")) == 1  # a GPU: one population
+        own_seeds = [Member(1e-3, seed) for seed in range(12)]  # no batch shared: one population (faster)
+        assert population.cpu_lanes(own_seeds, torch.device("cpu")) == 1
+        # Each lane holds every group (fold, seed), two lambdas of each: one wide matmul per group still.
+        parts = population._split([(i, m.lam, m.seed, m.fit_set) for i, m in enumerate(members)], 2)
+        assert [sorted({(s[3], s[2]) for s in p}) for p in parts] == [[(0, 7), (1, 7), (2, 7)]] * 2
+        assert [len(p) for p in parts] == [6, 6]
+        own = population._split([(i, 1e-3, i, 0) for i in range(5)], 2)  # own seeds: groups of one, dealt whole
+        assert [[s[0] for s in p] for p in own] == [[0, 2, 4], [1, 3]]
+        seen: list[set[int]] = []
+
+        def prune_first(ep: PopulationEpoch) -> list[int]:
+            seen.append(set(ep.stats))
+            return [0] if ep.epoch == 1 else []
+
+        laned = train_population(sets, members, cfg=cfg, return_models=True)
+        pruned = train_population(sets, members, cfg=cfg, on_epoch=prune_first)
+        assert torch.get_num_threads() == 2  # the lanes' single-thread setting stayed in their own threads
+    finally:
+        torch.set_num_threads(threads)
+    for member, a, b in zip(members, one, laned, strict=True):
+        assert a.model is not None and b.model is not None
+        assert _same_weights(a.model, b.model)
+        assert [h.val_loss for h in a.history] == pytest.approx([h.val_loss for h in b.history], abs=1e-5)
+        s = sets[member.fit_set]
+        assert s.rows is not None
+        if member.fit_set == 0:  # one fold against fit.fit is enough: the rest equal `one`, checked above
+            _check_member(b, s.x[s.rows], s.y[s.rows], s.x_val, s.y_val, cfg)
+    assert seen == [set(range(12)), set(range(1, 12))]
+    assert [r.state for r in pruned] == ["pruned"] + ["complete"] * 11 and len(pruned[0].history) == 1
