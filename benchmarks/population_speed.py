@@ -131,7 +131,8 @@ def main() -> None:
             finally:
                 population.CPU_LANE_MEMBERS = saved
             label = f"population{' (own seeds)' if own else ''}"
-            label += f" {lanes} lanes" if lanes > 1 and lane_members else (" 1 lane" if lanes > 1 else "")
+            if lanes > 1:
+                label += f" {lanes} lanes" if lane_members else " 1 lane"
             rows.append((label, k, (time.perf_counter() - start) / (k * args.epochs), members[0].history[-1].val_acc))
 
     rate = max(rate, matmul_rate(device, 10))

@@ -158,12 +158,11 @@ def _split(spec: list[tuple[int, float, int, int]], lanes: int) -> list[list[tup
     keeps every group, and each group stays one wide matmul; groups of one member (own seeds) are dealt whole."""
     parts: list[list[tuple[int, float, int, int]]] = [[] for _ in range(lanes)]
     keys = [(s[3], s[2]) for s in spec]
-    groups = list(dict.fromkeys(keys))
-    singles = len(groups) == len(keys)
+    singles = len(set(keys)) == len(keys)
     dealt: dict[tuple[int, int], int] = {}
-    for s, key in zip(spec, keys, strict=True):
-        dealt[key] = dealt.get(key, -1) + 1
-        parts[(groups.index(key) if singles else dealt[key]) % lanes].append(s)
+    for i, (s, key) in enumerate(zip(spec, keys, strict=True)):
+        dealt[key] = dealt.get(key, -1) + 1  # this member's rank in its group
+        parts[(i if singles else dealt[key]) % lanes].append(s)
     return parts
 
 
