@@ -76,9 +76,8 @@ def _engine_kwargs(url: sqlalchemy.URL) -> dict[str, Any]:
         # Sized for many workers, not many threads: a worker process uses one connection for
         # trials, one for its heartbeat thread and one for the trial-admission lock. A small
         # pool per process keeps N workers within the server's max_connections (100 by default).
-        # application_name: pg_stat_activity shows which worker process holds which connection.
         return {"pool_size": 3, "max_overflow": 2, "pool_timeout": 60, "pool_pre_ping": True, "pool_recycle": 1800,
-                "connect_args": {"connect_timeout": 10, "application_name": f"sweep-{os.getpid()}"}}
+                "connect_args": {"connect_timeout": 10}}
     return {"pool_pre_ping": True}
 
 
@@ -160,6 +159,9 @@ def _session_settings(storage: RDBStorage, idle_seconds: int | None) -> None:
     def _set(dbapi_conn: Any, record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("SET TIME ZONE 'UTC'")
+        # pg_stat_activity shows which process holds which connection, from the moment its store is open
+        # (set here, not at connect: the connections of Optuna's table set-up are closed before this).
+        cur.execute(f"SET application_name = 'sweep-{os.getpid()}'")
         if idle_seconds is not None:
             cur.execute(f"SET idle_in_transaction_session_timeout = {int(idle_seconds * 1000)}")
         cur.close()

@@ -70,7 +70,8 @@ def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def wait_until_connected(url: str, procs: list[subprocess.Popen], *, timeout: float = 120) -> None:
     """Wait until every worker process has a connection to the PostgreSQL database of ``url`` (its
-    ``application_name`` is ``sweep-<pid>``, see sweep.storage): each has opened the store."""
+    ``application_name`` is ``sweep-<pid>``, set once the store is open, see sweep.storage): each has
+    opened the store, so a server stop from now on is an outage it rides out, not a failed start."""
     import sqlalchemy
 
     want = {f"sweep-{p.pid}" for p in procs}
