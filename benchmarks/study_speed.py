@@ -17,7 +17,11 @@ full Fashion-MNIST, no pruner, batch 16). ``--quick``: small versions of both, f
 Neither (b) nor (c) refits here, and (a) has no refit: each row is the search alone.
 
 The floor of a row is its FLOPs over this machine's matmul rate (a 1024^3 float32 matmul,
-best of several, measured in this run): the model-epochs the row actually trained (pruned
+best of 20), measured before and after every row of this run, the best of those measurements
+taken: on a shared machine a single measurement can catch a slow minute and make the floor
+look easy (a run of 2026-12-02 read 102 GFLOP/s at its start, where the machine's best is about
+190). The "near" column is the best of the two measurements around the row, to show the
+machine's speed while the row ran; every "x floor" uses the run's best. The model-epochs the row actually trained (pruned
 trials train fewer) times 409,088 FLOPs per training example (forward and backward of
 SimpleNet 784-128-10, no input gradient) plus 203,264 per validation example scored.
 """
@@ -187,10 +191,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     ways, names = args.ways.split(","), args.studies.split(",")
-    rate = matmul_rate()
+    rates = [matmul_rate()]  # before and after every row
     rows: list[Row] = []
+    near: list[float] = []  # the best rate of the two measurements around each row
     load = os.getloadavg()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul rate {rate / 1e9:.0f} GFLOP/s; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul rate {rates[0] / 1e9:.0f} GFLOP/s; "
           f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     for name, cfg in study_configs(args.quick).items():
         if name not in names:
@@ -200,24 +205,28 @@ def main() -> None:
             row = seed_way(cfg, args.data_dir) if way == "a" else sweep_way(
                 cfg, 1 if way == "b" else int(cfg.search.batch) if cfg.search.batch != "auto" else 32)
             rows.append(row)
+            rates.append(matmul_rate())
+            near.append(max(rates[-2:]))
             print(f"  done: {row.study} {row.way}: {row.wall_s:.1f} s, {row.model_epochs} model-epochs, "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
-    rate = max(rate, matmul_rate())  # the better of two measurements, one before and one after
+                  f"load {os.getloadavg()[0]:.2f}, matmul rate after it {rates[-1] / 1e9:.0f} GFLOP/s", flush=True)
+    rate = max(rates)
     for r in rows:
         r.floor_s = r.flops / rate
     load = os.getloadavg()
-    print(f"matmul rate (best of start and end) {rate / 1e9:.0f} GFLOP/s; load average at end "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"matmul rate {rate / 1e9:.0f} GFLOP/s (best of {len(rates)} measurements, before and after each row; "
+          f"lowest {min(rates) / 1e9:.0f}); load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"{'study':<12} {'way':<24} {'wall s':>8} {'model-ep':>9} {'m-ep/s':>8} {'floor s':>8} {'x floor':>8} "
-          f"{'a/this':>7} {'b/this':>7}")
-    for r in rows:
+          f"{'a/this':>7} {'b/this':>7} {'near':>5}")
+    for r, r_near in zip(rows, near, strict=True):
         same = {x.way[:3]: x.wall_s for x in rows if x.study == r.study}
         ratio = {k: f"{same[k] / r.wall_s:6.1f}x" if k in same else "      -" for k in ("(a)", "(b)")}
         print(f"{r.study:<12} {r.way:<24} {r.wall_s:8.1f} {r.model_epochs:9d} {r.model_epochs / r.wall_s:8.1f} "
-              f"{r.floor_s:8.1f} {r.wall_s / r.floor_s:7.1f}x {ratio['(a)']} {ratio['(b)']}")
+              f"{r.floor_s:8.1f} {r.wall_s / r.floor_s:7.1f}x {ratio['(a)']} {ratio['(b)']} {r_near / 1e9:5.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"matmul_gflops": rate / 1e9, "load_average": load,
-                                               "rows": [asdict(r) for r in rows]}, indent=2))
+                                               "matmul_gflops_measured": [v / 1e9 for v in rates],
+                                               "rows": [asdict(r) | {"near_gflops": v / 1e9}
+                                                        for r, v in zip(rows, near, strict=True)]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ def test_quick_benchmark_prints_and_writes_the_table(tmp_path: Path) -> None:
     rows = {(r["study"], r["way"][:3]): r for r in table["rows"]}
     assert sorted(rows) == sorted((s, w) for s in ("quickstart", "cv-4x3") for w in ("(a)", "(b)", "(c)"))
     assert table["matmul_gflops"] > 0
+    # The floor's rate is the best of the measurements before and after each of the six rows.
+    assert len(table["matmul_gflops_measured"]) == 7 and table["matmul_gflops"] == max(table["matmul_gflops_measured"])
+    assert all(r["near_gflops"] <= table["matmul_gflops"] for r in table["rows"])
     for r in table["rows"]:
         assert r["wall_s"] > 0 and r["floor_s"] > 0 and r["model_epochs"] > 0
         assert r["floor_s"] == pytest.approx(r["flops"] / (table["matmul_gflops"] * 1e9))
