@@ -6,8 +6,6 @@ code (1, or 2 for config and usage); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import signal
@@ -20,6 +18,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
+from sweep.cli_output import EchoHandler, TrialProgress, best_line, echo_rows
 from sweep.errors import EmptyStoreError, SweepError
 from sweep.report.tables import fmt
 from sweep.select import RULES
@@ -70,53 +69,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     optuna.logging.set_verbosity(logging.DEBUG if debug else logging.WARNING)
     # The library's own notices (store gone and back, a trial taken over after a pause): one line each on stderr.
     lib = logging.getLogger("sweep")
-    if not any(isinstance(h, _EchoHandler) for h in lib.handlers):
-        lib.addHandler(_EchoHandler())
+    if not any(isinstance(h, EchoHandler) for h in lib.handlers):
+        lib.addHandler(EchoHandler())
         lib.propagate = False
     lib.setLevel(logging.DEBUG if debug else logging.INFO)
-
-
-class _EchoHandler(logging.Handler):
-    """Library log records as plain lines on the current stderr (click's, so tests capture them)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"sweep: {record.getMessage()}", err=True)
-        if record.exc_info:  # --debug only: the library logs tracebacks at DEBUG
-            click.echo(logging.Formatter().formatException(record.exc_info), err=True)
-
-
-class _TrialProgress:
-    """A progress bar of complete trials on a terminal; one line per trial otherwise (logs, CI).
-
-    Nothing is printed before the first trial ends, so set-up errors stay one line.
-    """
-
-    def __init__(self, name: str, target: int) -> None:
-        self.name, self.target, self.done = name, target, 0
-        self.bar: Any = None
-        self.tty = sys.stderr.isatty()
-
-    def update(self, p: Any) -> None:
-        lam = "-" if p.lam is None else f"{p.lam:.3g}"
-        line = f"trial {p.trial} {p.state.lower()} lambda={lam} val={fmt(p.value)}"
-        if p.best_lam is not None:
-            line += f" | best {p.best_value:.4f} at lambda={p.best_lam:.3g}"
-        if not self.tty:
-            click.echo(f"[{p.complete}/{self.target}] {line}", err=True)
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(length=self.target, label=self.name, file=sys.stderr, show_pos=True,
-                                         item_show_func=lambda s: s)
-            self.bar.__enter__()
-        self.bar.update(p.complete - self.done, line)
-        self.done = p.complete
-
-    def __enter__(self) -> _TrialProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
 
 
 @main.command()
@@ -133,7 +89,7 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     from sweep.select import best_record
 
     cfg = _load_study_file(study_file, overrides, name)
-    with _TrialProgress(cfg.name, cfg.search.n_trials) as progress, worker.stop_on_signals(worker.StopFlag()) as stop:
+    with TrialProgress(cfg.name, cfg.search.n_trials) as progress, worker.stop_on_signals(worker.StopFlag()) as stop:
         run_study(cfg, storage, on_trial=progress.update, workers=workers, stop=stop)
     if stop:  # the trial was ended cleanly: say how to resume, exit 128 + the signal (130 Ctrl-C, 143 SIGTERM)
         click.echo(f"error: stopped by {signal.Signals(stop.signum or signal.SIGINT).name}; the current trial was "
@@ -142,37 +98,11 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
     if rec.stopped:
         click.echo(f"stopped before n_trials = {cfg.search.n_trials}: {rec.stopped}")
-    click.echo(_best_line(rec))
-
-
-def _best_line(rec: Any) -> str:
-    """What ``sweep run`` and ``sweep refit`` print: the pick, its figures, the plausible range."""
-    where = f"trial {rec.trial}" if rec.trial is not None else "smoothed curve"
-    if rec.validation in ("evidence", "marglik"):
-        score = f"log evidence {rec.val_acc:.1f} nats"  # no validation split: the trial's value is its evidence
-    else:
-        score = f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}"
-    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): {score}, test accuracy {fmt(rec.test_acc)} "
-            f"(refit on the whole training set); plausible lambdas {rec.plausible_low:.3g} to {rec.plausible_high:.3g}")
+    click.echo(best_line(rec))
 
 
 TABLE_FORMAT = click.option("--format", "fmt_", type=click.Choice(["table", "json", "csv"]), default="table",
                             show_default=True, help="table for people; json or csv (the same rows) for programs.")
-
-
-def _echo_rows(rows: list[dict[str, Any]], fmt_: str) -> bool:
-    """Print ``rows`` as JSON or CSV and return True; False for ``table`` (the caller draws it)."""
-    if fmt_ == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return True
-    if fmt_ == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        click.echo(out.getvalue(), nl=False)
-        return True
-    return False
 
 
 @main.command("ls")
@@ -183,7 +113,7 @@ def list_studies(storage: str | None, fmt_: str) -> None:
     from sweep.report.tables import study_rows
 
     rows = study_rows(storage)
-    if _echo_rows(rows, fmt_):
+    if echo_rows(rows, fmt_):
         return
     if not rows:
         click.echo("no studies")
@@ -203,7 +133,7 @@ def show(name: str, storage: str | None, fmt_: str) -> None:
     from sweep.report.tables import trial_rows
 
     rows = trial_rows(name, storage)  # errors before any output
-    if _echo_rows(rows, fmt_):
+    if echo_rows(rows, fmt_):
         return
     click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'val acc':>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
     for r in rows:
@@ -251,7 +181,7 @@ def refit_cmd(name: str, storage: str | None, rule: str) -> None:
     from sweep.study import refit_for
 
     refit_for(load_study(name, storage), rule)
-    click.echo(_best_line(best_record(name, storage=storage, rule=rule)))
+    click.echo(best_line(best_record(name, storage=storage, rule=rule)))
 
 
 @main.command()

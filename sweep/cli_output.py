@@ -1,0 +1,84 @@
+"""How the ``sweep`` command shows things: library log lines, trial progress, the best lambda's line,
+rows as JSON or CSV. Only the CLI imports this module; the library returns values and logs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from sweep.report.tables import fmt
+
+
+class EchoHandler(logging.Handler):
+    """Library log records as plain lines on the current stderr (click's, so tests capture them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"sweep: {record.getMessage()}", err=True)
+        if record.exc_info:  # --debug only: the library logs tracebacks at DEBUG
+            click.echo(logging.Formatter().formatException(record.exc_info), err=True)
+
+
+class TrialProgress:
+    """A progress bar of complete trials on a terminal; one line per trial otherwise (logs, CI).
+
+    Nothing is printed before the first trial ends, so set-up errors stay one line.
+    """
+
+    def __init__(self, name: str, target: int) -> None:
+        self.name, self.target, self.done = name, target, 0
+        self.bar: Any = None
+        self.tty = sys.stderr.isatty()
+
+    def update(self, p: Any) -> None:
+        lam = "-" if p.lam is None else f"{p.lam:.3g}"
+        line = f"trial {p.trial} {p.state.lower()} lambda={lam} val={fmt(p.value)}"
+        if p.best_lam is not None:
+            line += f" | best {p.best_value:.4f} at lambda={p.best_lam:.3g}"
+        if not self.tty:
+            click.echo(f"[{p.complete}/{self.target}] {line}", err=True)
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=self.target, label=self.name, file=sys.stderr, show_pos=True,
+                                         item_show_func=lambda s: s)
+            self.bar.__enter__()
+        self.bar.update(p.complete - self.done, line)
+        self.done = p.complete
+
+    def __enter__(self) -> TrialProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def best_line(rec: Any) -> str:
+    """What ``sweep run`` and ``sweep refit`` print: the pick, its figures, the plausible range."""
+    where = f"trial {rec.trial}" if rec.trial is not None else "smoothed curve"
+    if rec.validation in ("evidence", "marglik"):
+        score = f"log evidence {rec.val_acc:.1f} nats"  # no validation split: the trial's value is its evidence
+    else:
+        score = f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}"
+    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): {score}, test accuracy {fmt(rec.test_acc)} "
+            f"(refit on the whole training set); plausible lambdas {rec.plausible_low:.3g} to {rec.plausible_high:.3g}")
+
+
+def echo_rows(rows: list[dict[str, Any]], fmt_: str) -> bool:
+    """Print ``rows`` as JSON or CSV and return True; False for ``table`` (the caller draws it)."""
+    if fmt_ == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return True
+    if fmt_ == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+        return True
+    return False
