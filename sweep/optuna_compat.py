@@ -18,7 +18,10 @@ Optuna has no public way to do these things, and lambda-sweep needs them:
 - RDBStorage's session (``_create_scoped_session``), its table models (``_rdb.models``:
   trial states, intermediate values and their encoding) and a live trial's cached reports
   (``trial._cached_frozen_trial``): a population's trials report an epoch in one
-  transaction of three statements (``write_reports``), not a commit and three ORM queries each.
+  transaction of three statements (``write_reports``), not a commit and three ORM queries each;
+- RDBStorage's per-key attribute upsert (``_set_trial_attr_without_commit``) and a live trial's
+  cached attributes: a trial's attributes are written in one transaction (``write_user_attrs``),
+  not a commit per key.
 
 ``tests/test_optuna_compat.py`` exercises each one against the installed Optuna,
 so an Optuna release that moves them fails there, loudly, and not in a worker.
@@ -26,6 +29,9 @@ so an Optuna release that moves them fails there, loudly, and not in a worker.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -40,7 +46,8 @@ from optuna.trial import FrozenTrial
 BACKEND_PRIVATE_CALLS = ("_create_new_trial", "_get_trials", "_set_trial_param", "_get_best_trial_id")
 
 __all__ = ["BACKEND_PRIVATE_CALLS", "BaseHeartbeat", "frozen", "heartbeat_storage", "latest_trial", "rdb_backend",
-           "remember_report", "stale_trial_ids", "storage_of", "study_id", "trial_id", "write_reports"]
+           "remember_report", "remember_user_attrs", "stale_trial_ids", "storage_of", "study_id", "trial_id",
+           "write_reports", "write_user_attrs"]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -122,3 +129,21 @@ def write_reports(backend: RDBStorage, reports: list[tuple[int, int, float]]) ->
 def remember_report(trial: optuna.Trial, step: int, value: float) -> None:
     """Record a report stored by ``write_reports`` in the live trial, as ``Trial.report`` does: the pruner reads it there."""
     trial._cached_frozen_trial.intermediate_values[step] = value
+
+
+def write_user_attrs(backend: RDBStorage, trial: int, attrs: Mapping[str, Any]) -> None:
+    """Store ``attrs`` as user attributes of the trial with id ``trial``, in one transaction.
+
+    Optuna's own upsert of one attribute (``RDBStorage._set_trial_attr_without_commit``: its SQL for each
+    database, and its ``UpdateFinishedTrialError`` for a finished trial) for every key, in one session and
+    one commit instead of a commit per key. Writing again replaces the values, so a transaction retried
+    after an outage is harmless; a refused one writes nothing.
+    """
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial, key, value)
+
+
+def remember_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Record attributes stored by ``write_user_attrs`` in the live trial, as ``Trial.set_user_attr`` does."""
+    trial._cached_frozen_trial.user_attrs.update(attrs)

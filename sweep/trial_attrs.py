@@ -27,6 +27,7 @@ import torch
 
 from sweep.config import StudyConfig
 from sweep.errors import TrainingDivergedError
+from sweep.storage import set_user_attrs
 from sweep.training.fit import EpochStats, FitResult, fit
 from sweep.training.models import Net
 
@@ -100,9 +101,9 @@ def correct_bits(model: torch.nn.Module, x_val: torch.Tensor, y_val: torch.Tenso
 
 
 def write_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-    """Store ``attrs`` as the trial's user attributes: the one place objectives and batches write them."""
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    """Store ``attrs`` as the trial's user attributes: the one place objectives and batches write them
+    (one store transaction for them all: ``storage.set_user_attrs``)."""
+    set_user_attrs(trial, attrs)
 
 
 def epoch_reporter(trial: optuna.Trial) -> Callable[[EpochStats], None]:

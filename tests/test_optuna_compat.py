@@ -135,3 +135,28 @@ def test_remember_report_is_what_the_pruner_reads(sqlite_url: str) -> None:
     trial = study.ask()
     remember_report(trial, 2, 0.5)
     assert latest_trial(trial).intermediate_values == {2: 0.5}
+
+
+def test_write_user_attrs_stores_every_key_in_one_commit_and_refuses_a_finished_trial(sqlite_url: str) -> None:
+    import sqlalchemy
+
+    from sweep.optuna_compat import rdb_backend, remember_user_attrs, write_user_attrs
+
+    study = _study(sqlite_url, heartbeat=None)
+    live, done = study.ask(), study.ask()
+    study.tell(done, state=TrialState.FAIL)
+    backend = rdb_backend(study)
+    assert isinstance(backend, RDBStorage)
+    commits = []
+    sqlalchemy.event.listen(backend.engine, "commit", lambda conn: commits.append(1))
+    attrs = {"val_se": 0.0078, "history": [{"epoch": 1, "val_acc": 0.5}], "seed": 0, "device": "cpu"}
+    write_user_attrs(backend, trial_id(live), attrs)
+    assert len(commits) == 1
+    assert study.get_trials()[0].user_attrs == attrs  # stored as set_user_attr stores them
+    write_user_attrs(backend, trial_id(live), {"seed": 1})  # again (a retried transaction): replaced, not added
+    assert study.get_trials()[0].user_attrs == {**attrs, "seed": 1}
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        write_user_attrs(backend, trial_id(done), attrs)
+    assert study.get_trials()[1].user_attrs == {}  # refused: nothing written
+    remember_user_attrs(live, {"seed": 1})
+    assert live.user_attrs == {"seed": 1}  # the live trial's own copy, which set_user_attr keeps
