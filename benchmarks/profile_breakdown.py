@@ -7,7 +7,8 @@ Each row sums the cumulative time of the functions named beside it (they do not 
 each other, so nothing is counted twice); "other" is what is left of the whole run.
 Works on profiles of this version and of the one before populations had folds
 (``population._step``/``_evaluate`` there, ``stacks.step``/``evaluate`` here), and of the
-versions before and after reports were written per epoch (``Trial.report``, ``storage.report_many``).
+versions before and after reports were written per epoch (``Trial.report``,
+``trial_writes.report_many``, in ``storage.py`` before 2026-12-02).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ ROWS = [
     ("training steps", [("population.py", "_step"), ("stacks.py", "step"), ("stacks.py", "batch"),
                         ("stacks.py", "order"), ("population.py", "_order")]),
     ("evaluation (per epoch)", [("population.py", "_evaluate"), ("stacks.py", "evaluate")]),
-    ("reports (storage writes)", [("_trial.py", "report"), ("storage.py", "report_many")]),
+    ("reports (storage writes)", [("_trial.py", "report"), ("storage.py", "report_many"), ("trial_writes.py", "report_many")]),
     ("pruner (reads all trials)", [("_trial.py", "should_prune"), ("batch_trials.py", "should_prune")]),
     ("ask, tell, attributes (storage, sampler)", [("study.py", "ask"), ("study.py", "tell"),
                                                   ("_trial.py", "set_user_attr")]),

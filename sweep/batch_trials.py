@@ -41,12 +41,12 @@ from sweep.cv import cv_attrs, fold_pairs, report_fold
 from sweep.errors import TrialInterrupted
 from sweep.holdout import repeats_attrs, repeats_final_attrs
 from sweep.optuna_compat import latest_trial, remember_report
-from sweep.storage import report_many
 from sweep.training import trainers
 from sweep.training.fit import EpochStats
 from sweep.training.population import FitSet, Member, PopulationEpoch
 from sweep.trial_attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs, write_attrs
 from sweep.trial_data import Prepared, seeds
+from sweep.trial_writes import report_many
 
 PRUNER_READ_SECONDS = 5.0  # how stale another worker's completed trials may be when a batch prunes
 REPORT_WRITE_SECONDS = 2.0  # how late the store (the dashboard, other workers) may see a running trial's reports

@@ -27,9 +27,9 @@ import torch
 
 from sweep.config import StudyConfig
 from sweep.errors import TrainingDivergedError
-from sweep.storage import set_user_attrs
 from sweep.training.fit import EpochStats, FitResult, fit
 from sweep.training.models import Net
+from sweep.trial_writes import set_user_attrs
 
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # x_fit, y_fit, x_val, y_val
 
@@ -102,7 +102,7 @@ def correct_bits(model: torch.nn.Module, x_val: torch.Tensor, y_val: torch.Tenso
 
 def write_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
     """Store ``attrs`` as the trial's user attributes: the one place objectives and batches write them
-    (one store transaction for them all: ``storage.set_user_attrs``)."""
+    (one store transaction for them all: ``trial_writes.set_user_attrs``)."""
     set_user_attrs(trial, attrs)
 
 

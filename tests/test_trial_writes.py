@@ -1,4 +1,4 @@
-"""sweep.storage.report_many and set_user_attrs: a population's epoch, a trial's attributes, each in one
+"""sweep.trial_writes: report_many and set_user_attrs: a population's epoch, a trial's attributes, each in one
 transaction, on both backends."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from sweep.optuna_compat import latest_trial, rdb_backend
-from sweep.storage import open_storage, report_many
+from sweep.storage import open_storage
+from sweep.trial_writes import report_many
 
 
 def test_report_many_stores_every_live_trial_in_one_commit(storage_url: str) -> None:
@@ -38,7 +39,7 @@ def test_report_many_reports_one_by_one_on_other_storages() -> None:
 
 
 def test_set_user_attrs_writes_a_trials_attributes_in_one_commit(storage_url: str) -> None:
-    from sweep.storage import set_user_attrs
+    from sweep.trial_writes import set_user_attrs
 
     study = optuna.create_study(storage=open_storage(storage_url), direction="maximize")
     trial, done = study.ask(), study.ask()
@@ -58,7 +59,7 @@ def test_set_user_attrs_writes_a_trials_attributes_in_one_commit(storage_url: st
 
 
 def test_set_user_attrs_sets_one_by_one_on_other_storages() -> None:
-    from sweep.storage import set_user_attrs
+    from sweep.trial_writes import set_user_attrs
 
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
