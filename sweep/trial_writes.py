@@ -10,10 +10,11 @@ get Optuna's calls one by one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import optuna
+from optuna.storages import RDBStorage
 
 from sweep.optuna_compat import (
     rdb_backend,
@@ -24,6 +25,13 @@ from sweep.optuna_compat import (
     write_user_attrs,
 )
 from sweep.storage import SweepStorage
+
+T = TypeVar("T")
+
+
+def _one_transaction(backend: RDBStorage, write: Callable[[], T]) -> T:
+    """``write()`` (one transaction), retried as a whole through a store outage on a worker's storage."""
+    return backend.outage.call(write) if isinstance(backend, SweepStorage) else write()
 
 
 def report_many(study: optuna.Study, reports: list[tuple[optuna.Trial, float, int]]) -> list[optuna.Trial]:
@@ -44,8 +52,7 @@ def report_many(study: optuna.Study, reports: list[tuple[optuna.Trial, float, in
                 refused.append(trial)
         return refused
     rows = [(trial_id(t), int(step), float(value)) for t, value, step in reports]
-    outage = backend.outage if isinstance(backend, SweepStorage) else None
-    ids = outage.call(lambda: write_reports(backend, rows)) if outage is not None else write_reports(backend, rows)
+    ids = _one_transaction(backend, lambda: write_reports(backend, rows))
     for trial, value, step in reports:
         if trial_id(trial) not in ids:
             remember_report(trial, int(step), float(value))
@@ -66,9 +73,5 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
             trial.set_user_attr(key, value)
         return
     tid = trial_id(trial)
-    outage = backend.outage if isinstance(backend, SweepStorage) else None
-    if outage is not None:
-        outage.call(lambda: write_user_attrs(backend, tid, attrs))
-    else:
-        write_user_attrs(backend, tid, attrs)
+    _one_transaction(backend, lambda: write_user_attrs(backend, tid, attrs))
     remember_user_attrs(trial, attrs)
