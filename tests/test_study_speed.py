@@ -34,3 +34,13 @@ def test_quick_benchmark_prints_and_writes_the_table(tmp_path: Path) -> None:
     assert all(rows["cv-4x3", w]["best_lambda"] is not None for w in ("(a)", "(b)", "(c)"))
     for line in ("study", "(a) optuna+seed", "(b) sweep, 1 at a time", "(c) sweep, batch 4", "matmul rate"):
         assert line in proc.stdout
+
+
+def test_first_layer_matmuls_prints_a_round_per_line() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "first_layer_matmuls.py"), "--k", "2", "--rounds", "2"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["1", "2"]
+    assert all(len(r) == 6 and all(float(v) > 0 for v in r) for r in rows)
