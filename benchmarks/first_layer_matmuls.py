@@ -61,6 +61,12 @@ def blocked(x: torch.Tensor, w: torch.Tensor, g: torch.Tensor, rate: float) -> l
     return list(p.split(64))
 
 
+def steps(fn: Callable[..., list[torch.Tensor]], x: torch.Tensor, w: torch.Tensor,
+          g: torch.Tensor) -> Callable[[], object]:
+    """``fn``'s steps over the batches ``x`` (64 rows each), as a call for ``best``."""
+    return lambda: fn(x, w, g, 1e-3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--k", type=int, default=5, help="members (the quick start's population: 5)")
@@ -89,7 +95,7 @@ def main() -> None:
         small = 2 * flops / best(pair, 200)
         mm, dnn = best(lambda: torch.mm(x, w), 200), best(onednn, 200)
         # Per step: the same four batches and gradients, taken one at a time, two at a time, four at a time.
-        per = [best(lambda fn=fn, s=s: fn(xs[:64 * s], w, gs[:64 * s], 1e-3), 50) / s
+        per = [best(steps(fn, xs[:64 * s], w, gs[:64 * s]), 50) / s
                for fn, s in ((sequential, 4), (blocked, 2), (blocked, 4))]
         print(f"{r:>5} {big / 1e9:>12.0f} {small / 1e9:>10.0f} {big / small:>6.2f} {mm * 1e6:>7.0f} {dnn * 1e6:>10.0f} "
               + " ".join(f"{v * 1e6:>{n}.0f}" for v, n in zip(per, (8, 6, 6), strict=True)))

@@ -1,6 +1,7 @@
 """Whole studies, end to end, three ways, in one run; each study's compute floor measured in the same run.
 
     PYTHONPATH=. python benchmarks/study_speed.py [--quick] [--json out.json] [--ways a,b,c] [--studies quickstart,cv]
+                                                  [--repeat N]
 
 Ways of running one study (the same lambdas' search, the same epochs, data and pruner):
 
@@ -24,6 +25,11 @@ look easy (a run of 2026-12-02 read 102 GFLOP/s at its start, where the machine'
 machine's speed while the row ran; every "x floor" uses the run's best. The model-epochs the row actually trained (pruned
 trials train fewer) times 409,088 FLOPs per training example (forward and backward of
 SimpleNet 784-128-10, no input gradient) plus 203,264 per validation example scored.
+
+``--repeat N`` runs every study's ways N times, round by round (a, b, c, then a, b, c again), each
+row against its own round's (a) and (b), and ends with each way's median and range over the
+rounds: on a shared machine one row's wall time can move by a third between runs, so a single
+row's "x floor" is one draw, and the median of several in one run is the figure to quote.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class Row:
     flops: float
     floor_s: float
     best_lambda: float | None
+    repeat: int = 1
 
 
 def matmul_rate() -> float:
@@ -121,11 +128,13 @@ def seed_way(cfg: config.StudyConfig, data_dir: str) -> Row:
             fit_i, val_i = data.holdout_split(ds.train.y, cfg.data.holdout, cfg.data.split_seed)
             splits = [(fit_i.tolist(), val_i.tolist())]
         counted = {"epochs": 0, "flops": 0.0}
+        hidden = cfg.model.hidden
+        assert isinstance(hidden, int), "the benchmark's studies are SimpleNet, one hidden width"
 
         def one_fit(lam: float, fit_i: list[int], val_i: list[int], trial: optuna.Trial | None) -> float:
             train_loader = DataLoader(Subset(train, fit_i), batch_size=cfg.train.batch_size, shuffle=True)
             val_loader = DataLoader(Subset(train, val_i), batch_size=cfg.train.batch_size)
-            model = init_simplenet(cfg.model.hidden, cfg.train.seed)
+            model = init_simplenet(hidden, cfg.train.seed)
             criterion = nn.CrossEntropyLoss()
             optimizer = optim.SGD(model.parameters(), lr=cfg.train.lr, weight_decay=lam)
             acc = 0.0
@@ -156,7 +165,7 @@ def seed_way(cfg: config.StudyConfig, data_dir: str) -> Row:
         start = time.perf_counter()
         study.optimize(objective, n_trials=cfg.search.n_trials)
         wall = time.perf_counter() - start
-    return Row(cfg.name, "(a) optuna+seed", wall, counted["epochs"], counted["flops"], 0.0, study.best_params["lambda"])
+    return Row(cfg.name, "(a) optuna+seed", wall, int(counted["epochs"]), counted["flops"], 0.0, study.best_params["lambda"])
 
 
 def sweep_way(cfg: config.StudyConfig, batch: int) -> Row:
@@ -188,7 +197,10 @@ def main() -> None:
     ap.add_argument("--ways", default="a,b,c", help="which ways to run (default a,b,c)")
     ap.add_argument("--studies", default="quickstart,cv", help="which studies to run (default quickstart,cv)")
     ap.add_argument("--data-dir", default=os.environ.get("SWEEP_DATA_DIR", "data"))
+    ap.add_argument("--repeat", type=int, default=1, metavar="N", help="rounds of every study's ways (default 1)")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error(f"--repeat must be at least 1, got {args.repeat}")
     torch.manual_seed(0)
     ways, names = args.ways.split(","), args.studies.split(",")
     rates = [matmul_rate()]  # before and after every row
@@ -201,9 +213,10 @@ def main() -> None:
         if name not in names:
             continue
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": args.data_dir})})
-        for way in ways:
+        for rnd, way in ((r, w) for r in range(1, args.repeat + 1) for w in ways):
             row = seed_way(cfg, args.data_dir) if way == "a" else sweep_way(
                 cfg, 1 if way == "b" else int(cfg.search.batch) if cfg.search.batch != "auto" else 32)
+            row.repeat = rnd
             rows.append(row)
             rates.append(matmul_rate())
             near.append(max(rates[-2:]))
@@ -218,15 +231,34 @@ def main() -> None:
     print(f"{'study':<12} {'way':<24} {'wall s':>8} {'model-ep':>9} {'m-ep/s':>8} {'floor s':>8} {'x floor':>8} "
           f"{'a/this':>7} {'b/this':>7} {'near':>5}")
     for r, r_near in zip(rows, near, strict=True):
-        same = {x.way[:3]: x.wall_s for x in rows if x.study == r.study}
+        same = {x.way[:3]: x.wall_s for x in rows if x.study == r.study and x.repeat == r.repeat}
         ratio = {k: f"{same[k] / r.wall_s:6.1f}x" if k in same else "      -" for k in ("(a)", "(b)")}
         print(f"{r.study:<12} {r.way:<24} {r.wall_s:8.1f} {r.model_epochs:9d} {r.model_epochs / r.wall_s:8.1f} "
               f"{r.floor_s:8.1f} {r.wall_s / r.floor_s:7.1f}x {ratio['(a)']} {ratio['(b)']} {r_near / 1e9:5.0f}")
+    summary = summarise(rows) if args.repeat > 1 else []
+    if summary:
+        print(f"over {args.repeat} rounds: {'study':<12} {'way':<24} {'median s':>9} {'x floor':>8} {'range':>12}")
+        for m in summary:
+            print(f"{'':<15} {m['study']:<12} {m['way']:<24} {m['median_wall_s']:9.1f} {m['median_x_floor']:7.1f}x "
+                  f"{m['min_x_floor']:5.1f}-{m['max_x_floor']:.1f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"matmul_gflops": rate / 1e9, "load_average": load,
                                                "matmul_gflops_measured": [v / 1e9 for v in rates],
                                                "rows": [asdict(r) | {"near_gflops": v / 1e9}
-                                                        for r, v in zip(rows, near, strict=True)]}, indent=2))
+                                                        for r, v in zip(rows, near, strict=True)],
+                                               "summary": summary}, indent=2))
+
+
+def summarise(rows: list[Row]) -> list[dict[str, object]]:
+    """Each (study, way)'s median wall time and its "x floor" median and range over the rounds."""
+    out: list[dict[str, object]] = []
+    for key in dict.fromkeys((r.study, r.way) for r in rows):
+        mine = [r for r in rows if (r.study, r.way) == key]
+        x = [r.wall_s / r.floor_s for r in mine]
+        out.append({"study": key[0], "way": key[1], "rounds": len(mine),
+                    "median_wall_s": float(np.median([r.wall_s for r in mine])),
+                    "median_x_floor": float(np.median(x)), "min_x_floor": min(x), "max_x_floor": max(x)})
+    return out
 
 
 if __name__ == "__main__":

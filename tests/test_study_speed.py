@@ -66,3 +66,29 @@ def test_blocked_first_layer_takes_the_same_steps_as_one_at_a_time(steps: int) -
     for a, b in zip(seq, blk, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(w_blk, w_seq, rtol=1e-5, atol=1e-4)
+
+
+def test_repeat_runs_rounds_and_summarises_them(tmp_path: Path) -> None:
+    out = tmp_path / "speed.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_speed.py"), "--quick", "--ways", "b,c",
+                           "--studies", "cv", "--repeat", "2", "--json", str(out)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads(out.read_text())
+    assert [(r["way"][:3], r["repeat"]) for r in table["rows"]] == [("(b)", 1), ("(c)", 1), ("(b)", 2), ("(c)", 2)]
+    assert len(table["matmul_gflops_measured"]) == 5  # before the first row and after each
+    for m in table["summary"]:
+        mine = [r["wall_s"] / r["floor_s"] for r in table["rows"] if r["way"] == m["way"]]
+        assert m["rounds"] == 2 and m["min_x_floor"] == min(mine) and m["max_x_floor"] == max(mine)
+        assert m["median_x_floor"] == pytest.approx(sum(mine) / 2)
+    assert "over 2 rounds" in proc.stdout
+    # Each row's b/this is against its own round's (b): exactly 1.0x on the (b) rows.
+    b_rows = [line for line in proc.stdout.splitlines() if line.startswith("cv-4x3") and "(b)" in line]
+    assert len(b_rows) == 2 and all(line.split()[-2] == "1.0x" for line in b_rows)
+
+
+def test_repeat_below_one_is_refused() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_speed.py"), "--repeat", "0"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--repeat must be at least 1, got 0" in proc.stderr
