@@ -92,3 +92,20 @@ def test_repeat_below_one_is_refused() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_speed.py"), "--repeat", "0"],
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--repeat must be at least 1, got 0" in proc.stderr
+
+
+def test_study_parts_adds_up_to_the_run(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_parts.py"), "--quick"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert "quickstart (c) sweep, batch 2" in lines[0] and "16 model-epochs" in lines[0]
+    parts = {line[:22].strip(): line[22:].split() for line in lines[2:]}
+    assert list(parts) == ["training steps", "evaluation", "gathering batches", "rest of the epochs",
+                           "outside the epochs", "total"]
+    # --quick: 4 trials, 2 at a time, 4 epochs on 3,000 digits in batches of 64 = 47 steps a member's epoch.
+    assert int(parts["training steps"][2]) % 47 == 0 and int(parts["training steps"][2]) > 0
+    assert parts["training steps"][2] == parts["gathering batches"][2]
+    assert sum(float(p[0]) for name, p in parts.items() if name != "total") == pytest.approx(
+        float(parts["total"][0]), abs=0.3)  # each part is printed to 0.1 s
