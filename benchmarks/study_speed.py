@@ -73,6 +73,7 @@ class Row:
     floor_s: float
     best_lambda: float | None
     repeat: int = 1
+    near_gflops: float = 0.0  # the better rate of the two measurements around the row
 
 
 def matmul_rate() -> float:
@@ -205,7 +206,6 @@ def main() -> None:
     ways, names = args.ways.split(","), args.studies.split(",")
     rates = [matmul_rate()]  # before and after every row
     rows: list[Row] = []
-    near: list[float] = []  # the best rate of the two measurements around each row
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul rate {rates[0] / 1e9:.0f} GFLOP/s; "
           f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
@@ -219,7 +219,7 @@ def main() -> None:
             row.repeat = rnd
             rows.append(row)
             rates.append(matmul_rate())
-            near.append(max(rates[-2:]))
+            row.near_gflops = max(rates[-2:]) / 1e9
             print(f"  done: {row.study} {row.way}: {row.wall_s:.1f} s, {row.model_epochs} model-epochs, "
                   f"load {os.getloadavg()[0]:.2f}, matmul rate after it {rates[-1] / 1e9:.0f} GFLOP/s", flush=True)
     rate = max(rates)
@@ -230,11 +230,11 @@ def main() -> None:
           f"lowest {min(rates) / 1e9:.0f}); load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"{'study':<12} {'way':<24} {'wall s':>8} {'model-ep':>9} {'m-ep/s':>8} {'floor s':>8} {'x floor':>8} "
           f"{'a/this':>7} {'b/this':>7} {'near':>5}")
-    for r, r_near in zip(rows, near, strict=True):
+    for r in rows:
         same = {x.way[:3]: x.wall_s for x in rows if x.study == r.study and x.repeat == r.repeat}
         ratio = {k: f"{same[k] / r.wall_s:6.1f}x" if k in same else "      -" for k in ("(a)", "(b)")}
         print(f"{r.study:<12} {r.way:<24} {r.wall_s:8.1f} {r.model_epochs:9d} {r.model_epochs / r.wall_s:8.1f} "
-              f"{r.floor_s:8.1f} {r.wall_s / r.floor_s:7.1f}x {ratio['(a)']} {ratio['(b)']} {r_near / 1e9:5.0f}")
+              f"{r.floor_s:8.1f} {r.wall_s / r.floor_s:7.1f}x {ratio['(a)']} {ratio['(b)']} {r.near_gflops:5.0f}")
     summary = summarise(rows) if args.repeat > 1 else []
     if summary:
         print(f"over {args.repeat} rounds: {'study':<12} {'way':<24} {'median s':>9} {'x floor':>8} {'range':>12}")
@@ -244,8 +244,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"matmul_gflops": rate / 1e9, "load_average": load,
                                                "matmul_gflops_measured": [v / 1e9 for v in rates],
-                                               "rows": [asdict(r) | {"near_gflops": v / 1e9}
-                                                        for r, v in zip(rows, near, strict=True)],
+                                               "rows": [asdict(r) for r in rows],
                                                "summary": summary}, indent=2))
 
 

@@ -34,8 +34,8 @@ from sweep.errors import StoreOutageError, TrialInterrupted
 from sweep.optuna_compat import BaseHeartbeat, frozen, heartbeat_storage, storage_of
 from sweep.optuna_compat import trial_id as trial_id_of
 from sweep.training import trainers
-from sweep.trial_attrs import write_attrs
 from sweep.trial_data import Prepared, suggest_lambda
+from sweep.trial_writes import set_user_attrs
 
 log = logging.getLogger("sweep")
 
@@ -150,7 +150,7 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
 
     def attrs_or_taken_over(i: int, attrs: dict[str, object]) -> bool:
         try:
-            write_attrs(live[i], attrs)
+            set_user_attrs(live[i], attrs)
         except UpdateFinishedTrialError:
             taken_over(i)
             return False
@@ -171,7 +171,7 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
                 live[i] = trial
                 trials.append(trial)
                 lams[i] = suggest_lambda(trial, cfg.search)  # before the next ask: constant liar sees it
-                write_attrs(trial, {**start, "population": size})
+                set_user_attrs(trial, {**start, "population": size})
             if after_ask is not None:
                 after_ask()
             train_trials(study, cfg, prep, live, lams, tell=tell, stop=stop, taken_over=taken_over)

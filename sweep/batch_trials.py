@@ -44,9 +44,9 @@ from sweep.optuna_compat import latest_trial, remember_report
 from sweep.training import trainers
 from sweep.training.fit import EpochStats
 from sweep.training.population import FitSet, Member, PopulationEpoch
-from sweep.trial_attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs, write_attrs
+from sweep.trial_attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs
 from sweep.trial_data import Prepared, seeds
-from sweep.trial_writes import report_many
+from sweep.trial_writes import report_many, set_user_attrs
 
 PRUNER_READ_SECONDS = 5.0  # how stale another worker's completed trials may be when a batch prunes
 REPORT_WRITE_SECONDS = 2.0  # how late the store (the dashboard, other workers) may see a running trial's reports
@@ -266,7 +266,7 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
         if not lay.cv and len(recs[i].correct) == r:
             attrs["val_correct"] = [recs[i].correct[j] for j in range(r)]  # one bitset per seed
         try:
-            write_attrs(live[i], attrs)
+            set_user_attrs(live[i], attrs)
         except UpdateFinishedTrialError:
             drop(i)
             continue

@@ -21,8 +21,9 @@ import torch
 
 from sweep.config import StudyConfig
 from sweep.training.fit import EpochStats
-from sweep.trial_attrs import fit_recorded, many_fits_attrs, write_attrs
+from sweep.trial_attrs import fit_recorded, many_fits_attrs
 from sweep.trial_data import Prepared, fold_indices, seeds, suggest_lambda
+from sweep.trial_writes import set_user_attrs
 
 
 def cv_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def report_fold(trial: optuna.Trial, runs: Sequence[Sequence[EpochStats]], *, fo
     trial.set_user_attr("fold_scores", scores)  # one write per fold; the summary once, at the end
     trial.report(float(np.mean(scores)), fold)
     if fold < folds - 1 and trial.should_prune():
-        write_attrs(trial, many_fits_attrs(runs, per_group=per_group, seconds=seconds))
+        set_user_attrs(trial, many_fits_attrs(runs, per_group=per_group, seconds=seconds))
         return True
     return False
 
@@ -60,7 +61,7 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
 
     def objective(trial: optuna.Trial) -> float:
         lam = suggest_lambda(trial, cfg.search)
-        write_attrs(trial, cv_attrs(cfg, prep))
+        set_user_attrs(trial, cv_attrs(cfg, prep))
         runs: list[list[EpochStats]] = []
         start = time.perf_counter()
         for fold, (fit_i, val_i) in enumerate(pairs):
@@ -73,7 +74,7 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
                 mean = np.mean([r[-1].val_acc for r in runs])
                 raise optuna.TrialPruned(f"pruned after fold {fold}: running mean val_acc {mean:.4f}")
         attrs = many_fits_attrs(runs, per_group=len(train_seeds), seconds=time.perf_counter() - start)
-        write_attrs(trial, attrs)
+        set_user_attrs(trial, attrs)
         return float(attrs["val_acc"])
 
     return objective

@@ -28,8 +28,9 @@ from sweep.errors import NoCompleteTrialsError, StudyConflictError, TrainingDive
 from sweep.select import load_study, scores_of
 from sweep.training.evidence import MarglikEpoch, log_evidence, marglik_search, require
 from sweep.training.fit import FitResult, fit
-from sweep.trial_attrs import Split, epoch_record, fit_recorded, write_attrs
+from sweep.trial_attrs import Split, epoch_record, fit_recorded
 from sweep.trial_data import Prepared, prepare, suggest_lambda
+from sweep.trial_writes import set_user_attrs
 
 
 def _model(result: FitResult) -> nn.Module:
@@ -49,13 +50,13 @@ def make_evidence_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optun
 
     def objective(trial: optuna.Trial) -> float:
         lam = suggest_lambda(trial, cfg.search)
-        write_attrs(trial, {"device": str(prep.device), "seed": cfg.train.seed, "validation": "evidence",
+        set_user_attrs(trial, {"device": str(prep.device), "seed": cfg.train.seed, "validation": "evidence",
                             "n_train": n_train})
         result = fit_recorded(trial, cfg, _whole(prep), lam=lam, seed=cfg.train.seed, net=prep.net)
         start = time.perf_counter()
         value = log_evidence(_model(result), prep.x_train, prep.y_train, lam=lam, decay_bias=cfg.train.decay_bias)
         final = result.final
-        write_attrs(trial, {"log_evidence": value, "log_evidence_per_example": value / n_train,
+        set_user_attrs(trial, {"log_evidence": value, "log_evidence_per_example": value / n_train,
                             "train_acc": final.train_acc, "train_loss": final.train_loss, "val_se": 0.0,
                             "history": [epoch_record(s) for s in result.history],
                             "evidence_seconds": round(time.perf_counter() - start, 4),
@@ -86,7 +87,7 @@ def make_marglik_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna
                                 seed=t.seed, on_epoch=on_epoch)
         # The lambda is known only now: a one-point distribution makes the trial's parameter exactly that value.
         trial.suggest_float(PARAM, result.lam, result.lam, log=True)
-        write_attrs(trial, {"device": str(prep.device), "seed": t.seed, "validation": "marglik", "val_se": 0.0,
+        set_user_attrs(trial, {"device": str(prep.device), "seed": t.seed, "validation": "marglik", "val_se": 0.0,
                             "lambda_unclamped": result.unclamped, "marglik_trajectory": trajectory,
                             "log_evidence": result.trajectory[-1].log_evidence,
                             "seconds": round(time.perf_counter() - start, 4)})

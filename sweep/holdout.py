@@ -23,9 +23,9 @@ from sweep.trial_attrs import (
     fit_recorded,
     many_fits_attrs,
     single_fit_attrs,
-    write_attrs,
 )
 from sweep.trial_data import Prepared, seeds, suggest_lambda
+from sweep.trial_writes import set_user_attrs
 
 
 def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
@@ -36,12 +36,12 @@ def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna
     def objective(trial: optuna.Trial) -> float:
         lam = suggest_lambda(trial, cfg.search)
         seed = cfg.train.seed  # one seed for all lambdas: differences come from lambda, not luck
-        write_attrs(trial, {"device": str(prep.device), "seed": seed})
+        set_user_attrs(trial, {"device": str(prep.device), "seed": seed})
         result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial), net=prep.net)
         attrs = single_fit_attrs(result.history, n_val=n_val)
         if result.model is not None:  # per-example correctness, for paired comparisons between lambdas
             attrs["val_correct"] = [correct_bits(result.model, prep.x_val, prep.y_val)]
-        write_attrs(trial, attrs)
+        set_user_attrs(trial, attrs)
         return result.final.val_acc
 
     return objective
@@ -70,7 +70,7 @@ def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callabl
 
     def objective(trial: optuna.Trial) -> float:
         lam = suggest_lambda(trial, cfg.search)
-        write_attrs(trial, repeats_attrs(cfg, prep))
+        set_user_attrs(trial, repeats_attrs(cfg, prep))
         runs: list[list[EpochStats]] = []
         bits: list[str] = []
         start = time.perf_counter()
@@ -83,7 +83,7 @@ def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callabl
         attrs = repeats_final_attrs(runs, n_val=n_val, seconds=time.perf_counter() - start)
         if len(bits) == len(runs):
             attrs["val_correct"] = bits  # one bitset per seed
-        write_attrs(trial, attrs)
+        set_user_attrs(trial, attrs)
         return float(attrs["val_acc"])
 
     return objective

@@ -1,10 +1,11 @@
-"""Shared objective pieces, record side: standard errors and the one writer of a trial's attributes.
+"""Shared objective pieces, record side: standard errors and the builders of a trial's attributes.
 
 Every figure a trial produces goes into the store, where ``sweep show``, the
 report, the dashboard and ``sweep best`` read it: the validation accuracy of
 each epoch (or fold) as an intermediate value, which is what pruners read, and
 the rest as user attributes. Single trials, CV trials and batch members all
-build their attributes here, so a key means the same everywhere.
+build their attributes here, so a key means the same everywhere, and write them with
+``trial_writes.set_user_attrs`` (one store transaction per trial's result).
 
 Standard errors (``val_se``; docs/cv.md explains the choice):
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,6 @@ from sweep.config import StudyConfig
 from sweep.errors import TrainingDivergedError
 from sweep.training.fit import EpochStats, FitResult, fit
 from sweep.training.models import Net
-from sweep.trial_writes import set_user_attrs
 
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # x_fit, y_fit, x_val, y_val
 
@@ -98,12 +98,6 @@ def correct_bits(model: torch.nn.Module, x_val: torch.Tensor, y_val: torch.Tenso
     model.eval()
     hits = torch.cat([model(xs).argmax(1) == ys for xs, ys in zip(x_val.split(8192), y_val.split(8192), strict=True)])
     return base64.b64encode(np.packbits(hits.cpu().numpy()).tobytes()).decode("ascii")
-
-
-def write_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-    """Store ``attrs`` as the trial's user attributes: the one place objectives and batches write them
-    (one store transaction for them all: ``trial_writes.set_user_attrs``)."""
-    set_user_attrs(trial, attrs)
 
 
 def epoch_reporter(trial: optuna.Trial) -> Callable[[EpochStats], None]:
