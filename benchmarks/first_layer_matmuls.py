@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5, help="members (the quick start's population: 5)")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    if args.k < 1 or args.rounds < 1:
+        ap.error(f"--k and --rounds must be at least 1, got --k {args.k} --rounds {args.rounds}")
     torch.manual_seed(0)
     cols = 128 * args.k
     x, w, g = torch.rand(64, 784), torch.rand(784, cols), torch.rand(64, cols) * 1e-3

@@ -202,8 +202,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error(f"--repeat must be at least 1, got {args.repeat}")
-    torch.manual_seed(0)
     ways, names = args.ways.split(","), args.studies.split(",")
+    if any(w not in ("a", "b", "c") for w in ways):
+        ap.error(f"--ways takes a comma-separated list of a, b and c, got {args.ways!r}; e.g. --ways b,c")
+    if bad := [n for n in names if n not in ("quickstart", "cv")]:
+        ap.error(f"--studies takes quickstart and/or cv, got {', '.join(bad)!r}; e.g. --studies quickstart")
+    torch.manual_seed(0)
     rates = [matmul_rate()]  # before and after every row
     rows: list[Row] = []
     load = os.getloadavg()

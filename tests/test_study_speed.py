@@ -109,3 +109,15 @@ def test_study_parts_adds_up_to_the_run(tmp_path: Path) -> None:
     assert parts["training steps"][2] == parts["gathering batches"][2]
     assert sum(float(p[0]) for name, p in parts.items() if name != "total") == pytest.approx(
         float(parts["total"][0]), abs=0.3)  # each part is printed to 0.1 s
+
+
+@pytest.mark.parametrize(("script", "args", "line"), [
+    ("study_speed.py", ["--ways", "d"], "--ways takes a comma-separated list of a, b and c, got 'd'"),
+    ("study_speed.py", ["--studies", "quickstart,foo"], "--studies takes quickstart and/or cv, got 'foo'"),
+    ("first_layer_matmuls.py", ["--k", "0"], "--k and --rounds must be at least 1, got --k 0 --rounds 5"),
+])
+def test_benchmark_flags_out_of_range_are_one_line(script: str, args: list[str], line: str) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and line in proc.stderr.splitlines()[-1]
+    assert "Traceback" not in proc.stderr
