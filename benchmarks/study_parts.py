@@ -8,7 +8,8 @@ and inside it every training step (``stacks.step``), every evaluation (``stacks.
 every batch gathered (``Cohort.batch``). "outside the epochs" is the rest of the run: the sampler,
 storage, the pruner, set-up. Unlike cProfile (``profile_breakdown.py``) it adds only a timer per
 call, so the parts add up to the run's own wall time. Prints the matmul rate before and after, as
-the machine's speed moves (docs/performance.md, "Run to run").
+the machine's speed moves (docs/performance.md, "Run to run"), and the row's floor as
+``study_speed.py`` computes it (over the better of the two rates), with the run and its steps against it.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def main() -> None:
         per = f"{secs / calls * 1e3:8.3f}" if calls else f"{'-':>8}"
         print(f"{name:<22} {secs:7.1f} {100 * secs / row.wall_s:5.1f}% {int(calls):7d} {per}")
     print(f"{'total':<22} {row.wall_s:7.1f} 100.0%")
+    floor = row.flops / max(before, after)  # study_speed's floor: the row's FLOPs over the better rate
+    print(f"floor {floor:.1f} s (the row's FLOPs over {max(before, after) / 1e9:.0f} GFLOP/s): the run is "
+          f"{row.wall_s / floor:.1f}x it, its training steps alone {totals['steps'][0] / floor:.1f}x")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def test_study_parts_adds_up_to_the_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert "quickstart (c) sweep, batch 2" in lines[0] and "16 model-epochs" in lines[0]
-    parts = {line[:22].strip(): line[22:].split() for line in lines[2:]}
+    parts = {line[:22].strip(): line[22:].split() for line in lines[2:-1]}
     assert list(parts) == ["training steps", "evaluation", "gathering batches", "rest of the epochs",
                            "outside the epochs", "total"]
     # --quick: 4 trials, 2 at a time, 4 epochs on 3,000 digits in batches of 64 = 47 steps a member's epoch.
@@ -109,6 +109,7 @@ def test_study_parts_adds_up_to_the_run(tmp_path: Path) -> None:
     assert parts["training steps"][2] == parts["gathering batches"][2]
     assert sum(float(p[0]) for name, p in parts.items() if name != "total") == pytest.approx(
         float(parts["total"][0]), abs=0.3)  # each part is printed to 0.1 s
+    assert lines[-1].startswith("floor ") and "the run is" in lines[-1]
 
 
 @pytest.mark.parametrize(("script", "args", "line"), [
