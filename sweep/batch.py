@@ -170,8 +170,11 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
                 heartbeats.add(trial_id_of(trial))
                 live[i] = trial
                 trials.append(trial)
-                lams[i] = suggest_lambda(trial, cfg.search)  # before the next ask: constant liar sees it
-                set_user_attrs(trial, {**start, "population": size})
+                try:
+                    lams[i] = suggest_lambda(trial, cfg.search)  # before the next ask: constant liar sees it
+                    set_user_attrs(trial, {**start, "population": size})
+                except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
+                    taken_over(i)
             if after_ask is not None:
                 after_ask()
             train_trials(study, cfg, prep, live, lams, tell=tell, stop=stop, taken_over=taken_over)

@@ -10,6 +10,7 @@ import pytest
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+import sweep.batch
 import sweep.batch_trials
 import sweep.training.trainers
 from sweep import study
@@ -168,3 +169,30 @@ def test_pruner_view_reads_the_store_once_while_no_trial_completes(sqlite_url: s
             assert bool(view.should_prune(t)) == bool(t.should_prune())
     assert len(reads) == 1 + 15  # the view's one read, and should_prune's own read per call
     assert view.max_age == sweep.batch_trials.PRUNER_READ_SECONDS
+
+
+@pytest.mark.parametrize("where", ["ask", "suggest_lambda"])
+def test_batch_goes_on_without_a_trial_failed_as_stale_right_after_its_ask(where: str, tiny_cfg, sqlite_url: str,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # A store outage between a trial's ask and its first writes (its lambda, its attributes), longer than the
+    # heartbeat grace: another worker fails the trial as stale and the store refuses the writes. Seen in CI's
+    # server-restart fault test; the batch must drop that trial (another worker runs its lambda) and train the rest.
+    cfg = tiny_cfg(name="stale-ask", train={"epochs": 2}, search={"batch": 2})
+    s = _fresh(cfg, sqlite_url, [1e-4, 1e-3])
+    real = getattr(sweep.batch, where)
+
+    def then_fail_trial_0(*args: Any) -> Any:
+        out = real(*args)
+        trial = out if where == "ask" else args[0]
+        if trial.number == 0:  # what the other worker's fail_stale_trials does to it
+            trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return out
+
+    monkeypatch.setattr(sweep.batch, where, then_fail_trial_0)
+    with caplog.at_level("WARNING", logger="sweep"):
+        out = run_batch(s, cfg, prepare(cfg), size=2)
+    assert [t.state for t in out] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "population" not in out[0].user_attrs and out[1].user_attrs["population"] == 2
+    assert len(out[1].intermediate_values) == 2 and out[1].value is not None
+    assert "trial 0 was taken over after a pause; result discarded" in caplog.text
