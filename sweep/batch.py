@@ -131,10 +131,12 @@ def ask(study: optuna.Study) -> optuna.Trial:
 
 
 def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: int,
-              after_ask: Callable[[], None] | None = None, stop: Callable[[], bool] | None = None) -> list[FrozenTrial]:
+              after_ask: Callable[[list[optuna.Trial]], set[int]] | None = None,
+              stop: Callable[[], bool] | None = None) -> list[FrozenTrial]:
     """Ask ``size`` trials, train them as one population, tell each; returns them finished, in order.
 
-    ``after_ask`` runs once every member is stored as RUNNING (the worker releases its admission lock there).
+    ``after_ask`` runs once every member is stored as RUNNING, with the live ones: the worker ends its admission
+    there and returns the numbers of any it failed as past the study's target, which are not trained.
     When ``stop()`` turns true (a stop signal) the batch ends after the current epoch: its open trials
     are told FAIL with reason "interrupted" (the worker queues their lambdas again).
     """
@@ -176,8 +178,11 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
                 except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
                     taken_over(i)
             if after_ask is not None:
-                after_ask()
-            train_trials(study, cfg, prep, live, lams, tell=tell, stop=stop, taken_over=taken_over)
+                dropped = after_ask([live[i] for i in sorted(live)])
+                for i in [i for i in live if live[i].number in dropped]:  # told FAIL by the worker: past the target
+                    heartbeats.discard(trial_id_of(live.pop(i)))
+            if live:
+                train_trials(study, cfg, prep, live, lams, tell=tell, stop=stop, taken_over=taken_over)
         except BaseException as err:
             # Whatever stopped the batch (a stop signal, Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.
             reason = "interrupted" if isinstance(err, TrialInterrupted) else f"batch stopped: {type(err).__name__}: {err}"

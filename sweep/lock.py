@@ -61,6 +61,22 @@ class StudyLock:
         self._conn.execute(sqlalchemy.text(f"SET LOCAL idle_in_transaction_session_timeout = {int(limit)}"))
         self._conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
+    def held(self) -> bool:
+        """True if the lock has been held without a break since ``acquire``.
+
+        A PostgreSQL advisory lock dies with its transaction: a server restart or a cut connection
+        releases it without telling this process, whose later store calls are retried by the outage
+        handling and succeed after the break. So an admission checks, after its asks, that the lock's
+        own transaction still answers; if it does, no other worker can have admitted in between.
+        """
+        if self._conn is None:
+            return True  # SQLite's flock, and stores with no lock, cannot be lost this way
+        try:
+            self._conn.execute(sqlalchemy.text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
     def _close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None

@@ -11,7 +11,9 @@ queued again), counts COMPLETE + RUNNING trials and, only if that is below the
 target, asks for the trial (``study.ask``, stored as RUNNING) and releases the lock.
 Trials only become RUNNING through this admission and only RUNNING trials become
 COMPLETE, so COMPLETE can never exceed the target; a slot freed by a failed or pruned
-trial is taken by the next admission, so the study ends with exactly the target. No
+trial is taken by the next admission, so the study ends with exactly the target. A
+PostgreSQL lock lost mid-admission (a server restart cuts its session) is found after
+the asks, and trials past the target are failed then (``_drop_surplus``). Otherwise no
 trial is created just to be thrown away. Single trials and batches are both
 ask-and-tell, with heartbeats from ``batch.Heartbeats``.
 
@@ -27,14 +29,17 @@ signal stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from sweep import study as study_mod
@@ -52,6 +57,8 @@ from sweep.trial_data import Prepared, prepare
 
 __all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
 RAN, BUSY, DONE = "ran", "busy", "done"
+SURPLUS = "surplus: asked while the study lock was lost to a store outage, past the target"
+log = logging.getLogger("sweep")
 
 
 @dataclass
@@ -143,12 +150,13 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         if size > 1:
             free = target - counts["COMPLETE"] - counts["RUNNING"]
             # The lock is released once every member is asked (RUNNING): no overshoot across workers.
-            batch = run_batch(study, cfg, job.prep, size=min(size, free), after_ask=lock.release,
-                              stop=lambda: bool(stop))
+            batch = run_batch(study, cfg, job.prep, size=min(size, free), stop=lambda: bool(stop),
+                              after_ask=lambda asked: _drop_surplus(job, lock, asked))
             lock.release()
             return _after_batch(job, batch, stop=stop, on_trial=on_trial, interrupted=interrupted)
         trial = ask(study)  # stored RUNNING: the slot is taken
-        lock.release()
+        if _drop_surplus(job, lock, [trial]):
+            return RAN, []
         done = run_single(study, job.objective, trial, stop=stop)
     finally:
         lock.release()
@@ -172,11 +180,39 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
     return RAN, [last.number]
 
 
+def _drop_surplus(job: _Loaded, lock: StudyLock, asked: list[optuna.Trial]) -> set[int]:
+    """End the admission: release the lock, after failing any of ``asked`` that overshoot the target.
+
+    If the lock was lost during the admission (a store restart cuts its connection; the count and the
+    asks were retried after it), another worker may have admitted at the same time. Then the lock is
+    taken again and the study counted again: trials past the target are failed here, the latest first,
+    so the study still ends with exactly the target. Returns the numbers of the trials failed.
+    """
+    dropped: set[int] = set()
+    if not lock.held():
+        lock.acquire()  # through the outage handling: waits for the store to come back
+        fail_stale(job.study)
+        counts = _states(job.study)
+        over = counts["COMPLETE"] + counts["RUNNING"] - job.cfg.search.n_trials
+        for trial in reversed(asked):
+            if len(dropped) >= over:
+                break
+            with contextlib.suppress(UpdateFinishedTrialError):  # failed as stale already: not RUNNING
+                trial.set_user_attr("fail_reason", SURPLUS)
+                job.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                dropped.add(trial.number)
+                log.warning("trial %d dropped: asked while the study lock was lost to a store outage, past the "
+                            "target; another worker's trial takes its place", trial.number)
+    lock.release()
+    return dropped
+
+
 def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
                  on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, list[int]]:
     target = job.cfg.search.n_trials
     # Members failed as stale while this worker was paused were taken over (one line said so): not ours to report.
-    finished = [t for t in finished if not str(t.user_attrs.get("fail_reason", "")).startswith("stale: ")]
+    # So were members dropped as surplus at admission (one line said so too).
+    finished = [t for t in finished if not str(t.user_attrs.get("fail_reason", "")).startswith(("stale: ", SURPLUS))]
     for i, last in enumerate(finished):
         if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
             # Give the lambda back to the study, as for a single interrupted trial.

@@ -224,3 +224,29 @@ def test_the_study_lock_outlives_the_idle_limit(monkeypatch: pytest.MonkeyPatch)
         assert conn.execute(sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar() is True
     a.engine.dispose()
     b.engine.dispose()
+
+
+@pytest.mark.postgres
+@needs_pg
+def test_the_study_lock_knows_when_the_server_ended_it() -> None:
+    """A restart or a cut connection ends the lock's transaction without a word: ``held`` asks that transaction."""
+    a, b = open_storage(PG), open_storage(PG)
+    key = zlib.crc32(b"lambda-sweep:cut")
+    lock = StudyLock(a, "cut").acquire()
+    assert lock.held()
+    with b.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                                     "AND objid = :k AND granted"), {"k": key})
+        assert conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar() is True
+        assert not lock.held()  # another session holds it now
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    assert lock.acquire().held()  # taken again on a new connection
+    lock.release()
+    a.engine.dispose()
+    b.engine.dispose()
+
+
+def test_a_file_lock_is_held_until_released(tmp_path: Path) -> None:
+    lock = StudyLock(open_storage(f"sqlite:///{tmp_path / 's.db'}"), "s").acquire()
+    assert lock.held()
+    lock.release()

@@ -6,19 +6,25 @@ import base64
 import re
 import signal
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from procs import ROOT, env, start, study_file, sweep, trials, wait_until_mid_trial
 
 from sweep import config
+from sweep import study as study_mod
 from sweep.cli import main
+from sweep.single import StopFlag
+from sweep.storage import open_storage
 from sweep.study import create_or_load as submit
+from sweep.worker import RAN, SURPLUS, _load, run_one
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +189,66 @@ def test_stop_resolved_goes_on_while_the_answer_is_open(tmp_path: Path, sqlite_u
     # The default (stop = "n_trials") never stops early, whatever the trials say.
     plain = load("plain")
     assert stop_reason(selection_of(_resolved_study(sqlite_url, plain, PEAK), plain), plain) is None
+
+
+def _lose_the_lock_at_admission(monkeypatch: pytest.MonkeyPatch, url: str, *, others: int) -> None:
+    """Between the admission's count and its asks (where the sampler is made): the server ends the lock's session,
+    as a restart does, and another worker (its lock not held by anyone now) asks ``others`` trials."""
+    make = study_mod.make_sampler
+    calls = []
+
+    def interfere(*args: object, **kwargs: object) -> optuna.samplers.BaseSampler:
+        if not calls:
+            calls.append(1)
+            engine = sqlalchemy.create_engine(url)
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                cut = conn.execute(sqlalchemy.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k"
+                    " AND granted"), {"k": zlib.crc32(b"lambda-sweep:dist")}).scalars().all()
+            engine.dispose()
+            assert cut == [True]  # the premise: the worker held the lock, and lost it
+            other = optuna.load_study(study_name="dist", storage=url)
+            for _ in range(others):
+                other.ask()
+        return make(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(study_mod, "make_sampler", interfere)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_an_admission_that_lost_its_lock_drops_what_overshoots(batch: int, tmp_path: Path, storage_url: str,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Seen in CI: a server restart mid-admission cut the lock's session, and two workers' batches made 10 of 8."""
+    path = study_file(tmp_path, n_trials=2)
+    path.write_text(path.read_text() + f"batch = {batch}\n")
+    submit(config.load(path), storage_url)
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    store = open_storage(storage_url)
+    _lose_the_lock_at_admission(monkeypatch, storage_url, others=2)  # the other worker takes both slots
+    assert run_one(_load(store, "dist", storage_url), store, stop=StopFlag()) == (RAN, [])
+    ts = trials(storage_url, "dist")
+    ours = [t for t in ts if t.number >= 2]
+    assert [t.state for t in ts if t.number < 2] == [TrialState.RUNNING] * 2  # the other worker's, untouched
+    assert [(t.state, t.user_attrs["fail_reason"]) for t in ours] == [(TrialState.FAIL, SURPLUS)] * batch
+    assert all(f"trial {t.number} dropped: asked while the study lock was lost" in caplog.text for t in ours)
+    store.engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+def test_an_admission_that_lost_its_lock_keeps_what_fits(tmp_path: Path, storage_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock lost, but nobody else admitted meanwhile (or too few): the trials that fit the target train."""
+    path = study_file(tmp_path, n_trials=3)
+    path.write_text(path.read_text() + "batch = 3\n")
+    submit(config.load(path), storage_url)
+    store = open_storage(storage_url)
+    _lose_the_lock_at_admission(monkeypatch, storage_url, others=1)  # 1 + our 3 asked: one too many
+    state, numbers = run_one(_load(store, "dist", storage_url), store, stop=StopFlag())
+    assert (state, numbers) == (RAN, [1, 2])  # the latest asked is dropped; the two before it train
+    ts = trials(storage_url, "dist")
+    assert [t.state for t in ts] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    store.engine.dispose()
