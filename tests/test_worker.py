@@ -8,6 +8,7 @@ import signal
 import subprocess
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -24,6 +25,7 @@ from sweep.cli import main
 from sweep.single import StopFlag
 from sweep.storage import open_storage
 from sweep.study import create_or_load as submit
+from sweep.trial_data import suggest_lambda
 from sweep.worker import RAN, SURPLUS, _load, run_one
 
 pytestmark = pytest.mark.slow
@@ -191,13 +193,15 @@ def test_stop_resolved_goes_on_while_the_answer_is_open(tmp_path: Path, sqlite_u
     assert stop_reason(selection_of(_resolved_study(sqlite_url, plain, PEAK), plain), plain) is None
 
 
-def _lose_the_lock_at_admission(monkeypatch: pytest.MonkeyPatch, url: str, *, others: int) -> None:
+def _lose_the_lock_at_admission(monkeypatch: pytest.MonkeyPatch, url: str, cfg: config.StudyConfig, *,
+                                others: int) -> None:
     """Between the admission's count and its asks (where the sampler is made): the server ends the lock's session,
-    as a restart does, and another worker (its lock not held by anyone now) asks ``others`` trials."""
+    as a restart does, and another worker, free to admit, asks ``others`` trials from the same count, so with a
+    sampler of the same seed, and gives them their lambdas."""
     make = study_mod.make_sampler
     calls = []
 
-    def interfere(*args: object, **kwargs: object) -> optuna.samplers.BaseSampler:
+    def interfere(*args: Any, **kwargs: Any) -> optuna.samplers.BaseSampler:
         if not calls:
             calls.append(1)
             engine = sqlalchemy.create_engine(url)
@@ -207,10 +211,10 @@ def _lose_the_lock_at_admission(monkeypatch: pytest.MonkeyPatch, url: str, *, ot
                     " AND granted"), {"k": zlib.crc32(b"lambda-sweep:dist")}).scalars().all()
             engine.dispose()
             assert cut == [True]  # the premise: the worker held the lock, and lost it
-            other = optuna.load_study(study_name="dist", storage=url)
+            other = optuna.load_study(study_name="dist", storage=url, sampler=make(*args, **kwargs))
             for _ in range(others):
-                other.ask()
-        return make(*args, **kwargs)  # type: ignore[arg-type]
+                suggest_lambda(other.ask(), cfg.search)
+        return make(*args, **kwargs)
 
     monkeypatch.setattr(study_mod, "make_sampler", interfere)
 
@@ -224,10 +228,10 @@ def test_an_admission_that_lost_its_lock_drops_what_overshoots(batch: int, tmp_p
     """Seen in CI: a server restart mid-admission cut the lock's session, and two workers' batches made 10 of 8."""
     path = study_file(tmp_path, n_trials=2)
     path.write_text(path.read_text() + f"batch = {batch}\n")
-    submit(config.load(path), storage_url)
-    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    cfg = config.load(path)
+    submit(cfg, storage_url)
     store = open_storage(storage_url)
-    _lose_the_lock_at_admission(monkeypatch, storage_url, others=2)  # the other worker takes both slots
+    _lose_the_lock_at_admission(monkeypatch, storage_url, cfg, others=2)  # the other worker takes both slots
     assert run_one(_load(store, "dist", storage_url), store, stop=StopFlag()) == (RAN, [])
     ts = trials(storage_url, "dist")
     ours = [t for t in ts if t.number >= 2]
@@ -239,16 +243,24 @@ def test_an_admission_that_lost_its_lock_drops_what_overshoots(batch: int, tmp_p
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
-def test_an_admission_that_lost_its_lock_keeps_what_fits(tmp_path: Path, storage_url: str,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lock lost, but nobody else admitted meanwhile (or too few): the trials that fit the target train."""
+@pytest.mark.parametrize("batch", [1, 3])
+def test_an_admission_that_lost_its_lock_keeps_what_fits_with_its_own_lambdas(batch: int, tmp_path: Path,
+                                                                              storage_url: str,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in a loop of the fault test: two workers admitted from one count, under the lost lock, and drew the
+    same lambdas. The trial with the other worker's lambda is dropped; the rest fit the target and train."""
     path = study_file(tmp_path, n_trials=3)
-    path.write_text(path.read_text() + "batch = 3\n")
-    submit(config.load(path), storage_url)
+    path.write_text(path.read_text() + f"batch = {batch}\n")
+    cfg = config.load(path)
+    submit(cfg, storage_url)
     store = open_storage(storage_url)
-    _lose_the_lock_at_admission(monkeypatch, storage_url, others=1)  # 1 + our 3 asked: one too many
+    _lose_the_lock_at_admission(monkeypatch, storage_url, cfg, others=1)  # with our first lambda
     state, numbers = run_one(_load(store, "dist", storage_url), store, stop=StopFlag())
-    assert (state, numbers) == (RAN, [1, 2])  # the latest asked is dropped; the two before it train
     ts = trials(storage_url, "dist")
-    assert [t.state for t in ts] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert (state, numbers) == (RAN, [2, 3][:batch - 1])  # the first asked had the other's lambda
+    assert [t.state for t in ts] == [TrialState.RUNNING, TrialState.FAIL] + [TrialState.COMPLETE] * (batch - 1)
+    assert ts[1].params["lambda"] == ts[0].params["lambda"]  # the premise: the same seed, the same lambda
+    assert ts[1].user_attrs["fail_reason"] == SURPLUS
+    live = [t.params["lambda"] for t in ts if t.state != TrialState.FAIL]
+    assert len(set(live)) == len(live)
     store.engine.dispose()
