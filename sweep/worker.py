@@ -14,7 +14,7 @@ COMPLETE, so COMPLETE can never exceed the target; a slot freed by a failed or p
 trial is taken by the next admission, so the study ends with exactly the target. A
 PostgreSQL lock lost mid-admission (a server restart cuts its session) is found after
 the asks, and trials past the target or with another's lambda are failed then
-(``_drop_surplus``). Otherwise no trial is created just to be thrown away. A trial
+(``admission.end_admission``). Otherwise no trial is created just to be thrown away. A trial
 draws its lambda as soon as it is asked. Single trials and batches are both
 ask-and-tell, with heartbeats from ``batch.Heartbeats``.
 
@@ -30,7 +30,6 @@ signal stops at once.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -44,6 +43,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from sweep import study as study_mod
+from sweep.admission import SURPLUS, end_admission
 from sweep.batch import ask, resolve_size, run_batch
 from sweep.config import StudyConfig, stored_config
 from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError
@@ -58,7 +58,6 @@ from sweep.trial_data import Prepared, prepare, suggest_lambda
 
 __all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
 RAN, BUSY, DONE = "ran", "busy", "done"
-SURPLUS = "surplus: asked while the study lock was lost to a store outage, past the target or a duplicate"
 log = logging.getLogger("sweep")
 
 
@@ -152,16 +151,16 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             free = target - counts["COMPLETE"] - counts["RUNNING"]
             # The lock is released once every member is asked (RUNNING): no overshoot across workers.
             batch = run_batch(study, cfg, job.prep, size=min(size, free), stop=lambda: bool(stop),
-                              after_ask=lambda asked: _drop_surplus(job, lock, asked))
+                              after_ask=lambda asked: end_admission(study, target, lock, asked))
             lock.release()
             return _after_batch(job, batch, stop=stop, on_trial=on_trial, interrupted=interrupted)
         trial = ask(study)  # stored RUNNING: the slot is taken
         try:
-            suggest_lambda(trial, cfg.search)  # drawn now, as a batch draws: _drop_surplus compares lambdas
+            suggest_lambda(trial, cfg.search)  # drawn now, as a batch draws: end_admission compares lambdas
         except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
             log.warning("trial %d was taken over after a pause; result discarded", trial.number)
             return RAN, []
-        if _drop_surplus(job, lock, [trial]):
+        if end_admission(study, target, lock, [trial]):
             return RAN, []
         done = run_single(study, job.objective, trial, stop=stop)
     finally:
@@ -184,41 +183,6 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             "and run again"
         )
     return RAN, [last.number]
-
-
-def _drop_surplus(job: _Loaded, lock: StudyLock, asked: list[optuna.Trial]) -> set[int]:
-    """End the admission: release the lock, after failing any of ``asked`` that another admission overlapped.
-
-    If the lock was lost during the admission (a store restart cuts its session; the count and the
-    asks were retried after it), another worker may have admitted at the same time, from the same
-    count: past the target, or with a sampler of the same seed, so the same lambdas. Then the lock is
-    taken again and the study read again. Those of ``asked`` whose lambda another live or complete
-    trial already has, and then any past the target (the latest first), are failed, so the study
-    still ends with exactly the target of distinct lambdas. Returns the numbers of the trials failed.
-    """
-    dropped: set[int] = set()
-    if lock.held():
-        lock.release()
-        return dropped
-    lock.acquire()  # through the outage handling: waits for the store to come back
-    fail_stale(job.study)
-    trials = job.study.get_trials(deepcopy=False)
-    counts = state_counts(trials)
-    mine = {t.number for t in asked}
-    lams = {t.number: t.params.get("lambda") for t in trials}
-    others = {lams[t.number] for t in trials if t.number not in mine and t.state in (TrialState.RUNNING, TrialState.COMPLETE)}
-    over = counts["COMPLETE"] + counts["RUNNING"] - job.cfg.search.n_trials
-    dupes = [t for t in asked if lams.get(t.number) is not None and lams[t.number] in others]
-    rest = [t for t in reversed(asked) if t not in dupes]
-    for trial in dupes + rest[:max(0, over - len(dupes))]:
-        with contextlib.suppress(UpdateFinishedTrialError):  # failed as stale already: not RUNNING
-            trial.set_user_attr("fail_reason", SURPLUS)
-            job.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            dropped.add(trial.number)
-            log.warning("trial %d dropped: asked while the study lock was lost to a store outage, in another "
-                        "worker's slot or with its lambda; another trial takes its place", trial.number)
-    lock.release()
-    return dropped
 
 
 def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
