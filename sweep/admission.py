@@ -50,7 +50,7 @@ def end_admission(study: optuna.Study, target: int, lock: StudyLock, asked: list
     lams = {t.number: t.params.get(PARAM) for t in trials}
     others = {lams[t.number] for t in trials if t.number not in mine and t.state in (TrialState.RUNNING, TrialState.COMPLETE)}
     over = counts["COMPLETE"] + counts["RUNNING"] - target
-    dupes = [t for t in asked if lams.get(t.number) is not None and lams[t.number] in others]
+    dupes = [t for t in asked if lams[t.number] is not None and lams[t.number] in others]
     rest = [t for t in reversed(asked) if t not in dupes]
     for trial in dupes + rest[:max(0, over - len(dupes))]:
         with contextlib.suppress(UpdateFinishedTrialError):  # failed as stale already: not RUNNING

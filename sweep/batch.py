@@ -40,6 +40,11 @@ from sweep.trial_writes import set_user_attrs
 log = logging.getLogger("sweep")
 
 
+def say_taken_over(trial: optuna.Trial) -> None:
+    """The one line for a trial another worker failed as stale while this one was paused or cut off."""
+    log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+
+
 def tell_once(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None) -> bool:
     """Tell the store how ``trial`` ended; False (with a warning) when another worker had already failed it
     as stale while this one was paused, so this result is discarded. The one place both trial paths tell."""
@@ -54,7 +59,7 @@ def tell_once(study: optuna.Study, trial: optuna.Trial, state: TrialState, value
             raise
         told = frozen(study, trial)
     if told is None or told.state != state:
-        log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+        say_taken_over(trial)
         return False
     return True
 
@@ -136,7 +141,7 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
     """Ask ``size`` trials, train them as one population, tell each; returns them finished, in order.
 
     ``after_ask`` runs once every member is stored as RUNNING, with the live ones: the worker ends its admission
-    there and returns the numbers of any it failed as past the study's target, which are not trained.
+    there and returns the numbers of any it failed (past the target, or another worker's lambda): not trained.
     When ``stop()`` turns true (a stop signal) the batch ends after the current epoch: its open trials
     are told FAIL with reason "interrupted" (the worker queues their lambdas again).
     """
@@ -148,7 +153,7 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
         # Failed as stale while this process was paused: another worker runs its lambda again.
         trial = live.pop(i)
         heartbeats.discard(trial_id_of(trial))
-        log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+        say_taken_over(trial)
 
     def attrs_or_taken_over(i: int, attrs: dict[str, object]) -> bool:
         try:

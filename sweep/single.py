@@ -21,7 +21,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from sweep.batch import Heartbeats, tell_once
+from sweep.batch import Heartbeats, say_taken_over, tell_once
 from sweep.errors import StoreOutageError, TrainingDivergedError, TrialInterrupted, first_line
 from sweep.optuna_compat import storage_of, trial_id
 
@@ -100,7 +100,7 @@ def run_single(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             # The objective stored the fail_reason; the progress line says it. Its traceback: --debug.
             log.debug("trial %d failed: %s", trial.number, err, exc_info=True)
         except UpdateFinishedTrialError:
-            log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+            say_taken_over(trial)
             return False
         except BaseException as err:
             # Whatever else stopped the trial (Ctrl-C twice, a bug, the store gone for good): FAIL, not RUNNING.

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 import os
 import socket
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from optuna.trial import TrialState
 
 from sweep import study as study_mod
 from sweep.admission import SURPLUS, end_admission
-from sweep.batch import ask, resolve_size, run_batch
+from sweep.batch import ask, resolve_size, run_batch, say_taken_over
 from sweep.config import StudyConfig, stored_config
 from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError
 from sweep.lock import StudyLock
@@ -58,7 +57,6 @@ from sweep.trial_data import Prepared, prepare, suggest_lambda
 
 __all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
 RAN, BUSY, DONE = "ran", "busy", "done"
-log = logging.getLogger("sweep")
 
 
 @dataclass
@@ -158,7 +156,7 @@ def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
         try:
             suggest_lambda(trial, cfg.search)  # drawn now, as a batch draws: end_admission compares lambdas
         except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
-            log.warning("trial %d was taken over after a pause; result discarded", trial.number)
+            say_taken_over(trial)
             return RAN, []
         if end_admission(study, target, lock, [trial]):
             return RAN, []
