@@ -1,0 +1,159 @@
+"""The population step's tail as one C function, compiled on first use: the CPU fast path of ``stacks.step``.
+
+Why: at the quick start's K = 5 a step's two first-layer matmuls are about 0.7 ms, and the
+thirty-odd PyTorch calls between them (the first layer's bias and ReLU, the second layer, the
+softmax and its loss, their gradients and updates) took another 0.25-0.4 ms, mostly per-call
+cost on tensors of a few thousand floats. ``torch.compile`` of those calls was no faster, or
+slower (docs/performance.md). ``fused_tail.c`` does all of them in one loop per member, in
+about 0.1 ms, so the step is the two matmuls (still PyTorch's) plus this one call.
+
+How: the C file beside this module is compiled by the system's C compiler (``$CC``, else ``cc``)
+into a cache folder the first time it is needed (under a second), keyed by the source, the
+compiler, its flags and the CPU, then loaded with ctypes. ctypes releases the GIL during the call,
+so CPU lanes (threads) run it side by side. It applies to 2-layer networks (SimpleNet, an mlp with
+one hidden layer) in float32 on the CPU. Elsewhere, on a machine without a C compiler, or with
+``SWEEP_FUSED=0`` in the environment, ``stacks`` runs its eager step: the same arithmetic up to
+float rounding (tests/test_fused.py compares them), about 15-20% slower at K = 5.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SOURCE = Path(__file__).with_name("fused_tail.c")
+FLAGS = ("-O3", "-fopenmp-simd", "-fPIC", "-shared")
+NATIVE = "-march=native"  # the machine's own vector width; dropped if the compiler refuses it
+
+_I, _P = ctypes.c_int64, ctypes.c_void_p
+_ARGTYPES: list[Any] = [_I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, ctypes.c_float, _P, _I, _P, _I]
+
+
+def enabled() -> bool:
+    """Whether the fused tail is wanted: not switched off with ``SWEEP_FUSED=0``."""
+    return os.environ.get("SWEEP_FUSED", "1").strip() not in ("0", "false", "no", "off")
+
+
+def available() -> bool:
+    """Whether the fused tail can run here: wanted, and its library compiled and loaded."""
+    return enabled() and _library()[0] is not None
+
+
+def why_not() -> str | None:
+    """Why the fused tail is not used on this machine (None when it is)."""
+    if not enabled():
+        return "switched off with SWEEP_FUSED=0"
+    return _library()[1]
+
+
+def applies(ws: list[torch.Tensor], nat: torch.Tensor) -> bool:
+    """Whether a step with these stacked weights and first-layer output can take the fused tail."""
+    return (len(ws) == 2 and nat.device.type == "cpu" and nat.dtype == torch.float32
+            and all(w.dtype == torch.float32 for w in ws) and available())
+
+
+def tail(nat: torch.Tensor, yb: torch.Tensor, *, w2: torch.Tensor, b2: torch.Tensor, b1: torch.Tensor,
+         scale: torch.Tensor, keep_w: torch.Tensor, keep_b: torch.Tensor, scaled: bool, rate: float,
+         losses: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
+    """The step between the first layer's matmul and its update; returns the first layer's output gradient.
+
+    ``nat`` (G, B, m*W) or (B, K*W): the first layer's matmul output; ``yb`` (G, B) labels. Updates
+    ``w2`` (K, C, W), ``b2`` (K, 1, C), ``b1`` (K, 1, W) and, where ``scaled``, ``scale`` (K, 1, 1)
+    in place, and writes ``losses`` and ``hits`` ((K, B, 1) slots, rows of one stride), as
+    ``stacks.step``'s eager code does. The gradient has ``nat``'s shape, divided by the new scale
+    where ``scaled``.
+    """
+    lib = _library()[0]
+    assert lib is not None, "call applies() first"
+    k, classes, width = w2.shape
+    g, b = yb.shape
+    nat = nat.contiguous()
+    yb = yb.contiguous()
+    for name, t in (("w2", w2), ("b2", b2), ("b1", b1), ("scale", scale), ("keep_w", keep_w), ("keep_b", keep_b)):
+        if not t.is_contiguous():  # the stacks keep these contiguous; a view here would be written wrongly
+            raise ValueError(f"fused tail: {name} must be contiguous, got strides {t.stride()}")
+    if losses.stride(1) != 1 or hits.stride(1) != 1 or hits.dtype != torch.bool:
+        raise ValueError("fused tail: losses and hits must be (K, B, 1) slots with contiguous rows")
+    gh = torch.empty_like(nat)
+    failed = lib.fused_tail(g, b, k // g, width, classes, nat.data_ptr(), gh.data_ptr(), w2.data_ptr(), b2.data_ptr(),
+                            b1.data_ptr(), scale.data_ptr(), keep_w.data_ptr(), keep_b.data_ptr(), int(scaled),
+                            yb.data_ptr(), rate, losses.data_ptr(), losses.stride(0), hits.data_ptr(), hits.stride(0))
+    if failed:
+        raise MemoryError("fused tail: could not allocate its scratch memory")
+    return gh
+
+
+@functools.cache
+def _library() -> tuple[ctypes.CDLL | None, str | None]:
+    """The compiled tail, loaded, or None and the reason; compiled once per machine, cached on disk."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        return None, "no C compiler found (set CC or install gcc)"
+    source = SOURCE.read_bytes()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"the C compiler {cc} did not run: {e}"
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), _cpu().encode()])).hexdigest()
+    folder = _cache_folder()
+    path = folder / f"fused_tail-{key[:16]}.so"
+    if not path.exists():
+        error = _compile(cc, folder, path)
+        if error:
+            return None, error
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        return None, f"could not load {path}: {e}"
+    lib.fused_tail.argtypes = _ARGTYPES
+    lib.fused_tail.restype = ctypes.c_int
+    return lib, None
+
+
+def _compile(cc: str, folder: Path, path: Path) -> str | None:
+    """Compile the tail to ``path`` (via a temporary file, so concurrent workers never load half a file)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+    except OSError as e:
+        return f"cannot write the compiled tail to {folder}: {e} (set SWEEP_CACHE_DIR)"
+    try:
+        for flags in ((NATIVE, *FLAGS), FLAGS):
+            done = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
+            if done.returncode == 0:
+                os.replace(tmp, path)
+                return None
+        return f"{cc} could not compile {SOURCE.name}: {done.stderr.strip()[:300]}"
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{cc} could not compile {SOURCE.name}: {e}"
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _cache_folder() -> Path:
+    """``$SWEEP_CACHE_DIR``, else ``$XDG_CACHE_HOME/lambda-sweep``, else ``~/.cache/lambda-sweep``."""
+    if os.environ.get("SWEEP_CACHE_DIR"):
+        return Path(os.environ["SWEEP_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lambda-sweep"
+
+
+def _cpu() -> str:
+    """What the compiled code depends on besides its source: the machine and its CPU's instruction sets."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return f"{platform.system()} {platform.machine()} {platform.processor()} {flags.strip()}"

@@ -1,0 +1,151 @@
+"""The fused C tail of the population step: the same arithmetic as the eager step, and a safe fallback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sweep.config import ModelConfig
+from sweep.training import fused
+from sweep.training.model import init_simplenet
+from sweep.training.models import net_for
+from sweep.training.stacks import Cohort, FitSet, step
+
+pytestmark = pytest.mark.skipif(not fused.available(), reason=f"fused tail unavailable: {fused.why_not()}")
+
+
+def _cohorts(spec, sets, *, lr=0.1, decay_bias=True, hidden=32):
+    def build(seed):
+        return init_simplenet(hidden, seed)
+    return [Cohort(sets, spec, build=build, lr=lr, decay_bias=decay_bias, device=torch.device("cpu")) for _ in range(2)]
+
+
+def _run_both(monkeypatch, a: Cohort, b: Cohort, steps: int, batch: int, last: int | None = None):
+    """``steps`` steps of cohort ``a`` eager and ``b`` fused on the same batches; the losses and hits of each."""
+    n = a.n
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for c, on in ((a, "0"), (b, "1")):
+        monkeypatch.setenv("SWEEP_FUSED", on)
+        assert fused.applies(c.ws, torch.zeros(1)) == (on == "1")
+        gen.manual_seed(1)
+        # Buffers as the epoch loop slices them: (steps, K, batch, 1), a step's slot (K, b, 1) strided over K.
+        losses = torch.full((steps, len(c), batch, 1), -1.0)
+        hits = torch.zeros(steps, len(c), batch, 1, dtype=torch.bool)
+        with torch.no_grad():
+            for i in range(steps):
+                b = last if (last is not None and i == steps - 1) else batch
+                idx = torch.stack([torch.randperm(n, generator=gen)[:b] for _ in c.groups])
+                step(c, *c.batch(idx), 0.1, losses[i, :, :b], hits[i, :, :b])
+        out.append((losses, hits))
+    return out
+
+
+def _assert_same(a: Cohort, b: Cohort, runs) -> None:
+    (la, ha), (lb, hb) = runs
+    torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ha, hb)
+    for wa, wb in zip(a.ws + a.bs + [a.scale], b.ws + b.bs + [b.scale], strict=True):
+        torch.testing.assert_close(wb, wa, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def sets():
+    torch.manual_seed(0)
+    x = torch.rand(300, 784) * (torch.rand(300, 784) > 0.8)  # MNIST-like: mostly zero pixels
+    y = torch.randint(0, 10, (300,))
+    rows = [torch.arange(0, 200), torch.arange(100, 300)]
+    return [FitSet(x, y), FitSet(x, y, rows=rows[0]), FitSet(x, y, rows=rows[1])]
+
+
+@pytest.mark.parametrize("decay_bias", [True, False])
+def test_one_group_equals_the_eager_step(monkeypatch, sets, decay_bias: bool) -> None:
+    """A holdout population (every member shares the batch), and a last batch shorter than the rest."""
+    spec = [(i, lam, 0, 0) for i, lam in enumerate([1e-5, 1e-4, 1e-3, 1e-2, 3e-2])]
+    a, b = _cohorts(spec, sets, decay_bias=decay_bias)
+    _assert_same(a, b, _run_both(monkeypatch, a, b, steps=12, batch=16, last=7))
+
+
+def test_groups_of_several_members_equal_the_eager_step(monkeypatch, sets) -> None:
+    """CV: two folds (fit sets 1 and 2) x two seeds, three lambdas each: 4 groups of 3 in one bmm."""
+    triples = [(lam, seed, fs) for fs in (1, 2) for seed in (0, 1) for lam in (1e-4, 1e-3, 1e-2)]
+    spec = [(i, lam, seed, fs) for i, (lam, seed, fs) in enumerate(triples)]
+    a, b = _cohorts(spec, sets)
+    assert a.m == 3 and len(a.groups) == 4
+    _assert_same(a, b, _run_both(monkeypatch, a, b, steps=10, batch=16))
+
+
+def test_unequal_groups_equal_the_eager_step(monkeypatch, sets) -> None:
+    """Groups of 2 and 1 (after a failure): each member gathers its group's batch, m = 1."""
+    a, b = _cohorts([(0, 1e-3, 0, 0), (1, 1e-2, 0, 0), (2, 1e-3, 5, 0)], sets)
+    assert a.m == 1 and len(a.groups) == 2
+    _assert_same(a, b, _run_both(monkeypatch, a, b, steps=10, batch=16))
+
+
+def test_a_diverging_setup_decays_the_weights_directly(monkeypatch, sets) -> None:
+    """1 - lr * lambda under 1e-3: the weights are decayed directly (no scale), in both steps alike."""
+    a, b = _cohorts([(0, 9.995, 0, 0), (1, 1e-3, 0, 0)], sets)
+    assert not a.scaled
+    _assert_same(a, b, _run_both(monkeypatch, a, b, steps=5, batch=16))
+
+
+def test_it_applies_to_two_layers_on_the_cpu_in_float32_only(monkeypatch) -> None:
+    monkeypatch.setenv("SWEEP_FUSED", "1")
+    two = [torch.zeros(2, 8, 4), torch.zeros(2, 3, 8)]
+    assert fused.applies(two, torch.zeros(1))
+    assert not fused.applies([*two, torch.zeros(2, 3, 3)], torch.zeros(1))  # a deeper mlp: the eager step
+    assert not fused.applies(two, torch.zeros(1, dtype=torch.float64))
+    monkeypatch.setenv("SWEEP_FUSED", "0")
+    assert not fused.applies(two, torch.zeros(1))
+    assert fused.why_not() == "switched off with SWEEP_FUSED=0"
+
+
+def test_a_deeper_mlp_trains_eagerly_and_still_learns(monkeypatch, sets) -> None:
+    """An mlp of two hidden layers is not fused; its step is the eager one whatever SWEEP_FUSED says."""
+    monkeypatch.setenv("SWEEP_FUSED", "1")
+    net = net_for(ModelConfig(arch="mlp", hidden=[16, 8]), in_shape=(784,), classes=10)
+    c = Cohort(sets, [(0, 1e-3, 0, 0)], build=net.build, lr=0.1, decay_bias=True, device=torch.device("cpu"))
+    assert len(c.ws) == 3 and not fused.applies(c.ws, torch.zeros(1))
+    before = c.ws[2].clone()
+    losses, hits = torch.zeros(1, 16, 1), torch.zeros(1, 16, 1, dtype=torch.bool)
+    with torch.no_grad():
+        step(c, *c.batch(torch.arange(16).view(1, 16)), 0.1, losses, hits)
+    assert not torch.equal(before, c.ws[2]) and bool((losses > 0).all())
+
+
+def test_without_a_compiler_the_step_is_eager(tmp_path) -> None:
+    """No C compiler (CC points at nothing, PATH empty): the library is not built, the reason is given, and a
+    population still trains (through the eager step), in a fresh process with an empty cache."""
+    code = (
+        "import torch\n"
+        "from sweep.training import fused\n"
+        "from sweep.training.population import fit_population\n"
+        "from sweep.config import TrainConfig\n"
+        "assert not fused.available(), 'expected no compiler'\n"
+        "print(fused.why_not())\n"
+        "x, y = torch.rand(64, 784), torch.randint(0, 10, (64,))\n"
+        "r = fit_population(x, y, x, y, lams=[1e-3, 1e-2], seeds=[0, 0], cfg=TrainConfig(epochs=1, batch_size=16))\n"
+        "print(r[0].state, r[1].state)\n"
+    )
+    env = {"CC": str(tmp_path / "no-such-cc"), "PATH": str(tmp_path), "SWEEP_CACHE_DIR": str(tmp_path / "cache"),
+           "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "could not" in done.stdout or "did not run" in done.stdout or "no C compiler" in done.stdout
+    assert done.stdout.strip().endswith("complete complete")
+    assert not list((tmp_path / "cache").glob("*.so"))
+
+
+def test_compiles_once_into_the_cache_folder(tmp_path) -> None:
+    """A fresh cache folder gets one library, named by its key, and no temporary files are left beside it."""
+    code = "from sweep.training import fused; assert fused.available(), fused.why_not()"
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, "SWEEP_CACHE_DIR": str(tmp_path)}, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert [p.name.startswith("fused_tail-") and p.suffix == ".so" for p in tmp_path.iterdir()] == [True]
+
