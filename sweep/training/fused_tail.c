@@ -22,11 +22,12 @@ int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
                const float *keep_w, const float *keep_b, int64_t scaled, const int64_t *y, float rate,
                float *losses, int64_t loss_stride, uint8_t *hits, int64_t hit_stride)
 {
-    float *scratch = malloc(sizeof(float) * (size_t)(B * W + B * C + W));
+    float *scratch = malloc(sizeof(float) * (size_t)(B * W + B * C + 2 * W));
     if (!scratch) return 1;
     float *below = scratch;          /* (B, W): the loss gradient at the hidden layer, before its ReLU */
     float *out = scratch + B * W;    /* (B, C): logits, then softmax - onehot */
-    float *acc = out + B * C;        /* (W): one row of a sum over the batch */
+    float *acc = out + B * C;        /* (W): a sum over the batch */
+    float *spare = acc + W;          /* (W): a second sum; an odd batch's spare row of below */
     const int64_t row = m * W;       /* from one example to the next in nat and gh */
     for (int64_t g = 0; g < G; g++) {
         for (int64_t j = 0; j < m; j++) {
@@ -47,17 +48,28 @@ int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
                 }
             }
 
-            /* logits; hit; cross-entropy as log-sum-exp minus the label's logit; softmax - onehot */
-            for (int64_t b = 0; b < B; b++) {
-                const float *h = HIDDEN(b);
-                float *o = out + b * C;
+            /* logits, four examples at a time: four independent sums share each load of a w2 row */
+            for (int64_t b0 = 0; b0 < B; b0 += 4) {
+                const int64_t n = B - b0 < 4 ? B - b0 : 4;
+                const float *h0 = HIDDEN(b0), *h1 = n > 1 ? HIDDEN(b0 + 1) : h0;
+                const float *h2 = n > 2 ? HIDDEN(b0 + 2) : h0, *h3 = n > 3 ? HIDDEN(b0 + 3) : h0;
                 for (int64_t c = 0; c < C; c++) {
                     const float *wc = w2k + c * W;
-                    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                    for (int64_t w = 0; w < W; w++) dot += h[w] * wc[w];
-                    o[c] = dot + b2k[c];
+                    float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+                    for (int64_t w = 0; w < W; w++) {
+                        d0 += h0[w] * wc[w];
+                        d1 += h1[w] * wc[w];
+                        d2 += h2[w] * wc[w];
+                        d3 += h3[w] * wc[w];
+                    }
+                    const float d[4] = {d0, d1, d2, d3};
+                    for (int64_t i = 0; i < n; i++) out[(b0 + i) * C + c] = d[i] + b2k[c];
                 }
+            }
+            /* hit; cross-entropy as log-sum-exp minus the label's logit; softmax - onehot */
+            for (int64_t b = 0; b < B; b++) {
+                float *o = out + b * C;
                 int64_t best = 0;
                 float top = o[0];
                 for (int64_t c = 1; c < C; c++)
@@ -71,36 +83,46 @@ int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
                 o[yk[b]] -= 1.0f;
             }
 
-            /* below = grad @ w2, before w2 changes */
-            for (int64_t b = 0; b < B; b++) {
-                float *bl = below + b * W;
-                const float *o = out + b * C;
+            /* below = grad @ w2, before w2 changes; two examples at a time share each load of a w2 row */
+            for (int64_t b0 = 0; b0 < B; b0 += 2) {
+                const int pair = b0 + 1 < B;  /* an odd batch's last example: its partner row is a spare */
+                float *l0 = below + b0 * W, *l1 = pair ? l0 + W : spare;
+                const float *o0 = out + b0 * C, *o1 = pair ? o0 + C : o0;
 #pragma omp simd
-                for (int64_t w = 0; w < W; w++) bl[w] = 0.0f;
+                for (int64_t w = 0; w < W; w++) { l0[w] = 0.0f; l1[w] = 0.0f; }
                 for (int64_t c = 0; c < C; c++) {
                     const float *wc = w2k + c * W;
-                    const float oc = o[c];
+                    const float g0 = o0[c], g1 = o1[c];
 #pragma omp simd
-                    for (int64_t w = 0; w < W; w++) bl[w] += oc * wc[w];
+                    for (int64_t w = 0; w < W; w++) { l0[w] += g0 * wc[w]; l1[w] += g1 * wc[w]; }
                 }
             }
 
-            /* w2 <- keep_w * w2 - rate * grad^T h;  b2 <- keep_b * b2 - rate * (grad summed over the batch) */
-            for (int64_t c = 0; c < C; c++) {
+            /* w2 <- keep_w * w2 - rate * grad^T h;  b2 <- keep_b * b2 - rate * (grad summed over the batch);
+             * two classes at a time share each load of h */
+            for (int64_t c0 = 0; c0 < C; c0 += 2) {
+                const int64_t c1 = c0 + 1 < C ? c0 + 1 : c0;
+                float *a0 = acc, *a1 = spare;
+                float s0 = 0.0f, s1 = 0.0f;
 #pragma omp simd
-                for (int64_t w = 0; w < W; w++) acc[w] = 0.0f;
-                float sum = 0.0f;
+                for (int64_t w = 0; w < W; w++) { a0[w] = 0.0f; a1[w] = 0.0f; }
                 for (int64_t b = 0; b < B; b++) {
                     const float *h = HIDDEN(b);
-                    const float oc = out[b * C + c];
-                    sum += oc;
+                    const float g0 = out[b * C + c0], g1 = out[b * C + c1];
+                    s0 += g0;
+                    s1 += g1;
 #pragma omp simd
-                    for (int64_t w = 0; w < W; w++) acc[w] += oc * h[w];
+                    for (int64_t w = 0; w < W; w++) { a0[w] += g0 * h[w]; a1[w] += g1 * h[w]; }
                 }
-                float *wc = w2k + c * W;
+                float *w0 = w2k + c0 * W, *w1 = w2k + c1 * W;
+                if (c1 != c0) {
 #pragma omp simd
-                for (int64_t w = 0; w < W; w++) wc[w] = wc[w] * kw - rate * acc[w];
-                b2k[c] = b2k[c] * kb - rate * sum;
+                    for (int64_t w = 0; w < W; w++) w1[w] = w1[w] * kw - rate * a1[w];
+                    b2k[c1] = b2k[c1] * kb - rate * s1;
+                }
+#pragma omp simd
+                for (int64_t w = 0; w < W; w++) w0[w] = w0[w] * kw - rate * a0[w];
+                b2k[c0] = b2k[c0] * kb - rate * s0;
             }
 
             /* gh = below where h > 0 (the ReLU's backward); b1 <- keep_b * b1 - rate * (gh summed) */
