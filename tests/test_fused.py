@@ -18,20 +18,24 @@ from sweep.training.stacks import Cohort, FitSet, step
 pytestmark = pytest.mark.skipif(not fused.available(), reason=f"fused tail unavailable: {fused.why_not()}")
 
 
-def _cohorts(spec, sets, *, lr=0.1, decay_bias=True, hidden=32):
-    def build(seed):
-        return init_simplenet(hidden, seed)
-    return [Cohort(sets, spec, build=build, lr=lr, decay_bias=decay_bias, device=torch.device("cpu")) for _ in range(2)]
-
-
-def _run_both(monkeypatch, a: Cohort, b: Cohort, steps: int, batch: int, last: int | None = None):
-    """``steps`` steps of cohort ``a`` eager and ``b`` fused on the same batches; the losses and hits of each."""
-    n = a.n
-    gen = torch.Generator().manual_seed(1)
+def _cohorts(monkeypatch, spec, sets, *, lr=0.1, decay_bias=True, hidden=32):
+    """Two cohorts of the same members: the first takes the eager step, the second the fused one."""
     out = []
-    for c, on in ((a, "0"), (b, "1")):
-        monkeypatch.setenv("SWEEP_FUSED", on)
-        assert fused.applies(c.ws, torch.zeros(1)) == (on == "1")
+    for on in ("0", "1"):
+        monkeypatch.setenv("SWEEP_FUSED", on)  # read when the cohort is built
+        c = Cohort(sets, spec, build=lambda s: init_simplenet(hidden, s), lr=lr, decay_bias=decay_bias,
+                   device=torch.device("cpu"))
+        assert (c.fused is not None) == (on == "1")
+        out.append(c)
+    return out
+
+
+def _run_both(a: Cohort, b: Cohort, steps: int, batch: int, last: int | None = None):
+    """``steps`` steps of cohort ``a`` (eager) and ``b`` (fused) on the same batches; the losses and hits of each."""
+    n = a.n
+    gen = torch.Generator()
+    out = []
+    for c in (a, b):
         gen.manual_seed(1)
         # Buffers as the epoch loop slices them: (steps, K, batch, 1), a step's slot (K, b, 1) strided over K.
         losses = torch.full((steps, len(c), batch, 1), -1.0)
@@ -66,42 +70,56 @@ def sets():
 def test_one_group_equals_the_eager_step(monkeypatch, sets, decay_bias: bool) -> None:
     """A holdout population (every member shares the batch), and a last batch shorter than the rest."""
     spec = [(i, lam, 0, 0) for i, lam in enumerate([1e-5, 1e-4, 1e-3, 1e-2, 3e-2])]
-    a, b = _cohorts(spec, sets, decay_bias=decay_bias)
-    _assert_same(a, b, _run_both(monkeypatch, a, b, steps=12, batch=16, last=7))
+    a, b = _cohorts(monkeypatch, spec, sets, decay_bias=decay_bias)
+    _assert_same(a, b, _run_both(a, b, steps=12, batch=16, last=7))
 
 
 def test_groups_of_several_members_equal_the_eager_step(monkeypatch, sets) -> None:
     """CV: two folds (fit sets 1 and 2) x two seeds, three lambdas each: 4 groups of 3 in one bmm."""
     triples = [(lam, seed, fs) for fs in (1, 2) for seed in (0, 1) for lam in (1e-4, 1e-3, 1e-2)]
     spec = [(i, lam, seed, fs) for i, (lam, seed, fs) in enumerate(triples)]
-    a, b = _cohorts(spec, sets)
+    a, b = _cohorts(monkeypatch, spec, sets)
     assert a.m == 3 and len(a.groups) == 4
-    _assert_same(a, b, _run_both(monkeypatch, a, b, steps=10, batch=16))
+    _assert_same(a, b, _run_both(a, b, steps=10, batch=16))
 
 
 def test_unequal_groups_equal_the_eager_step(monkeypatch, sets) -> None:
     """Groups of 2 and 1 (after a failure): each member gathers its group's batch, m = 1."""
-    a, b = _cohorts([(0, 1e-3, 0, 0), (1, 1e-2, 0, 0), (2, 1e-3, 5, 0)], sets)
+    a, b = _cohorts(monkeypatch, [(0, 1e-3, 0, 0), (1, 1e-2, 0, 0), (2, 1e-3, 5, 0)], sets)
     assert a.m == 1 and len(a.groups) == 2
-    _assert_same(a, b, _run_both(monkeypatch, a, b, steps=10, batch=16))
+    _assert_same(a, b, _run_both(a, b, steps=10, batch=16))
 
 
 def test_a_diverging_setup_decays_the_weights_directly(monkeypatch, sets) -> None:
     """1 - lr * lambda under 1e-3: the weights are decayed directly (no scale), in both steps alike."""
-    a, b = _cohorts([(0, 9.995, 0, 0), (1, 1e-3, 0, 0)], sets)
+    a, b = _cohorts(monkeypatch, [(0, 9.995, 0, 0), (1, 1e-3, 0, 0)], sets)
     assert not a.scaled
-    _assert_same(a, b, _run_both(monkeypatch, a, b, steps=5, batch=16))
+    _assert_same(a, b, _run_both(a, b, steps=5, batch=16))
 
 
 def test_it_applies_to_two_layers_on_the_cpu_in_float32_only(monkeypatch) -> None:
     monkeypatch.setenv("SWEEP_FUSED", "1")
-    two = [torch.zeros(2, 8, 4), torch.zeros(2, 3, 8)]
-    assert fused.applies(two, torch.zeros(1))
-    assert not fused.applies([*two, torch.zeros(2, 3, 3)], torch.zeros(1))  # a deeper mlp: the eager step
-    assert not fused.applies(two, torch.zeros(1, dtype=torch.float64))
+    ws, bs = [torch.zeros(2, 8, 4), torch.zeros(2, 3, 8)], [torch.zeros(2, 1, 8), torch.zeros(2, 1, 3)]
+    ones = torch.ones(2, 1, 1)
+    def prepare(ws, bs, scale=ones):
+        return fused.prepare(ws, bs, scale=scale, keep_w=ones, keep_b=ones, scaled=True)
+    assert prepare(ws, bs) is not None
+    assert prepare([*ws, torch.zeros(2, 3, 3)], [*bs, torch.zeros(2, 1, 3)]) is None  # a deeper mlp: eager
+    assert prepare([w.double() for w in ws], [b.double() for b in bs]) is None
+    assert prepare(ws, bs, scale=torch.ones(2, 1, 2)[:, :, :1]) is None  # a view: its address would be wrong
     monkeypatch.setenv("SWEEP_FUSED", "0")
-    assert not fused.applies(two, torch.zeros(1))
+    assert prepare(ws, bs) is None
     assert fused.why_not() == "switched off with SWEEP_FUSED=0"
+
+
+def test_a_pruned_member_leaves_and_the_fused_step_follows(monkeypatch, sets) -> None:
+    """keep_rows replaces the stacked tensors; the fused view is prepared again and still equals the eager step."""
+    a, b = _cohorts(monkeypatch, [(i, lam, 0, 0) for i, lam in enumerate([1e-4, 1e-3, 1e-2])], sets)
+    _run_both(a, b, steps=3, batch=16)
+    for c in (a, b):
+        c.keep_rows([0, 2])
+    assert b.fused is not None and b.fused.k == 2
+    _assert_same(a, b, _run_both(a, b, steps=5, batch=16))
 
 
 def test_a_deeper_mlp_trains_eagerly_and_still_learns(monkeypatch, sets) -> None:
@@ -109,7 +127,7 @@ def test_a_deeper_mlp_trains_eagerly_and_still_learns(monkeypatch, sets) -> None
     monkeypatch.setenv("SWEEP_FUSED", "1")
     net = net_for(ModelConfig(arch="mlp", hidden=[16, 8]), in_shape=(784,), classes=10)
     c = Cohort(sets, [(0, 1e-3, 0, 0)], build=net.build, lr=0.1, decay_bias=True, device=torch.device("cpu"))
-    assert len(c.ws) == 3 and not fused.applies(c.ws, torch.zeros(1))
+    assert len(c.ws) == 3 and c.fused is None
     before = c.ws[2].clone()
     losses, hits = torch.zeros(1, 16, 1), torch.zeros(1, 16, 1, dtype=torch.bool)
     with torch.no_grad():

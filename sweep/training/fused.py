@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,38 +57,54 @@ def why_not() -> str | None:
     return _library()[1]
 
 
-def applies(ws: list[torch.Tensor], nat: torch.Tensor) -> bool:
-    """Whether a step with these stacked weights and first-layer output can take the fused tail."""
-    return (len(ws) == 2 and nat.device.type == "cpu" and nat.dtype == torch.float32
-            and all(w.dtype == torch.float32 for w in ws) and available())
+@dataclass(frozen=True)
+class Weights:
+    """A cohort's second layer, biases, scale and decay factors, as the C call takes them: addresses of
+    contiguous float32 CPU tensors, checked once (``prepare``) instead of at every step."""
+
+    k: int
+    width: int
+    classes: int
+    scaled: bool
+    pointers: tuple[int, ...]  # w2, b2, b1, scale, keep_w, keep_b
+    tensors: tuple[torch.Tensor, ...]  # the same tensors, kept alive while their addresses are in use
 
 
-def tail(nat: torch.Tensor, yb: torch.Tensor, *, w2: torch.Tensor, b2: torch.Tensor, b1: torch.Tensor,
-         scale: torch.Tensor, keep_w: torch.Tensor, keep_b: torch.Tensor, scaled: bool, rate: float,
-         losses: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
+def prepare(ws: list[torch.Tensor], bs: list[torch.Tensor], *, scale: torch.Tensor, keep_w: torch.Tensor,
+            keep_b: torch.Tensor, scaled: bool) -> Weights | None:
+    """The fused tail's view of a cohort's tensors, or None where it does not apply: a network of other than
+    two layers, another device or dtype, a view, no compiled library, or ``SWEEP_FUSED=0``. Call it again
+    whenever the cohort replaces these tensors (it updates them in place otherwise)."""
+    tensors = (ws[1], bs[1], bs[0], scale, keep_w, keep_b)
+    if len(ws) != 2 or not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (ws[0], *tensors)):
+        return None
+    if not all(t.is_contiguous() for t in tensors):
+        return None
+    if not available():
+        return None
+    k, classes, width = ws[1].shape
+    return Weights(k, width, classes, scaled, tuple(t.data_ptr() for t in tensors), tensors)
+
+
+def tail(p: Weights, nat: torch.Tensor, yb: torch.Tensor, rate: float, losses: torch.Tensor,
+         hits: torch.Tensor) -> torch.Tensor:
     """The step between the first layer's matmul and its update; returns the first layer's output gradient.
 
-    ``nat`` (G, B, m*W) or (B, K*W): the first layer's matmul output; ``yb`` (G, B) labels. Updates
-    ``w2`` (K, C, W), ``b2`` (K, 1, C), ``b1`` (K, 1, W) and, where ``scaled``, ``scale`` (K, 1, 1)
-    in place, and writes ``losses`` and ``hits`` ((K, B, 1) slots, rows of one stride), as
-    ``stacks.step``'s eager code does. The gradient has ``nat``'s shape, divided by the new scale
-    where ``scaled``.
+    ``nat`` (G, B, m*W) or (B, K*W): the first layer's matmul output; ``yb`` (G, B) labels. Updates the
+    second layer's weights and bias, the first layer's bias and, where scaled, the scale in place, and
+    writes ``losses`` and ``hits`` ((K, B, 1) slots whose rows are contiguous), as ``stacks._tail``
+    does. The gradient has ``nat``'s shape, divided by the new scale where scaled.
     """
     lib = _library()[0]
-    assert lib is not None, "call applies() first"
-    k, classes, width = w2.shape
+    assert lib is not None, "prepare() returns Weights only where the library is loaded"
     g, b = yb.shape
-    nat = nat.contiguous()
-    yb = yb.contiguous()
-    for name, t in (("w2", w2), ("b2", b2), ("b1", b1), ("scale", scale), ("keep_w", keep_w), ("keep_b", keep_b)):
-        if not t.is_contiguous():  # the stacks keep these contiguous; a view here would be written wrongly
-            raise ValueError(f"fused tail: {name} must be contiguous, got strides {t.stride()}")
+    nat, yb = nat.contiguous(), yb.contiguous()
     if losses.stride(1) != 1 or hits.stride(1) != 1 or hits.dtype != torch.bool:
         raise ValueError("fused tail: losses and hits must be (K, B, 1) slots with contiguous rows")
     gh = torch.empty_like(nat)
-    failed = lib.fused_tail(g, b, k // g, width, classes, nat.data_ptr(), gh.data_ptr(), w2.data_ptr(), b2.data_ptr(),
-                            b1.data_ptr(), scale.data_ptr(), keep_w.data_ptr(), keep_b.data_ptr(), int(scaled),
-                            yb.data_ptr(), rate, losses.data_ptr(), losses.stride(0), hits.data_ptr(), hits.stride(0))
+    failed = lib.fused_tail(g, b, p.k // g, p.width, p.classes, nat.data_ptr(), gh.data_ptr(), *p.pointers,
+                            int(p.scaled), yb.data_ptr(), rate, losses.data_ptr(), losses.stride(0),
+                            hits.data_ptr(), hits.stride(0))
     if failed:
         raise MemoryError("fused tail: could not allocate its scratch memory")
     return gh

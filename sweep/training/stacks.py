@@ -115,6 +115,8 @@ class Cohort:
         g, width = len(self) // self.m, self.w1.shape[1]
         self.bias0 = self.bs[0].view(g, self.m, 1, width).transpose(1, 2)
         self.scale0 = self.scale.view(g, self.m, 1, 1).transpose(1, 2)
+        self.fused = fused.prepare(self.ws, self.bs, scale=self.scale, keep_w=self.keep_w, keep_b=self.keep_b,
+                                   scaled=self.scaled)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -211,11 +213,8 @@ def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, losses: torch
     # One group (holdout): a plain (B, F) x (F, K*width) matmul, faster on a CPU than a bmm of one;
     # else one (B, F) x (F, m*width) matmul per group, all groups in one call.
     nat = torch.mm(xb[0], p.w1t) if g == 1 else torch.bmm(xb, p.w1t.view(features, g, m * width).transpose(0, 1))
-    if fused.applies(p.ws, nat):  # the CPU fast path: the rest up to the first layer's update in one C call
-        grad = fused.tail(nat, yb, w2=p.ws[1], b2=p.bs[1], b1=p.bs[0], scale=p.scale, keep_w=p.keep_w,
-                          keep_b=p.keep_b, scaled=p.scaled, rate=rate, losses=losses, hits=hits)
-    else:
-        grad = _tail(p, nat, yb, rate, losses, hits)
+    # The CPU fast path: the rest up to the first layer's update in one C call.
+    grad = fused.tail(p.fused, nat, yb, rate, losses, hits) if p.fused is not None else _tail(p, nat, yb, rate, losses, hits)
     if not p.scaled:
         p.w1.mul_(p.keep_w)
     if g == 1:
