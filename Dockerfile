@@ -4,6 +4,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
+# A C compiler: a CPU population compiles its fused step (sweep/training/fused_tail.c) on first use, and
+# without one trains through PyTorch calls alone, 13-45% slower in the quick start (docs/performance.md).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+
 # CPU wheels of torch keep the image small; build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124
 # for the GPU profile.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu

@@ -13,7 +13,8 @@ compiler, its flags and the CPU, then loaded with ctypes. ctypes releases the GI
 so CPU lanes (threads) run it side by side. It applies to 2-layer networks (SimpleNet, an mlp with
 one hidden layer) in float32 on the CPU. Elsewhere, on a machine without a C compiler, or with
 ``SWEEP_FUSED=0`` in the environment, ``stacks`` runs its eager step: the same arithmetic up to
-float rounding (tests/test_fused.py compares them), about 15-20% slower at K = 5.
+float rounding (tests/test_fused.py compares them); the quick start's search took 13-45% longer
+that way (docs/performance.md, "The fused tail").
 """
 
 from __future__ import annotations
