@@ -7,8 +7,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy
 
 from sweep.storage import open_storage
 
@@ -104,3 +106,20 @@ def wait_until_mid_trial(url: str, name: str, proc: subprocess.Popen, *, timeout
             return running[0]
         time.sleep(0.1)
     raise AssertionError("no trial got under way")
+
+
+def end_lock_sessions(conn: Any, key: int, *, timeout: float = 10) -> list[int]:
+    """End the server sessions that hold advisory lock ``key`` (as a server restart does) and wait until they are
+    gone: ``pg_terminate_backend`` only signals, so a session can still hold its lock for a moment after it returns.
+    ``conn``: an AUTOCOMMIT SQLAlchemy connection. Returns the ended sessions' pids."""
+    pids = conn.execute(sqlalchemy.text(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = :k AND granted"), {"k": key}).scalars().all()
+    for pid in pids:
+        conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    deadline = time.monotonic() + timeout
+    while conn.execute(sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:p)"),
+                       {"p": list(pids)}).scalar():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sessions {pids} did not end within {timeout} s")
+        time.sleep(0.02)
+    return list(pids)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from click.testing import CliRunner
+from procs import end_lock_sessions
 from sqlalchemy.engine import make_url
 
 from sweep.cli import main
@@ -235,8 +236,7 @@ def test_the_study_lock_knows_when_the_server_ended_it() -> None:
     lock = StudyLock(a, "cut").acquire()
     assert lock.held()
     with b.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                                     "AND objid = :k AND granted"), {"k": key})
+        assert len(end_lock_sessions(conn, key)) == 1
         assert conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar() is True
         assert not lock.held()  # another session holds it now
         conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
