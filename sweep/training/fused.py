@@ -54,7 +54,7 @@ def available() -> bool:
 def why_not() -> str | None:
     """Why the fused tail is not used on this machine (None when it is)."""
     if not enabled():
-        return "switched off with SWEEP_FUSED=0"
+        return f"switched off with SWEEP_FUSED={os.environ['SWEEP_FUSED']}"
     return _library()[1]
 
 
@@ -152,7 +152,7 @@ def _compile(cc: str, folder: Path, path: Path) -> str | None:
             if done.returncode == 0:
                 os.replace(tmp, path)
                 return None
-        return f"{cc} could not compile {SOURCE.name}: {done.stderr.strip()[:300]}"
+        return f"{cc} could not compile {SOURCE.name} (exit code {done.returncode}): {done.stderr.strip()[:300]}"
     except (OSError, subprocess.SubprocessError) as e:
         return f"{cc} could not compile {SOURCE.name}: {e}"
     finally:
