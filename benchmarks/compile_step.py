@@ -4,7 +4,7 @@
 
 Times ``sweep.training.stacks.step`` (one SGD step of K SimpleNets sharing a batch of 64, as a
 holdout population trains) three ways, alternating them, best of --reps passes of --steps steps:
-eager (PyTorch calls only: a cohort built with ``SWEEP_FUSED=0``), fused (the C tail of
+eager (PyTorch calls only: a cohort without its fused view, as ``SWEEP_FUSED=0`` builds it), fused (the C tail of
 ``sweep.training.fused``, what a CPU population runs) and the eager step under ``torch.compile``
 (inductor, default mode, ``dynamic=False``). Prints ms per step, GFLOP/s of the step's matmul
 FLOPs, the compile time (the first compiled pass minus a compiled pass; inductor caches compiled
@@ -28,12 +28,11 @@ from sweep.training.stacks import Cohort, FitSet, step
 
 def cohort(fs: FitSet, k: int, hidden: int, *, fuse: bool) -> Cohort:
     lams = torch.logspace(-5, -2, k).tolist()  # the study range, so no member diverges
-    os.environ["SWEEP_FUSED"] = "1" if fuse else "0"  # read when the cohort is built
-    try:
-        return Cohort([fs], [(i, lam, 0, 0) for i, lam in enumerate(lams)], build=lambda s: init_simplenet(hidden, s),
-                      lr=0.1, decay_bias=True, device=torch.device("cpu"))
-    finally:
-        del os.environ["SWEEP_FUSED"]
+    c = Cohort([fs], [(i, lam, 0, 0) for i, lam in enumerate(lams)], build=lambda s: init_simplenet(hidden, s),
+               lr=0.1, decay_bias=True, device=torch.device("cpu"))
+    if not fuse:
+        c.fused = None  # the step then takes stacks._tail, as with SWEEP_FUSED=0
+    return c
 
 
 def one_pass(fn, c: Cohort, x: torch.Tensor, y: torch.Tensor, batches: torch.Tensor) -> float:  # noqa: ANN001
