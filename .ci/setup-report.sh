@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System setup for the report tests (tests/test_report_browser.py, tests/test_notebook.py). Idempotent.
+# System setup for the report tests (tests/report/test_report_browser.py, tests/test_notebook.py). Idempotent.
 #   - headless Chromium + chromedriver: the browser tests (selenium) and `sweep report --png` (kaleido, BROWSER_PATH)
 #   - a Jupyter kernel for the venv's Python: the notebook test runs notebooks/lambda_analysis.ipynb with nbclient
 # Usage: .ci/report.sh [VENV]   (VENV defaults to .venv)

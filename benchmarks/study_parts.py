@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/study_parts.py [--quick] [--study quickstart|cv]
 
-Runs one study's (c) row of ``study_speed.py`` (``sweep.run.run`` with populations, no refit)
+Runs one study's (c) row of ``study_speed.py`` (``sweep.workers.run.run`` with populations, no refit)
 with timers around the population's parts: each cohort's epoch (``population._train_epoch``),
 and inside it every training step (``stacks.step``), every evaluation (``stacks.evaluate``) and
 every batch gathered (``Cohort.batch``). "outside the epochs" is the rest of the run: the sampler,

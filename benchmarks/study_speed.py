@@ -9,7 +9,7 @@ Ways of running one study (the same lambdas' search, the same epochs, data and p
   storage, the study's sampler and pruner) around the seed document's loop: a torchvision
   dataset with ``ToTensor``, ``DataLoader`` (batch 64, shuffle), ``nn.Module``, ``optim.SGD``
   with ``weight_decay = lambda``; per epoch it scores the validation set and reports it;
-- (b) ``sweep, 1 at a time``: ``sweep.run.run`` with ``search.batch = 1`` on a SQLite file;
+- (b) ``sweep, 1 at a time``: ``sweep.workers.run.run`` with ``search.batch = 1`` on a SQLite file;
 - (c) ``sweep, populations``: the same with the study's ``search.batch``.
 
 Studies: ``quickstart`` (studies/quickstart.toml as shipped: 20 TPE trials, 150 epochs on 3,000
@@ -52,11 +52,11 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from sweep import config
-from sweep.run import run
+from sweep.workers.run import run
 from sweep.study import make_pruner, make_sampler
 from sweep.training import data
 from sweep.training.model import init_simplenet
-from sweep.trial_data import fold_indices
+from sweep.objectives.prepared import fold_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FLOPS = 2 * 2 * (784 * 128) + 3 * 2 * (128 * 10)  # per training example: forward + backward
@@ -170,7 +170,7 @@ def seed_way(cfg: config.StudyConfig, data_dir: str) -> Row:
 
 
 def sweep_way(cfg: config.StudyConfig, batch: int) -> Row:
-    """(b) and (c): ``sweep.run.run`` on a fresh SQLite file, without the refit."""
+    """(b) and (c): ``sweep.workers.run.run`` on a fresh SQLite file, without the refit."""
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"batch": batch})})
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"

@@ -146,7 +146,7 @@ class SearchConfig(_Section):
     rule: Rule = "min"
     # "resolved": stop before n_trials once more trials cannot change the answer beyond the noise (docs/selection.md).
     stop: Stop = "n_trials"
-    # Trials trained together as one population (sweep.batch); "auto" sizes it to the device's memory.
+    # Trials trained together as one population (sweep.workers.batch); "auto" sizes it to the device's memory.
     batch: int | Literal["auto"] = 1
 
     @field_validator("batch", mode="before")

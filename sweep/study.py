@@ -2,7 +2,7 @@
 
 A study's config is stored as the study attribute ``config`` when it is created,
 so workers and reports rebuild everything from the store. ``run`` continues an
-interrupted study to its target count of complete trials (``sweep.run``).
+interrupted study to its target count of complete trials (``sweep.workers.run``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from optuna.trial import TrialState
 from sweep import __version__
 from sweep.config import PARAM, StudyConfig, diff, stored_config
 from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError, TrainingDivergedError
-from sweep.objective import refit
-from sweep.select import choose, refit_matches, scores_of, selection_of
-from sweep.storage import mask, open_storage, resolve_url
+from sweep.objectives.scheme import refit
+from sweep.selection.rules import choose, refit_matches, scores_of, selection_of
+from sweep.storages.store import mask, open_storage, resolve_url
 from sweep.training.factories import check_fingerprints, fingerprints
-from sweep.trial_data import Prepared, prepare
+from sweep.objectives.prepared import Prepared, prepare
 
 
 def sampler_seed(seed: int, offset: int) -> int:
@@ -47,7 +47,7 @@ def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSa
                                           constant_liar=True)
     if s.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, s.n_trials // 2)))
-    if s.sampler in ("random", "marglik"):  # marglik: its one trial fixes its own lambda (sweep.evidence)
+    if s.sampler in ("random", "marglik"):  # marglik: its one trial fixes its own lambda (sweep.objectives.evidence)
         return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "qmc":
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=s.seed)

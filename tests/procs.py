@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from sweep.storage import open_storage
+from sweep.storages.store import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def wait_until_connected(url: str, procs: list[subprocess.Popen], *, timeout: float = 120) -> None:
     """Wait until every worker process has a connection to the PostgreSQL database of ``url`` (its
-    ``application_name`` is ``sweep-<pid>``, set once the store is open, see sweep.storage): each has
+    ``application_name`` is ``sweep-<pid>``, set once the store is open, see sweep.storages.store): each has
     opened the store, so a server stop from now on is an outage it rides out, not a failed start."""
     import sqlalchemy
 

@@ -160,7 +160,7 @@ def test_cuda_on_a_machine_without_one(tmp_path: Path, store: str) -> None:
 def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path: Path, store: str) -> None:
     import torch
 
-    from sweep.trial_data import device_memory
+    from sweep.objectives.prepared import device_memory
 
     have = device_memory(torch.device("cpu")) / 2**30
     before = dump(store)
@@ -371,7 +371,7 @@ def test_ctrl_c_ends_the_trial_and_the_next_run_resumes(sig: signal.Signals, tmp
     assert rest.splitlines()[-1] == (f"error: stopped by {sig.name}; the current trial was ended, run the same command "
                                      "again to resume")
     states = [row[3] for row in sorted(dump(url)["trials"])]
-    # The interrupted trial is ended, not left RUNNING, and its lambda is queued for the resume (sweep.worker).
+    # The interrupted trial is ended, not left RUNNING, and its lambda is queued for the resume (sweep.workers.loop).
     assert states == ["COMPLETE", "FAIL", "WAITING"]
     resumed = subprocess.run([exe, "run", f, "--storage", url], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
@@ -435,7 +435,7 @@ def test_dashboard_binds_localhost_by_default(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    from sweep.storage import open_storage
+    from sweep.storages.store import open_storage
 
     open_storage(f"sqlite:///{tmp_path / 's.db'}").engine.dispose()  # the dashboard never creates a store
     exe = str(Path(sys.executable).with_name("sweep"))

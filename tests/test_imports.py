@@ -32,12 +32,24 @@ def test_the_contracts_are_kept() -> None:
     assert "4 kept, 0 broken" in result.stdout
 
 
+def test_the_layers_are_at_most_eight_and_the_top_level_is_small() -> None:
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    assert len(layers) <= 8, layers
+    top = sorted(p.name for p in (ROOT / "sweep").glob("*.py"))
+    assert len(top) <= 6, top
+
+
 @pytest.mark.parametrize(("module", "line", "broken"), [
     ("training/model.py", "import optuna", "training never imports optuna"),
     ("training/data.py", "from sweep import study", "training never imports optuna"),
     ("report/figures.py", "import torch", "reports never import torch"),
     ("config.py", "from sweep import cli", "no import cycles"),
-    ("select.py", "from sweep import worker", "layers"),
+    ("selection/rules.py", "from sweep.workers import loop", "layers"),
+    ("storages/store.py", "from sweep import study", "layers"),
+    ("objectives/scheme.py", "from sweep.workers import run", "layers"),
 ])
 def test_a_violation_breaks_a_contract(tmp_path: Path, module: str, line: str, broken: str) -> None:
     shutil.copytree(ROOT / "sweep", tmp_path / "sweep", ignore=shutil.ignore_patterns("__pycache__", "*.npz"))
@@ -49,7 +61,7 @@ def test_a_violation_breaks_a_contract(tmp_path: Path, module: str, line: str, b
 
 
 def test_importing_the_report_side_does_not_load_torch() -> None:
-    code = ("import sys, sweep.report, sweep.report.tables, sweep.select; "
+    code = ("import sys, sweep.report, sweep.report.tables, sweep.selection.rules; "
             "bad = sorted(m for m in ('torch', 'torchvision') if m in sys.modules); print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,7 +5,7 @@ lambdas chosen by each rule, the refit figures, counts and wall time), so the
 drawing side (``report.figures``) and the tests never touch Optuna objects.
 Nothing is recomputed here: each trial's error bar is the ``val_se`` its
 objective stored, and each rule's pick, the plausible range and the smoothed
-curve are ``sweep.select.selection_of``'s, so the report and ``sweep best``
+curve are ``sweep.selection.rules.selection_of``'s, so the report and ``sweep best``
 always show the same numbers.
 """
 
@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from sweep.config import PARAM, stored_config
 from sweep.errors import SweepError
-from sweep.select import (
+from sweep.selection.rules import (
     RULES,
     EvidenceChoice,
     Selection,
@@ -75,7 +75,7 @@ class Choice:
 
 @dataclass(frozen=True)
 class SmoothCurve:
-    """The smoothed accuracy curve with its band (``sweep.uncertainty.SmoothFit``), as the chart draws it."""
+    """The smoothed accuracy curve with its band (``sweep.selection.paired.SmoothFit``), as the chart draws it."""
 
     lams: tuple[float, ...]
     mean: tuple[float, ...]
@@ -174,7 +174,7 @@ def collect_trials(study: optuna.Study) -> tuple[TrialRecord, ...]:
 
 
 def collect_choices(study: optuna.Study, sel: Selection | None = None) -> dict[str, Choice]:
-    """Every rule's pick (``sweep.select.selection_of``) with the stored refit test accuracy of each."""
+    """Every rule's pick (``sweep.selection.rules.selection_of``) with the stored refit test accuracy of each."""
     sel = sel if sel is not None else selection_of(study)
     if sel is None:
         return {}

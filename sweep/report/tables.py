@@ -12,8 +12,8 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.config import PARAM
-from sweep.select import choose, load_study, scores_of, state_counts
-from sweep.storage import open_storage
+from sweep.selection.rules import choose, load_study, scores_of, state_counts
+from sweep.storages.store import open_storage
 
 
 def fmt(v: float | None, spec: str = ".4f", *, none: str = "-") -> str:

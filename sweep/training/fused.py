@@ -13,7 +13,7 @@ compiler, its flags and the CPU, then loaded with ctypes. ctypes releases the GI
 so CPU lanes (threads) run it side by side. It applies to 2-layer networks (SimpleNet, an mlp with
 one hidden layer) in float32 on the CPU. Elsewhere, on a machine without a C compiler, or with
 ``SWEEP_FUSED=0`` in the environment, ``stacks`` runs its eager step: the same arithmetic up to
-float rounding (tests/test_fused.py compares them); the quick start's search took 13-45% longer
+float rounding (tests/training/test_fused.py compares them); the quick start's search took 13-45% longer
 that way (docs/performance.md, "The fused tail").
 """
 

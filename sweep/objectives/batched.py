@@ -1,0 +1,305 @@
+"""What a batch trains for its trials, and how each trial's figures reach the store.
+
+A trial is one lambda; its *members* are its fits, the same for every trial of a study:
+one fit (holdout), ``repeats`` seeds (holdout with repeats), or folds x repeats (CV).
+All members of the batch's trials train as one population (``train_population``);
+members that share a fold and a seed share each batch.
+
+Each trial stores what its single objective stores, through the same functions:
+
+- holdout: the first seed's validation accuracy is reported every epoch and the pruner
+  asked, as ``holdout.py`` does; a pruned trial's members all leave the population;
+- CV: folds train in *waves* (``fold_waves``); after a wave, each trial reports the running
+  mean over its folds at step = fold and asks the pruner, fold by fold, exactly as
+  ``cv.report_fold`` does for the single objective; a pruned trial's members do not
+  enter the next wave. Without a pruner all folds are one wave.
+- a member whose loss turns NaN/inf fails its trial (``fail_reason``) and its other members stop.
+
+Pruner reads: Optuna's ``should_prune`` makes the pruner read the study's trials from
+storage, once per member and epoch. The median pruner reads only COMPLETE trials, and
+no trial of the batch completes before the batch ends, so for it (and for no pruner) the
+trials are read at most every few seconds (``_PrunerView``); other pruners go through ``should_prune``.
+
+Report writes: a holdout batch's reports go to the live trials at once (the pruner reads them
+there) and to the store together, in one transaction at most every few seconds and before any
+trial is finished (``_Reports``); one transaction per trial and epoch was 17% of the quick start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.config import StudyConfig
+from sweep.objectives.cv import cv_attrs, fold_pairs, report_fold
+from sweep.errors import TrialInterrupted
+from sweep.objectives.holdout import repeats_attrs, repeats_final_attrs
+from sweep.storages.optuna_compat import latest_trial, remember_report
+from sweep.training import trainers
+from sweep.training.fit import EpochStats
+from sweep.training.population import FitSet, Member, PopulationEpoch
+from sweep.objectives.attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs
+from sweep.objectives.prepared import Prepared, seeds
+from sweep.storages.writes import report_many, set_user_attrs
+
+PRUNER_READ_SECONDS = 5.0  # how stale another worker's completed trials may be when a batch prunes
+REPORT_WRITE_SECONDS = 2.0  # how late the store (the dashboard, other workers) may see a running trial's reports
+
+Tell = Callable[[int, TrialState, float | None], None]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The fit sets (one per fold; one for holdout), the seeds and the fold waves of every trial of a study."""
+
+    sets: list[FitSet]
+    seeds: list[int]
+    waves: list[list[int]]
+    cv: bool
+
+    @property
+    def per_trial(self) -> int:
+        """Members of one trial in the widest wave."""
+        return max(len(w) for w in self.waves) * len(self.seeds)
+
+
+def fold_waves(cfg: StudyConfig) -> list[list[int]]:
+    """Folds trained together: all at once without a pruner; else up to the first fold a pruner may stop
+    a trial after (median: fold 1; hyperband: fold 0), then one fold at a time, so a pruned trial stops costing."""
+    k = cfg.search.folds
+    if cfg.search.pruner == "none":
+        return [list(range(k))]
+    first = 2 if cfg.search.pruner == "median" else 1
+    return [list(range(first))] + [[f] for f in range(first, k)]
+
+
+def start_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
+    """What each trial of a batch stores when it is asked: its single objective's starting attributes."""
+    if cfg.search.validation == "cv":
+        return cv_attrs(cfg, prep)
+    if cfg.search.repeats > 1:
+        return repeats_attrs(cfg, prep)
+    return {"device": str(prep.device), "seed": cfg.train.seed}
+
+
+def layout(cfg: StudyConfig, prep: Prepared) -> Layout:
+    if cfg.search.validation == "cv":
+        sets = [FitSet(prep.x_train, prep.y_train, prep.x_train[v], prep.y_train[v], rows=f)
+                for f, v in fold_pairs(cfg, prep)]
+        return Layout(sets, seeds(cfg), fold_waves(cfg), cv=True)
+    return Layout([FitSet(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)], seeds(cfg), [[0]], cv=False)
+
+
+class _PrunerView:
+    """The study as the median pruner reads it: its trials read at most every ``max_age`` seconds, not once
+    per member and epoch.
+
+    The median pruner compares a trial with the COMPLETE trials only. In one process none of those
+    changes while a batch trains (its own trials complete at its end), so a batch reads them once
+    and decides as ``should_prune`` would. Another worker's trial that completes meanwhile is seen
+    at the next read, at most ``max_age`` seconds later: as if it had finished that much later.
+    Reading every epoch cost 17% of the quick start's wall time (docs/performance.md).
+    """
+
+    def __init__(self, study: optuna.Study, max_age: float = PRUNER_READ_SECONDS) -> None:
+        self._study = study
+        self._trials: list[FrozenTrial] | None = None
+        self._read_at = 0.0
+        self.max_age = max_age
+        self.fast = isinstance(study.pruner, optuna.pruners.PercentilePruner | optuna.pruners.NopPruner)
+
+    def refresh(self) -> None:
+        """Read the trials again at the next use, if the last read is older than ``max_age``."""
+        if time.monotonic() - self._read_at >= self.max_age:
+            self._trials = None
+
+    def get_trials(self, deepcopy: bool = True, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+        if self._trials is None:
+            self._trials = self._study.get_trials(deepcopy=False)
+            self._read_at = time.monotonic()
+        return [t for t in self._trials if states is None or t.state in states]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def should_prune(self, trial: optuna.Trial) -> bool:
+        if not self.fast:
+            return trial.should_prune()
+        return bool(self._study.pruner.prune(self, latest_trial(trial)))  # type: ignore[arg-type]
+
+
+class _Asked:
+    """A live trial as ``cv.report_fold`` sees it: ``should_prune`` goes through the batch's pruner view."""
+
+    def __init__(self, trial: optuna.Trial, view: _PrunerView) -> None:
+        self._trial, self._view = trial, view
+
+    def should_prune(self) -> bool:
+        return self._view.should_prune(self._trial)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+
+class _Reports:
+    """The holdout trials' per-epoch reports, written at most every ``max_age`` seconds, in one transaction.
+
+    A report is in the live trial at once (``remember_report``: the pruner reads it there); the store
+    gets it at the next write: the first epoch, then the epoch after ``max_age`` has passed, and before any trial is finished
+    (the store refuses a finished trial's reports). Only other processes read the store's copy: another
+    worker's pruner (which compares with COMPLETE trials only, whose reports are all written) and the
+    dashboard, which shows a running trial's curve up to ``max_age`` seconds late. One transaction per
+    epoch cost 8% of the quick start (docs/performance.md); one per trial and epoch 17%.
+    """
+
+    def __init__(self, study: optuna.Study, live: dict[int, optuna.Trial], drop: Callable[[int], None],
+                 max_age: float | None = None) -> None:
+        self._study, self._live, self._drop = study, live, drop
+        self._pending: list[tuple[int, float, int]] = []
+        self._written_at = -float("inf")  # the first epoch is written at once: the store shows the batch under way
+        self.max_age = REPORT_WRITE_SECONDS if max_age is None else max_age
+
+    def add(self, i: int, value: float, step: int) -> None:
+        remember_report(self._live[i], step, value)
+        self._pending.append((i, value, step))
+
+    def flush(self, *, force: bool = True) -> None:
+        """Write the pending reports (unless ``force`` is false and the last write is recent); a trial whose
+        reports the store refuses (taken over after a pause) is dropped."""
+        if not force and time.monotonic() - self._written_at < self.max_age:
+            return
+        pending = [(i, v, s) for i, v, s in self._pending if i in self._live]
+        self._pending = []
+        self._written_at = time.monotonic()
+        if not pending:
+            return
+        refused = report_many(self._study, [(self._live[i], v, s) for i, v, s in pending])
+        for i in dict.fromkeys(i for i, _, _ in pending):
+            if any(self._live[i] is t for t in refused):
+                self._drop(i)
+
+
+@dataclass
+class _Record:
+    runs: dict[tuple[int, int], list[EpochStats]] = field(default_factory=dict)  # (fold, seed index) -> history
+    correct: dict[int, str] = field(default_factory=dict)  # seed index -> val_correct bits (holdout: paired SEs)
+    history: list[dict[str, float]] = field(default_factory=list)  # the reported (first-seed) epochs, holdout
+
+
+def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: dict[int, optuna.Trial],
+                 lams: dict[int, float], *, tell: Tell, stop: Callable[[], bool] | None = None,
+                 taken_over: Callable[[int], None] | None = None) -> None:
+    """Train the live trials' members as one population per wave and tell every trial its state.
+
+    ``taken_over(i)``: trial i was failed as stale while this process was paused (its report or
+    attributes are refused); it is dropped from ``live`` and the batch goes on without it.
+    """
+    def drop(i: int) -> None:
+        if taken_over is not None:
+            taken_over(i)
+        else:
+            live.pop(i, None)
+
+    lay = layout(cfg, prep)
+    view = _PrunerView(study)
+    reports = _Reports(study, live, drop)
+    recs = {i: _Record() for i in live}
+    r = len(lay.seeds)
+    for wave in lay.waves:
+        owners = [(i, fold, j) for i in sorted(live) for fold in wave for j in range(r)]
+        if not owners:
+            break
+        members = [Member(lams[i], lay.seeds[j], fit_set=fold) for i, fold, j in owners]
+
+        def on_epoch(ep: PopulationEpoch, owners: list[tuple[int, int, int]] = owners) -> list[int]:
+            if stop is not None and stop():
+                raise TrialInterrupted(f"batch interrupted after epoch {ep.epoch}")
+            if ep.failed:
+                reports.flush()  # a trial's reports reach the store before it is finished (it refuses them after)
+            for m, reason in ep.failed.items():
+                i = owners[m][0]
+                if i in live:
+                    if recs[i].history:
+                        live[i].set_user_attr("history", recs[i].history)
+                    live[i].set_user_attr("fail_reason", reason)
+                    tell(i, TrialState.FAIL, None)
+            if not lay.cv:
+                firsts = {owners[m][0]: s for m, s in ep.stats.items() if owners[m][2] == 0 and owners[m][0] in live}
+                for i, s in firsts.items():  # the first seed reports, as the holdout objectives do
+                    recs[i].history.append(epoch_record(s))
+                    reports.add(i, s.val_acc, s.epoch)
+                reports.flush(force=False)
+                view.refresh()
+                pruned = [i for i in firsts if i in live and view.should_prune(live[i])]
+                if pruned:
+                    reports.flush()
+                for i in pruned:
+                    if i in live:
+                        live[i].set_user_attr("history", recs[i].history)
+                        tell(i, TrialState.PRUNED, None)
+            return [m for m in ep.stats if owners[m][0] not in live]
+
+        results = trainers.train_population(lay.sets, members, net=prep.net, cfg=cfg.train, on_epoch=on_epoch,
+                                            return_models=not lay.cv)
+        for (i, fold, j), res in zip(owners, results, strict=True):
+            if i in live and res.state == "complete":
+                recs[i].runs[fold, j] = res.history
+                if res.model is not None:  # per-example correctness, as the holdout objectives store it
+                    recs[i].correct[j] = correct_bits(res.model, prep.x_val, prep.y_val)
+        if lay.cv:
+            _report_folds(live, recs, wave, view, folds=cfg.search.folds, repeats=r, tell=tell, drop=drop)
+    reports.flush()
+    for i in sorted(live):
+        runs = list(recs[i].runs.values())
+        if lay.cv:
+            attrs = _many(recs[i], r)
+        elif r > 1:
+            attrs = repeats_final_attrs(runs, n_val=int(prep.y_val.shape[0]), seconds=_seconds(runs))
+        else:
+            attrs = single_fit_attrs(runs[0], n_val=int(prep.y_val.shape[0]))
+        if not lay.cv and len(recs[i].correct) == r:
+            attrs["val_correct"] = [recs[i].correct[j] for j in range(r)]  # one bitset per seed
+        try:
+            set_user_attrs(live[i], attrs)
+        except UpdateFinishedTrialError:
+            drop(i)
+            continue
+        tell(i, TrialState.COMPLETE, float(attrs["val_acc"]))
+
+
+def _ordered(rec: _Record, repeats: int) -> list[list[EpochStats]]:
+    """The trial's fits fold-major, as the CV objective lists them."""
+    folds = sorted({f for f, _ in rec.runs})
+    return [rec.runs[f, j] for f in folds for j in range(repeats)]
+
+
+def _seconds(runs: Sequence[Sequence[EpochStats]]) -> float:
+    return sum(s.seconds for r in runs for s in r)
+
+
+def _many(rec: _Record, repeats: int) -> dict[str, Any]:
+    runs = _ordered(rec, repeats)
+    return many_fits_attrs(runs, per_group=repeats, seconds=_seconds(runs))
+
+
+def _report_folds(live: dict[int, optuna.Trial], recs: dict[int, _Record], wave: list[int], view: _PrunerView, *,
+                  folds: int, repeats: int, tell: Tell, drop: Callable[[int], None]) -> None:
+    """After a wave: each trial reports its folds one by one and is pruned as the CV objective would be."""
+    for fold in wave:
+        view.refresh()
+        for i in sorted(live):
+            runs = [r for (f, _), r in sorted(recs[i].runs.items()) if f <= fold]  # fold-major, as the objective
+            trial: Any = _Asked(live[i], view)
+            try:
+                pruned = report_fold(trial, runs, fold=fold, folds=folds, per_group=repeats, seconds=_seconds(runs))
+            except UpdateFinishedTrialError:
+                drop(i)
+                continue
+            if pruned:
+                tell(i, TrialState.PRUNED, None)

@@ -1,0 +1,89 @@
+"""The holdout objectives: train on the fit split, score on the validation split.
+
+With one seed (``search.repeats = 1``) the trial reports its validation accuracy
+every epoch, so the epoch pruners work on it. With ``repeats`` seeds the trial's
+value is the mean over the seeds, and only the first seed reports epochs, so
+intermediate values keep the plain holdout meaning (step = epoch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+
+from sweep.config import StudyConfig
+from sweep.training.fit import EpochStats
+from sweep.objectives.attrs import (
+    binomial_se,
+    correct_bits,
+    epoch_reporter,
+    fit_recorded,
+    many_fits_attrs,
+    single_fit_attrs,
+)
+from sweep.objectives.prepared import Prepared, seeds, suggest_lambda
+from sweep.storages.writes import set_user_attrs
+
+
+def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
+    """One fit per trial on the holdout split, with one seed for all lambdas."""
+    split = (prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)
+    n_val = int(prep.y_val.shape[0])
+
+    def objective(trial: optuna.Trial) -> float:
+        lam = suggest_lambda(trial, cfg.search)
+        seed = cfg.train.seed  # one seed for all lambdas: differences come from lambda, not luck
+        set_user_attrs(trial, {"device": str(prep.device), "seed": seed})
+        result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial), net=prep.net)
+        attrs = single_fit_attrs(result.history, n_val=n_val)
+        if result.model is not None:  # per-example correctness, for paired comparisons between lambdas
+            attrs["val_correct"] = [correct_bits(result.model, prep.x_val, prep.y_val)]
+        set_user_attrs(trial, attrs)
+        return result.final.val_acc
+
+    return objective
+
+
+def repeats_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
+    """What a holdout trial with repeats stores when it starts (single trials and batch members alike)."""
+    train_seeds = seeds(cfg)
+    return {"device": str(prep.device), "seed": cfg.train.seed, "seeds": train_seeds,
+            "repeats": len(train_seeds), "validation": "holdout", "n_val": int(prep.y_val.shape[0])}
+
+
+def repeats_final_attrs(runs: Sequence[Sequence[EpochStats]], *, n_val: int, seconds: float) -> dict[str, Any]:
+    """What a complete holdout trial with repeats stores: one group per seed, so the SE is
+    std(seed scores)/sqrt(repeats), beside the binomial SE of the mean accuracy."""
+    attrs = many_fits_attrs(runs, per_group=1, seconds=seconds)
+    attrs["val_se_binomial"] = binomial_se(attrs["val_acc"], n_val)
+    return attrs
+
+
+def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
+    """Holdout with ``repeats`` seeds: the mean validation accuracy; pruning per epoch on the first seed."""
+    train_seeds = seeds(cfg)
+    n_val = int(prep.y_val.shape[0])
+    split = (prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)
+
+    def objective(trial: optuna.Trial) -> float:
+        lam = suggest_lambda(trial, cfg.search)
+        set_user_attrs(trial, repeats_attrs(cfg, prep))
+        runs: list[list[EpochStats]] = []
+        bits: list[str] = []
+        start = time.perf_counter()
+        for j, seed in enumerate(train_seeds):
+            result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, net=prep.net,
+                                  on_epoch=epoch_reporter(trial) if j == 0 else None)
+            runs.append(result.history)
+            if result.model is not None:
+                bits.append(correct_bits(result.model, prep.x_val, prep.y_val))
+        attrs = repeats_final_attrs(runs, n_val=n_val, seconds=time.perf_counter() - start)
+        if len(bits) == len(runs):
+            attrs["val_correct"] = bits  # one bitset per seed
+        set_user_attrs(trial, attrs)
+        return float(attrs["val_acc"])
+
+    return objective

@@ -1,0 +1,296 @@
+"""Workers: many processes, one study store, exactly ``n_trials`` complete trials.
+
+``sweep submit`` stores a study with its config (``study.create_or_load``). ``work``
+runs trials of studies that still have budget, rebuilding each study's config from
+the store, so workers need nothing but the storage URL. ``sweep.workers.run.run`` is
+create_or_load + work (+ local worker processes) + the refit.
+
+Exactness. Before a worker starts a trial it takes the study's lock (see
+``storage.StudyLock``), fails stale trials (``storage.fail_stale``: their lambdas are
+queued again), counts COMPLETE + RUNNING trials and, only if that is below the
+target, asks for the trial (``study.ask``, stored as RUNNING) and releases the lock.
+Trials only become RUNNING through this admission and only RUNNING trials become
+COMPLETE, so COMPLETE can never exceed the target; a slot freed by a failed or pruned
+trial is taken by the next admission, so the study ends with exactly the target. A
+PostgreSQL lock lost mid-admission (a server restart cuts its session) is found after
+the asks, and trials past the target or with another's lambda are failed then
+(``admission.end_admission``). Otherwise no trial is created just to be thrown away. A trial
+draws its lambda as soon as it is asked. Single trials and batches are both
+ask-and-tell, with heartbeats from ``batch.Heartbeats``.
+
+Faults. A worker killed with SIGKILL stops sending heartbeats; after the grace
+period the next admission fails its trial ("stale: no heartbeat for N s") and
+queues the same lambda, which the next worker picks up. A worker paused past the
+grace period finds its trial taken over when it resumes, drops the result with one
+line, and goes on. Store outages are ridden out by the storage (``sweep.storages.outage``).
+SIGTERM/SIGINT: the running trial ends after its current epoch as FAIL
+("interrupted"), its lambda is enqueued again, and the worker exits; a second
+signal stops at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from sweep import study as study_mod
+from sweep.workers.admission import SURPLUS, end_admission
+from sweep.workers.batch import ask, resolve_size, run_batch, say_taken_over
+from sweep.config import StudyConfig, stored_config
+from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError
+from sweep.storages.lock import StudyLock
+from sweep.objectives.scheme import make_objective
+from sweep.storages.optuna_compat import frozen
+from sweep.selection.rules import refit_matches, selection_of, state_counts, stop_reason
+from sweep.workers.single import StopFlag, run_single, stop_on_signals
+from sweep.storages.store import fail_stale, mask, open_storage, resolve_url
+from sweep.training.factories import check_fingerprints
+from sweep.objectives.prepared import Prepared, prepare, suggest_lambda
+
+__all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
+RAN, BUSY, DONE = "ran", "busy", "done"
+
+
+@dataclass
+class WorkSummary:
+    """What one worker did."""
+
+    trials: list[int] = field(default_factory=list)  # numbers of the trials this worker ran
+    finished: list[str] = field(default_factory=list)  # studies it saw reach their target
+    refits: list[str] = field(default_factory=list)  # studies it refit
+    interrupted: int | None = None  # the signal that stopped it
+    interrupted_trial: int | None = None  # the trial it failed as "interrupted"
+
+
+@dataclass
+class _Loaded:
+    study: optuna.Study
+    cfg: StudyConfig
+    objective: Callable[[optuna.Trial], float] | None = None
+    prep: Prepared | None = None
+    failures: int = 0
+
+
+def _load(store: optuna.storages.RDBStorage, name: str, url: str) -> _Loaded:
+    try:
+        study = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {mask(url)}; submit it first with 'sweep submit STUDY.toml --storage URL'"
+        ) from None
+    cfg = stored_config(study.user_attrs)
+    if cfg is None:
+        raise StudyConflictError(f"study {name!r} in {mask(url)} was not made by lambda-sweep; a worker cannot run it")
+    check_fingerprints(study.user_attrs.get("factories"), cfg)  # this process's factory code is the study's
+    study.pruner = study_mod.make_pruner(cfg)
+    return _Loaded(study, cfg)
+
+
+def _states(study: optuna.Study) -> dict[str, int]:
+    return state_counts(study.get_trials(deepcopy=False))
+
+
+def _finished(job: _Loaded, counts: dict[str, int], *, decide: bool = False) -> bool:
+    """Target reached, grid used up, or (``search.stop = "resolved"``) the answer resolved.
+
+    ``decide`` (under the study lock): test the stop rule and store why it stopped, so every
+    worker sees the same decision in the ``stopped`` study attribute; without it only that attribute is read.
+    """
+    if counts["COMPLETE"] >= job.cfg.search.n_trials:
+        return True
+    if job.cfg.search.sampler == "grid" and study_mod.grid_exhausted(job.study, job.cfg):
+        return True
+    if job.cfg.search.stop != "resolved":
+        return False
+    if "stopped" in job.study.user_attrs:
+        return True
+    sel = selection_of(job.study, job.cfg) if decide else None
+    reason = stop_reason(sel, job.cfg) if sel is not None else None
+    if reason is None:
+        return False
+    job.study.set_user_attr("stopped", {"reason": reason, "complete": len(sel.scores) if sel else 0,
+                                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    return True
+
+
+def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
+            on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, list[int]]:
+    """Run one trial (or one batch) of ``job`` if the study has a free slot: (RAN, the numbers of the trials that
+    ended here), (BUSY, []) or (DONE, [])."""
+    study, cfg = job.study, job.cfg
+    target = cfg.search.n_trials
+    if _finished(job, _states(study)):  # COMPLETE never decreases: no lock needed to see this
+        return DONE, []
+    if job.objective is None or job.prep is None:  # loads the data: outside the lock, so workers start in parallel
+        job.prep = job.prep or prepare(cfg)
+        job.objective = job.objective or make_objective(cfg, job.prep)
+    size = resolve_size(cfg, job.prep)  # above 1: a population of trials asked and told together
+    lock = StudyLock(store, study.study_name).acquire()
+    try:
+        # Dead workers' trials are failed (and their lambdas re-queued) before counting.
+        fail_stale(study)
+        counts = _states(study)
+        if _finished(job, counts, decide=True):
+            return DONE, []
+        if counts["COMPLETE"] + counts["RUNNING"] >= target:
+            return BUSY, []
+        # Seeded by the next trial number: concurrent workers draw different lambdas, and a
+        # single process is reproducible and does not replay its start when resumed.
+        study.sampler = study_mod.make_sampler(cfg, offset=sum(counts.values()))
+        if size > 1:
+            free = target - counts["COMPLETE"] - counts["RUNNING"]
+            # The lock is released once every member is asked (RUNNING): no overshoot across workers.
+            batch = run_batch(study, cfg, job.prep, size=min(size, free), stop=lambda: bool(stop),
+                              after_ask=lambda asked: end_admission(study, target, lock, asked))
+            lock.release()
+            return _after_batch(job, batch, stop=stop, on_trial=on_trial, interrupted=interrupted)
+        trial = ask(study)  # stored RUNNING: the slot is taken
+        try:
+            suggest_lambda(trial, cfg.search)  # drawn now, as a batch draws: end_admission compares lambdas
+        except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
+            say_taken_over(trial)
+            return RAN, []
+        if end_admission(study, target, lock, [trial]):
+            return RAN, []
+        done = run_single(study, job.objective, trial, stop=stop)
+    finally:
+        lock.release()
+    if not done:
+        return RAN, []
+    interrupted = interrupted if interrupted is not None else []
+    last = frozen(study, trial)
+    if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
+        # Give the lambda back to the study, as the stale-trial retry does.
+        study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
+        interrupted.append(last.number)
+    job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
+    if on_trial is not None:
+        on_trial(study_mod.progress(study, last, target))
+    if job.failures >= max(5, target) and not stop:
+        raise SweepError(
+            f"study {study.study_name!r}: the last {job.failures} trials failed "
+            f"({last.user_attrs.get('fail_reason', 'see sweep show')}); fix the study file (train.lr, the lambda range) "
+            "and run again"
+        )
+    return RAN, [last.number]
+
+
+def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
+                 on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, list[int]]:
+    target = job.cfg.search.n_trials
+    # Members failed as stale while this worker was paused were taken over (one line said so): not ours to report.
+    # So were members dropped as surplus at admission (one line said so too).
+    finished = [t for t in finished if not str(t.user_attrs.get("fail_reason", "")).startswith(("stale: ", SURPLUS))]
+    for i, last in enumerate(finished):
+        if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
+            # Give the lambda back to the study, as for a single interrupted trial.
+            job.study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
+            if interrupted is not None:
+                interrupted.append(last.number)
+            continue
+        job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
+        if on_trial is not None:
+            # The store counts every member at once; each line counts the members told up to it.
+            later = sum(t.state == TrialState.COMPLETE for t in finished[i + 1:])
+            p = study_mod.progress(job.study, last, target)
+            on_trial(dataclasses.replace(p, complete=p.complete - later))
+    if job.failures >= max(5, target) and not stop:
+        raise SweepError(
+            f"study {job.study.study_name!r}: the last {job.failures} trials failed "
+            f"({finished[-1].user_attrs.get('fail_reason', 'see sweep show')}); fix the study file "
+            "(train.lr, the lambda range) and run again"
+        )
+    return RAN, [t.number for t in finished]
+
+
+def refit_once(job: _Loaded, store: optuna.storages.RDBStorage) -> bool:
+    """Refit the chosen lambda unless it is stored or another worker claimed it; True if this one did."""
+    study = job.study
+    sel = selection_of(study, job.cfg)
+    if sel is None:
+        return False
+    rule = job.cfg.search.rule
+    pick = sel.picks[rule]
+    with StudyLock(store, study.study_name):
+        attrs = optuna.load_study(study_name=study.study_name, storage=store).user_attrs
+        if refit_matches(attrs.get("refit", {}).get(rule), pick):
+            return False
+        claim = attrs.get("refit_claim", {})
+        if claim.get("trial") == pick.trial and claim.get("lambda") == pick.lam:
+            return False  # another worker is refitting (a duplicate would store the same figures anyway)
+        study.set_user_attr("refit_claim", {"trial": pick.trial, "lambda": pick.lam,
+                                            "by": f"{socket.gethostname()}:{os.getpid()}",
+                                            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    study_mod.refit_best(study, job.cfg)
+    return True
+
+
+def _sweep_studies(store: optuna.storages.RDBStorage) -> list[str]:
+    """Names of the lambda-sweep studies in the store (those with a stored config)."""
+    return [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False) if "config" in s.user_attrs]
+
+
+def work(storage: str | None = None, *, study_name: str | None = None, wait: bool = False, poll: float = 5.0,
+         refit: bool = True, on_trial: study_mod.ProgressCallback | None = None,
+         stop: StopFlag | None = None, objective: Callable[[optuna.Trial], float] | None = None,
+         prep: Prepared | None = None) -> WorkSummary:
+    """Run trials until the named study (or every lambda-sweep study) has its target of complete trials.
+
+    While all free slots are taken by other workers' running trials the worker polls
+    (every ``poll`` seconds): one of them may die and its trial need a retry. With
+    ``wait`` it keeps polling for new studies instead of returning. ``stop`` (set by a
+    signal) ends the current trial cleanly and returns. ``objective``: the named study's
+    objective, already made by the caller (``study.run`` makes it before touching the store).
+    """
+    url = resolve_url(storage)
+    store = open_storage(storage)
+    stop = stop if stop is not None else StopFlag()
+    summary = WorkSummary()
+    jobs: dict[str, _Loaded] = {}
+    stopped: list[int] = []
+    while not stop:
+        names = [study_name] if study_name else _sweep_studies(store)
+        progressed = busy = False
+        for name in names:
+            if stop:
+                break
+            if name not in jobs:
+                jobs[name] = _load(store, name, url)
+                if objective is not None and name == study_name:
+                    jobs[name].objective, jobs[name].prep = objective, prep
+            job = jobs[name]
+            if name in summary.finished:
+                continue
+            state, numbers = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=stopped)
+            if state == RAN:
+                summary.trials.extend(numbers)
+                progressed = True
+            elif state == BUSY:
+                busy = True
+            else:
+                summary.finished.append(name)
+                if refit and refit_once(job, store):
+                    summary.refits.append(name)
+        if progressed:
+            continue
+        if not busy and not wait:
+            break
+        stop.event.wait(poll)
+    summary.interrupted = stop.signum
+    summary.interrupted_trial = stopped[-1] if stopped else None
+    return summary
+
+
+def describe(summary: WorkSummary) -> str:
+    """One line for the CLI."""
+    lams = f"{len(summary.trials)} trial{'s' if len(summary.trials) != 1 else ''}"
+    done = ", ".join(summary.finished) or "none"
+    return f"worker ran {lams}; studies at target: {done}; refits: {', '.join(summary.refits) or 'none'}"

@@ -1,0 +1,115 @@
+"""One trial, ask-and-tell: heartbeats, stop after an epoch on a signal, and a result refused when taken over.
+
+``worker.run_one`` admits the trial (``study.ask`` under the study lock) and hands it
+here. The objective runs with a heartbeat thread (``batch.Heartbeats``); a stop signal
+ends it after its current epoch or fold as FAIL "interrupted". A worker paused past the
+grace period finds at its next report or ``tell`` that another worker failed the trial as
+stale and queued its lambda again: it logs one line and drops the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import cast
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from sweep.workers.batch import Heartbeats, say_taken_over, tell_once
+from sweep.errors import StoreOutageError, TrainingDivergedError, TrialInterrupted, first_line
+from sweep.storages.optuna_compat import storage_of, trial_id
+
+log = logging.getLogger("sweep")
+
+
+class StopFlag:
+    """Set by the first SIGTERM/SIGINT: the worker ends its trial cleanly and exits."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def set(self, signum: int) -> None:
+        self.signum = signum
+        self.event.set()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+@contextmanager
+def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
+    """First SIGTERM/SIGINT sets ``flag``; a second one raises KeyboardInterrupt (stop now)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    old = {s: signal.getsignal(s) for s in sigs}
+
+    def handler(signum: int, frame: object) -> None:
+        if flag:
+            raise KeyboardInterrupt
+        flag.set(signum)
+
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class _Stoppable:
+    """The trial as the objective sees it: ``report`` (once per epoch or fold) ends the trial
+    with "interrupted" after a stop signal, so holdout and CV objectives stop the same way."""
+
+    def __init__(self, trial: optuna.Trial, stop: StopFlag) -> None:
+        self._trial = trial
+        self._stop = stop
+
+    def report(self, value: float, step: int) -> None:
+        self._trial.report(value, step)
+        if self._stop:
+            self._trial.set_user_attr("fail_reason", "interrupted")
+            raise TrialInterrupted(f"trial {self._trial.number} interrupted after step {step}")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._trial, name)
+
+
+def run_single(study: optuna.Study, objective: Callable[[optuna.Trial], float], trial: optuna.Trial, *,
+               stop: StopFlag) -> bool:
+    """Run the objective on ``trial`` with heartbeats and tell the store; False when the trial was taken over
+    (failed as stale while this worker was paused) and its result discarded."""
+    state, value = TrialState.FAIL, None
+    with Heartbeats(storage_of(study)) as beats:
+        beats.add(trial_id(trial))
+        try:
+            value = objective(cast(optuna.Trial, _Stoppable(trial, stop)))
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except (TrainingDivergedError, TrialInterrupted) as err:
+            # The objective stored the fail_reason; the progress line says it. Its traceback: --debug.
+            log.debug("trial %d failed: %s", trial.number, err, exc_info=True)
+        except UpdateFinishedTrialError:
+            say_taken_over(trial)
+            return False
+        except BaseException as err:
+            # Whatever else stopped the trial (Ctrl-C twice, a bug, the store gone for good): FAIL, not RUNNING.
+            if not isinstance(err, StoreOutageError):
+                with contextlib.suppress(Exception):
+                    reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {first_line(err)}"
+                    trial.set_user_attr("fail_reason", reason)
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        finally:
+            beats.discard(trial_id(trial))
+    return tell_once(study, trial, state, value)
