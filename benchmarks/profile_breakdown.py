@@ -8,7 +8,9 @@ each other, so nothing is counted twice); "other" is what is left of the whole r
 Works on profiles of this version and of the one before populations had folds
 (``population._step``/``_evaluate`` there, ``stacks.step``/``evaluate`` here), and of the
 versions before and after reports were written per epoch (``Trial.report``,
-``trial_writes.report_many``, in ``storage.py`` before 2026-12-02).
+``trial_writes.report_many``, in ``storage.py`` before 2026-12-02),
+and of the layout by concept (``storages/writes.py``, ``objectives/scheme.py``, ``objectives/prepared.py``,
+``storages/optuna_compat.py``'s pruner view; the older file names stay for older profiles).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ ROWS = [
     ("training steps", [("population.py", "_step"), ("stacks.py", "step"), ("stacks.py", "batch"),
                         ("stacks.py", "order"), ("population.py", "_order")]),
     ("evaluation (per epoch)", [("population.py", "_evaluate"), ("stacks.py", "evaluate")]),
-    ("reports (storage writes)", [("_trial.py", "report"), ("storage.py", "report_many"), ("trial_writes.py", "report_many")]),
-    ("pruner (reads all trials)", [("_trial.py", "should_prune"), ("batch_trials.py", "should_prune")]),
+    ("reports (storage writes)", [("_trial.py", "report"), ("storage.py", "report_many"), ("trial_writes.py", "report_many"),
+                                  ("writes.py", "report_many")]),
+    ("pruner (reads all trials)", [("_trial.py", "should_prune"), ("batch_trials.py", "should_prune"),
+                                   ("optuna_compat.py", "should_prune")]),
     ("ask, tell, attributes (storage, sampler)", [("study.py", "ask"), ("study.py", "tell"),
                                                   ("_trial.py", "set_user_attr")]),
-    ("refit (single fit, 4,000 digits)", [("objective.py", "refit")]),
-    ("data, study set-up", [("trial_data.py", "prepare"), ("study.py", "create_or_load")]),
+    ("refit (single fit, 4,000 digits)", [("objective.py", "refit"), ("scheme.py", "refit")]),
+    ("data, study set-up", [("trial_data.py", "prepare"), ("prepared.py", "prepare"), ("study.py", "create_or_load")]),
     ("imports", [("<frozen importlib._bootstrap>", "_find_and_load")]),
 ]
 

@@ -29,8 +29,8 @@ import optuna
 
 from sweep import config as config_mod
 from sweep.errors import StudyConflictError
+from sweep.selection import scores_of, select
 from sweep.workers.run import run as run_study
-from sweep.selection.rules import scores_of, select
 
 METHODS: dict[str, dict[str, Any]] = {
     "holdout": {},

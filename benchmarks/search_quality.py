@@ -25,7 +25,7 @@ For each setting:
    decade of the optimum; how often the plausible range contains the optimum;
 4. trials used with and without ``stop = "resolved"``: the run loop tests the stop rule under the
    study lock before each new batch, so a study with the rule ends at the first batch boundary
-   where ``sweep.selection.rules.stop_reason`` says resolved; this script applies that same function to the
+   where ``sweep.selection.stop_reason`` says resolved; this script applies that same function to the
    same prefixes of each replicate's trials (the trials of a study with the rule are that prefix:
    same seeds, same sampler) and reports the rules' gaps at that point too;
 5. the same replicate's study with 5-fold CV, with the Laplace evidence as the validation, and the
@@ -50,7 +50,7 @@ import optuna
 from search_methods import METHODS, Outcome, outcome, run_method, table  # benchmarks/ is the script's folder, on sys.path
 
 from sweep import config as config_mod
-from sweep.selection.rules import RULES, Selection, min_trials_to_stop, scores_of, select, stop_reason
+from sweep.selection import RULES, Selection, min_trials_to_stop, scores_of, select, stop_reason
 from sweep.training import data
 from sweep.training.fit import resolve_device
 from sweep.training.models import net_for

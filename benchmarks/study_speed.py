@@ -52,11 +52,11 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from sweep import config
-from sweep.workers.run import run
+from sweep.objectives.prepared import fold_indices
 from sweep.study import make_pruner, make_sampler
 from sweep.training import data
 from sweep.training.model import init_simplenet
-from sweep.objectives.prepared import fold_indices
+from sweep.workers.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FLOPS = 2 * 2 * (784 * 128) + 3 * 2 * (128 * 10)  # per training example: forward + backward

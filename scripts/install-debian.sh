@@ -5,10 +5,11 @@
 #   postgresql             the real server of the storage, worker and fault tests (.ci/postgres.sh)
 #   chromium, chromium-driver  headless browser tests and `sweep report --png`
 #   docker-compose         `docker-compose config` validates docker-compose.yml offline
+#   slurm-wlm, munge       a live one-node Slurm for tests/deploy/test_slurm.py (.ci/setup-slurm.sh starts it)
 set -euo pipefail
 command -v apt-get >/dev/null 2>&1 || { echo "install-debian: no apt-get here; install ${*:-the packages above} by hand" >&2; exit 0; }
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(dataset-fashion-mnist postgresql chromium chromium-driver docker-compose)
+[ ${#want[@]} -gt 0 ] || want=(dataset-fashion-mnist postgresql chromium chromium-driver docker-compose slurm-wlm munge)
 need=()
 for pkg in "${want[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

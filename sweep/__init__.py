@@ -12,6 +12,6 @@ def best_lambda(name: str, *, storage: str | None = None, rule: str | None = Non
     ``rule`` is ``"min"``, ``"1se"``, ``"1se-paired"`` or ``"smooth"`` (docs/selection.md);
     by default the study's own ``search.rule``.
     """
-    from sweep.selection.rules import best_record
+    from sweep.selection import best_record
 
     return best_record(name, storage=storage, rule=rule).lam

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, StudyConflictError
 
 PARAM = "lambda"  # the name of the searched parameter in every study
 # NumPy's and Optuna's seeded generators take seeds in 0..2**32-1; torch takes more, numpy is the limit.
@@ -305,6 +305,19 @@ def stored_config(study_attrs: Mapping[str, Any]) -> StudyConfig | None:
     except ValidationError as err:
         raise ConfigError(f"the stored study config cannot be read by this version ({_one_line(err)}); "
                           "use the lambda-sweep version that made the study, or run it again under a new name") from None
+
+
+def require_config(study_attrs: Mapping[str, Any], name: str, *, fix: str, where: str | None = None) -> StudyConfig:
+    """The stored config of study ``name``, for a caller that cannot go on without one (refit, evidence, workers).
+
+    The one check for "not a lambda-sweep study": a StudyConflictError saying so, ``where`` the study is
+    (a masked store URL) when that helps, and ``fix``, what the caller's user can do instead.
+    """
+    cfg = stored_config(study_attrs)
+    if cfg is None:
+        place = f" in {where}" if where else ""
+        raise StudyConflictError(f"study {name!r}{place} was not made by lambda-sweep; {fix}")
+    return cfg
 
 
 def diff(a: StudyConfig, b: StudyConfig) -> list[str]:

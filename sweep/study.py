@@ -17,13 +17,13 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import __version__
-from sweep.config import PARAM, StudyConfig, diff, stored_config
+from sweep.config import PARAM, StudyConfig, diff, require_config
 from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError, TrainingDivergedError
-from sweep.objectives.scheme import refit
-from sweep.selection.rules import choose, refit_matches, scores_of, selection_of
+from sweep.objectives.prepared import Prepared, prepare
+from sweep.objectives.scheme import refit, scheme_of
+from sweep.selection import best_score, refit_matches, rule_named, scores_of, selection_of
 from sweep.storages.store import mask, open_storage, resolve_url
 from sweep.training.factories import check_fingerprints, fingerprints
-from sweep.objectives.prepared import Prepared, prepare
 
 
 def sampler_seed(seed: int, offset: int) -> int:
@@ -63,9 +63,10 @@ def grid_points(cfg: StudyConfig) -> list[float]:
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     """The study's pruner; CV trials report per fold, holdout trials per epoch."""
     epochs = cfg.train.epochs
-    if cfg.search.validation == "evidence" or cfg.search.sampler == "marglik":
+    scheme = scheme_of(cfg)
+    if scheme in ("evidence", "marglik"):
         return optuna.pruners.NopPruner()  # the evidence is known only at the end of a trial
-    if cfg.search.validation == "cv":
+    if scheme == "cv":
         # CV trials report the running mean of fold accuracies at step = fold (0..folds-1); see docs/cv.md.
         folds = cfg.search.folds
         if cfg.search.pruner == "median":
@@ -95,12 +96,8 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
     except KeyError:
         existing = None
     if existing is not None:
-        old = stored_config(existing.user_attrs)
-        if old is None:
-            raise StudyConflictError(
-                f"study {cfg.name!r} in {mask(resolve_url(storage))} was not made by lambda-sweep; "
-                "choose another name with --name"
-            )
+        old = require_config(existing.user_attrs, cfg.name, where=mask(resolve_url(storage)),
+                             fix="choose another name with --name")
         changed = diff(old, cfg)
         if changed:
             raise StudyConflictError(
@@ -152,7 +149,7 @@ def grid_exhausted(study: optuna.Study, cfg: StudyConfig) -> bool:
 def progress(study: optuna.Study, last: optuna.trial.FrozenTrial, target: int) -> Progress:
     """What the run loop reports after trial ``last``: its figures and the best lambda so far."""
     scores = scores_of(study.get_trials(deepcopy=False))
-    best = choose(scores, "min") if scores else None
+    best = best_score(scores) if scores else None
     return Progress(
         trial=last.number, state=last.state.name, lam=last.params.get(PARAM), value=last.value,
         complete=len(scores), target=target,
@@ -172,7 +169,7 @@ def refit_best(study: optuna.Study, cfg: StudyConfig, prep: Prepared | None = No
         return {}
     stored = dict(study.user_attrs.get("refit", {}))
     for rule in rules or (cfg.search.rule,):
-        pick = sel.picks[rule]
+        pick = sel.picks[rule_named(rule).name]  # an unknown rule: a ValueError naming the registry's
         if refit_matches(stored.get(rule), pick):
             continue
         prep = prep or prepare(cfg)
@@ -191,9 +188,7 @@ def refit_best(study: optuna.Study, cfg: StudyConfig, prep: Prepared | None = No
 
 def refit_for(study: optuna.Study, rule: str) -> dict[str, Any]:
     """``sweep refit NAME --rule RULE``: refit one more rule's pick of a stored study (its config from the store)."""
-    cfg = stored_config(study.user_attrs)
-    if cfg is None:
-        raise StudyConflictError(f"study {study.study_name!r} was not made by lambda-sweep; it has no config to refit with")
+    cfg = require_config(study.user_attrs, study.study_name, fix="it has no config to refit with")
     if selection_of(study, cfg) is None:
         raise NoCompleteTrialsError(f"study {study.study_name!r} has no complete trial to refit; run it with 'sweep run'")
     return refit_best(study, cfg, rules=(rule,))

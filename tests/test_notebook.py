@@ -10,8 +10,8 @@ import pytest
 from nbclient import NotebookClient
 
 from sweep import config
+from sweep.selection import best_record
 from sweep.workers.run import run as run_study
-from sweep.selection.rules import best_record
 from tests.conftest import make_raw
 
 ROOT = Path(__file__).resolve().parent.parent

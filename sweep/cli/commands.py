@@ -21,7 +21,7 @@ from sweep import config as config_mod
 from sweep.cli.output import EchoHandler, TrialProgress, best_line, echo_rows
 from sweep.errors import EmptyStoreError, SweepError
 from sweep.report.tables import fmt
-from sweep.selection.rules import RULES
+from sweep.selection import RULES, rules_help
 from sweep.storages.store import storage_failure
 
 
@@ -84,9 +84,9 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Local worker processes (this one + N-1 'sweep worker' processes) on the same store.")
 def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: str | None, workers: int) -> None:
     """Run (or resume) the sweep described by STUDY_FILE, then refit the chosen lambda and test it once."""
+    from sweep.selection import best_record
     from sweep.workers import loop as worker
     from sweep.workers.run import run as run_study
-    from sweep.selection.rules import best_record
 
     cfg = _load_study_file(study_file, overrides, name)
     with TrialProgress(cfg.name, cfg.search.n_trials) as progress, worker.stop_on_signals(worker.StopFlag()) as stop:
@@ -141,9 +141,7 @@ def show(name: str, storage: str | None, fmt_: str) -> None:
                    f"{fmt(r['train_acc']):>9} {r['epochs']:>6} {fmt(r['seconds'], '.1f'):>8}  {r['note']}")
 
 
-RULE_HELP = ("min: best mean validation accuracy; 1se: largest lambda within one standard error of it; "
-             "1se-paired: largest lambda within one paired standard error of the best; smooth: the peak of a "
-             "Gaussian-process smooth of accuracy against log lambda")
+RULE_HELP = rules_help()  # from the registry: a new rule documents itself here
 
 
 @main.command()
@@ -154,7 +152,7 @@ RULE_HELP = ("min: best mean validation accuracy; 1se: largest lambda within one
               help=f"{RULE_HELP} [default: the study's own search.rule].")
 def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
     """Print the chosen lambda of study NAME."""
-    from sweep.selection.rules import best_record
+    from sweep.selection import best_record
 
     rec = best_record(name, storage=storage, rule=rule)
     if fmt == "value":
@@ -166,9 +164,10 @@ def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
         click.echo(f"SWEEP_RULE={rec.rule}")
         click.echo(f"SWEEP_VAL_ACC={rec.val_acc!r}")
         click.echo(f"SWEEP_TEST_ACC={'' if rec.test_acc is None else repr(rec.test_acc)}")
-        for key in ("lam_min", "lam_1se", "lam_1se_paired", "lam_smooth", "plausible_low", "plausible_high"):
-            value = getattr(rec, key)
-            click.echo(f"SWEEP_{key.replace('lam_', 'lambda_').upper()}={'' if value is None else repr(value)}")
+        record = rec.as_dict()  # every rule's lambda the record publishes, in registry order, then the range
+        for key in [k for k in record if k.startswith("lambda_")] + ["plausible_low", "plausible_high"]:
+            value = record[key]
+            click.echo(f"SWEEP_{key.upper()}={'' if value is None else repr(value)}")
 
 
 @main.command("refit")
@@ -177,7 +176,7 @@ def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
 @click.option("--rule", type=click.Choice(list(RULES)), required=True, help=RULE_HELP)
 def refit_cmd(name: str, storage: str | None, rule: str) -> None:
     """Refit the lambda RULE picks for study NAME on the whole training set and store its test accuracy."""
-    from sweep.selection.rules import best_record, load_study
+    from sweep.selection import best_record, load_study
     from sweep.study import refit_for
 
     refit_for(load_study(name, storage), rule)
@@ -199,7 +198,7 @@ def report(names: tuple[str, ...], storage: str | None, output: str, png: str | 
     """
     from sweep.report import html as report_mod
     from sweep.report.figures import plot_accuracy_vs_lambda
-    from sweep.selection.rules import load_study
+    from sweep.selection import load_study
 
     records = report_mod.write_report(names, storage, output)
     n = sum(len(r.trials) for r in records)
@@ -221,7 +220,7 @@ def evidence(name: str, storage: str | None) -> None:
     'sweep report' draws them beside the validation curve.
     """
     from sweep.objectives.evidence import evidence_of_study
-    from sweep.selection.rules import evidence_choice
+    from sweep.selection import evidence_choice
 
     def on_trial(number: int, lam: float, value: float) -> None:
         click.echo(f"trial {number} lambda={lam:.3g} log evidence {value:.1f}", err=True)
@@ -229,7 +228,8 @@ def evidence(name: str, storage: str | None) -> None:
     evidence_of_study(name, storage=storage, on_trial=on_trial)
     pick = evidence_choice(name, storage=storage)
     click.echo(f"evidence picks lambda {pick.lam:.4g} (trial {pick.trial}, log evidence {pick.log_evidence:.1f}); "
-               f"rule {pick.rule} picks lambda {pick.rule_lam:.4g} (trial {pick.rule_trial})"
+               f"rule {pick.rule} picks lambda {pick.rule_lam:.4g} "
+               f"({'smoothed curve' if pick.rule_trial is None else f'trial {pick.rule_trial}'})"
                + ("" if pick.agree else ": they disagree, see docs/evidence.md"))
 
 

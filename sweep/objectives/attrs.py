@@ -5,7 +5,7 @@ report, the dashboard and ``sweep best`` read it: the validation accuracy of
 each epoch (or fold) as an intermediate value, which is what pruners read, and
 the rest as user attributes. Single trials, CV trials and batch members all
 build their attributes here, so a key means the same everywhere, and write them with
-``trial_writes.set_user_attrs`` (one store transaction per trial's result).
+``storages.writes.set_user_attrs`` (one store transaction per trial's result).
 
 Standard errors (``val_se``; docs/cv.md explains the choice):
 
@@ -93,7 +93,7 @@ def correct_bits(model: torch.nn.Module, x_val: torch.Tensor, y_val: torch.Tenso
     """Which validation examples ``model`` gets right, as the ``val_correct`` attribute stores one fit:
     one bit per example (in the order of the validation split), packed 8 to a byte, base64.
 
-    1,000 examples take 168 characters; ``sweep.selection.rules`` unpacks them for paired comparisons.
+    1,000 examples take 168 characters; ``sweep.selection.scores`` unpacks them for paired comparisons.
     """
     model.eval()
     hits = torch.cat([model(xs).argmax(1) == ys for xs, ys in zip(x_val.split(8192), y_val.split(8192), strict=True)])

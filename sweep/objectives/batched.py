@@ -18,7 +18,7 @@ Each trial stores what its single objective stores, through the same functions:
 Pruner reads: Optuna's ``should_prune`` makes the pruner read the study's trials from
 storage, once per member and epoch. The median pruner reads only COMPLETE trials, and
 no trial of the batch completes before the batch ends, so for it (and for no pruner) the
-trials are read at most every few seconds (``_PrunerView``); other pruners go through ``should_prune``.
+trials are read at most every few seconds (``optuna_compat.PrunerView``); other pruners go through ``should_prune``.
 
 Report writes: a holdout batch's reports go to the live trials at once (the pruner reads them
 there) and to the store together, in one transaction at most every few seconds and before any
@@ -34,19 +34,20 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from sweep.config import StudyConfig
-from sweep.objectives.cv import cv_attrs, fold_pairs, report_fold
 from sweep.errors import TrialInterrupted
+from sweep.objectives.attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs
+from sweep.objectives.cv import cv_attrs, fold_pairs, report_fold
 from sweep.objectives.holdout import repeats_attrs, repeats_final_attrs
-from sweep.storages.optuna_compat import latest_trial, remember_report
+from sweep.objectives.prepared import Prepared, seeds
+from sweep.objectives.scheme import Scheme, scheme_of
+from sweep.storages.optuna_compat import PrunerView, remember_report
+from sweep.storages.writes import report_many, set_user_attrs
 from sweep.training import trainers
 from sweep.training.fit import EpochStats
 from sweep.training.population import FitSet, Member, PopulationEpoch
-from sweep.objectives.attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs
-from sweep.objectives.prepared import Prepared, seeds
-from sweep.storages.writes import report_many, set_user_attrs
 
 PRUNER_READ_SECONDS = 5.0  # how stale another worker's completed trials may be when a batch prunes
 REPORT_WRITE_SECONDS = 2.0  # how late the store (the dashboard, other workers) may see a running trial's reports
@@ -61,12 +62,7 @@ class Layout:
     sets: list[FitSet]
     seeds: list[int]
     waves: list[list[int]]
-    cv: bool
-
-    @property
-    def per_trial(self) -> int:
-        """Members of one trial in the widest wave."""
-        return max(len(w) for w in self.waves) * len(self.seeds)
+    scheme: Scheme  # "cv", "repeats" or "holdout": a batch trains no other scheme (the config refuses them)
 
 
 def fold_waves(cfg: StudyConfig) -> list[list[int]]:
@@ -79,65 +75,34 @@ def fold_waves(cfg: StudyConfig) -> list[list[int]]:
     return [list(range(first))] + [[f] for f in range(first, k)]
 
 
+def members_per_trial(cfg: StudyConfig) -> int:
+    """Members of one trial in the widest wave (the first): its folds x ``repeats`` (CV), or ``repeats``."""
+    return (len(fold_waves(cfg)[0]) if scheme_of(cfg) == "cv" else 1) * cfg.search.repeats
+
+
 def start_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
     """What each trial of a batch stores when it is asked: its single objective's starting attributes."""
-    if cfg.search.validation == "cv":
+    scheme = scheme_of(cfg)
+    if scheme == "cv":
         return cv_attrs(cfg, prep)
-    if cfg.search.repeats > 1:
+    if scheme == "repeats":
         return repeats_attrs(cfg, prep)
     return {"device": str(prep.device), "seed": cfg.train.seed}
 
 
 def layout(cfg: StudyConfig, prep: Prepared) -> Layout:
-    if cfg.search.validation == "cv":
+    scheme = scheme_of(cfg)
+    if scheme == "cv":
         sets = [FitSet(prep.x_train, prep.y_train, prep.x_train[v], prep.y_train[v], rows=f)
                 for f, v in fold_pairs(cfg, prep)]
-        return Layout(sets, seeds(cfg), fold_waves(cfg), cv=True)
-    return Layout([FitSet(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)], seeds(cfg), [[0]], cv=False)
-
-
-class _PrunerView:
-    """The study as the median pruner reads it: its trials read at most every ``max_age`` seconds, not once
-    per member and epoch.
-
-    The median pruner compares a trial with the COMPLETE trials only. In one process none of those
-    changes while a batch trains (its own trials complete at its end), so a batch reads them once
-    and decides as ``should_prune`` would. Another worker's trial that completes meanwhile is seen
-    at the next read, at most ``max_age`` seconds later: as if it had finished that much later.
-    Reading every epoch cost 17% of the quick start's wall time (docs/performance.md).
-    """
-
-    def __init__(self, study: optuna.Study, max_age: float = PRUNER_READ_SECONDS) -> None:
-        self._study = study
-        self._trials: list[FrozenTrial] | None = None
-        self._read_at = 0.0
-        self.max_age = max_age
-        self.fast = isinstance(study.pruner, optuna.pruners.PercentilePruner | optuna.pruners.NopPruner)
-
-    def refresh(self) -> None:
-        """Read the trials again at the next use, if the last read is older than ``max_age``."""
-        if time.monotonic() - self._read_at >= self.max_age:
-            self._trials = None
-
-    def get_trials(self, deepcopy: bool = True, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
-        if self._trials is None:
-            self._trials = self._study.get_trials(deepcopy=False)
-            self._read_at = time.monotonic()
-        return [t for t in self._trials if states is None or t.state in states]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def should_prune(self, trial: optuna.Trial) -> bool:
-        if not self.fast:
-            return trial.should_prune()
-        return bool(self._study.pruner.prune(self, latest_trial(trial)))  # type: ignore[arg-type]
+        return Layout(sets, seeds(cfg), fold_waves(cfg), scheme)
+    return Layout([FitSet(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)], seeds(cfg), [[0]], scheme)
 
 
 class _Asked:
     """A live trial as ``cv.report_fold`` sees it: ``should_prune`` goes through the batch's pruner view."""
 
-    def __init__(self, trial: optuna.Trial, view: _PrunerView) -> None:
+    def __init__(self, trial: optuna.Trial, view: PrunerView) -> None:
         self._trial, self._view = trial, view
 
     def should_prune(self) -> bool:
@@ -186,10 +151,20 @@ class _Reports:
 
 
 @dataclass
-class _Record:
+class _TrialFigures:
+    """What one trial of the batch has measured so far."""
+
     runs: dict[tuple[int, int], list[EpochStats]] = field(default_factory=dict)  # (fold, seed index) -> history
     correct: dict[int, str] = field(default_factory=dict)  # seed index -> val_correct bits (holdout: paired SEs)
     history: list[dict[str, float]] = field(default_factory=list)  # the reported (first-seed) epochs, holdout
+
+    def fold_major(self, repeats: int) -> list[list[EpochStats]]:
+        """The trial's fits fold-major, as the CV objective lists them."""
+        folds = sorted({f for f, _ in self.runs})
+        return [self.runs[f, j] for f in folds for j in range(repeats)]
+
+
+Owner = tuple[int, int, int]  # a member's (trial, fold, seed index)
 
 
 def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: dict[int, optuna.Trial],
@@ -200,101 +175,122 @@ def train_trials(study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: di
     ``taken_over(i)``: trial i was failed as stale while this process was paused (its report or
     attributes are refused); it is dropped from ``live`` and the batch goes on without it.
     """
-    def drop(i: int) -> None:
-        if taken_over is not None:
-            taken_over(i)
-        else:
-            live.pop(i, None)
-
-    lay = layout(cfg, prep)
-    view = _PrunerView(study)
-    reports = _Reports(study, live, drop)
-    recs = {i: _Record() for i in live}
-    r = len(lay.seeds)
-    for wave in lay.waves:
-        owners = [(i, fold, j) for i in sorted(live) for fold in wave for j in range(r)]
-        if not owners:
+    batch = _Batch(study, cfg, prep, live, tell=tell, stop=stop, taken_over=taken_over)
+    for wave in batch.layout.waves:
+        if not live:
             break
-        members = [Member(lams[i], lay.seeds[j], fit_set=fold) for i, fold, j in owners]
-
-        def on_epoch(ep: PopulationEpoch, owners: list[tuple[int, int, int]] = owners) -> list[int]:
-            if stop is not None and stop():
-                raise TrialInterrupted(f"batch interrupted after epoch {ep.epoch}")
-            if ep.failed:
-                reports.flush()  # a trial's reports reach the store before it is finished (it refuses them after)
-            for m, reason in ep.failed.items():
-                i = owners[m][0]
-                if i in live:
-                    if recs[i].history:
-                        live[i].set_user_attr("history", recs[i].history)
-                    live[i].set_user_attr("fail_reason", reason)
-                    tell(i, TrialState.FAIL, None)
-            if not lay.cv:
-                firsts = {owners[m][0]: s for m, s in ep.stats.items() if owners[m][2] == 0 and owners[m][0] in live}
-                for i, s in firsts.items():  # the first seed reports, as the holdout objectives do
-                    recs[i].history.append(epoch_record(s))
-                    reports.add(i, s.val_acc, s.epoch)
-                reports.flush(force=False)
-                view.refresh()
-                pruned = [i for i in firsts if i in live and view.should_prune(live[i])]
-                if pruned:
-                    reports.flush()
-                for i in pruned:
-                    if i in live:
-                        live[i].set_user_attr("history", recs[i].history)
-                        tell(i, TrialState.PRUNED, None)
-            return [m for m in ep.stats if owners[m][0] not in live]
-
-        results = trainers.train_population(lay.sets, members, net=prep.net, cfg=cfg.train, on_epoch=on_epoch,
-                                            return_models=not lay.cv)
-        for (i, fold, j), res in zip(owners, results, strict=True):
-            if i in live and res.state == "complete":
-                recs[i].runs[fold, j] = res.history
-                if res.model is not None:  # per-example correctness, as the holdout objectives store it
-                    recs[i].correct[j] = correct_bits(res.model, prep.x_val, prep.y_val)
-        if lay.cv:
-            _report_folds(live, recs, wave, view, folds=cfg.search.folds, repeats=r, tell=tell, drop=drop)
-    reports.flush()
+        batch.train_wave(wave, lams)
+    batch.reports.flush()
     for i in sorted(live):
-        runs = list(recs[i].runs.values())
-        if lay.cv:
-            attrs = _many(recs[i], r)
-        elif r > 1:
-            attrs = repeats_final_attrs(runs, n_val=int(prep.y_val.shape[0]), seconds=_seconds(runs))
+        batch.complete(i)
+
+
+class _Batch:
+    """The live trials of one batch while they train: what each measured, their reports, the pruner's view."""
+
+    def __init__(self, study: optuna.Study, cfg: StudyConfig, prep: Prepared, live: dict[int, optuna.Trial], *,
+                 tell: Tell, stop: Callable[[], bool] | None, taken_over: Callable[[int], None] | None) -> None:
+        self.cfg, self.prep, self.live = cfg, prep, live
+        self.tell, self.stop, self.taken_over = tell, stop, taken_over
+        self.layout = layout(cfg, prep)
+        self.repeats = len(self.layout.seeds)
+        self.view = PrunerView(study, max_age=PRUNER_READ_SECONDS)
+        self.reports = _Reports(study, live, self.drop)
+        self.figures = {i: _TrialFigures() for i in live}
+
+    def drop(self, i: int) -> None:
+        """Trial ``i`` was taken over by another worker: the batch goes on without it."""
+        if self.taken_over is not None:
+            self.taken_over(i)
         else:
-            attrs = single_fit_attrs(runs[0], n_val=int(prep.y_val.shape[0]))
-        if not lay.cv and len(recs[i].correct) == r:
-            attrs["val_correct"] = [recs[i].correct[j] for j in range(r)]  # one bitset per seed
+            self.live.pop(i, None)
+
+    def train_wave(self, wave: list[int], lams: dict[int, float]) -> None:
+        """The wave's folds of every live trial as one population; CV trials then report their folds."""
+        owners = [(i, fold, j) for i in sorted(self.live) for fold in wave for j in range(self.repeats)]
+        members = [Member(lams[i], self.layout.seeds[j], fit_set=fold) for i, fold, j in owners]
+        cv = self.layout.scheme == "cv"
+        results = trainers.train_population(self.layout.sets, members, net=self.prep.net, cfg=self.cfg.train,
+                                            on_epoch=lambda ep: self.on_epoch(ep, owners), return_models=not cv)
+        for (i, fold, j), res in zip(owners, results, strict=True):
+            if i in self.live and res.state == "complete":
+                self.figures[i].runs[fold, j] = res.history
+                if res.model is not None:  # per-example correctness, as the holdout objectives store it
+                    self.figures[i].correct[j] = correct_bits(res.model, self.prep.x_val, self.prep.y_val)
+        if cv:
+            _report_folds(self.live, self.figures, wave, self.view, folds=self.cfg.search.folds, repeats=self.repeats,
+                          tell=self.tell, drop=self.drop)
+
+    def on_epoch(self, ep: PopulationEpoch, owners: list[Owner]) -> list[int]:
+        """The population's epoch callback: fail the trials of failed members, report and prune holdout
+        trials; returns the members of trials no longer live (they leave the population)."""
+        if self.stop is not None and self.stop():
+            raise TrialInterrupted(f"batch interrupted after epoch {ep.epoch}")
+        self._fail(ep.failed, owners)
+        if self.layout.scheme != "cv":
+            self._report_epoch(ep, owners)
+        return [m for m in ep.stats if owners[m][0] not in self.live]
+
+    def _fail(self, failed: dict[int, str], owners: list[Owner]) -> None:
+        if failed:
+            self.reports.flush()  # a trial's reports reach the store before it is finished (it refuses them after)
+        for m, reason in failed.items():
+            i = owners[m][0]
+            if i in self.live:
+                if self.figures[i].history:
+                    self.live[i].set_user_attr("history", self.figures[i].history)
+                self.live[i].set_user_attr("fail_reason", reason)
+                self.tell(i, TrialState.FAIL, None)
+
+    def _report_epoch(self, ep: PopulationEpoch, owners: list[Owner]) -> None:
+        """Holdout: each trial's first seed reports its epoch, as the holdout objectives do, and the pruner is asked."""
+        live = self.live
+        firsts = {owners[m][0]: s for m, s in ep.stats.items() if owners[m][2] == 0 and owners[m][0] in live}
+        for i, s in firsts.items():
+            self.figures[i].history.append(epoch_record(s))
+            self.reports.add(i, s.val_acc, s.epoch)
+        self.reports.flush(force=False)
+        self.view.refresh()
+        pruned = [i for i in firsts if i in live and self.view.should_prune(live[i])]
+        if pruned:
+            self.reports.flush()
+        for i in pruned:
+            if i in live:
+                live[i].set_user_attr("history", self.figures[i].history)
+                self.tell(i, TrialState.PRUNED, None)
+
+    def complete(self, i: int) -> None:
+        """Store trial ``i``'s attributes, as its single objective does, and tell it COMPLETE."""
+        figures, scheme = self.figures[i], self.layout.scheme
+        runs = figures.fold_major(self.repeats) if scheme == "cv" else list(figures.runs.values())
+        n_val = int(self.prep.y_val.shape[0])
+        if scheme == "cv":
+            attrs = many_fits_attrs(runs, per_group=self.repeats, seconds=_seconds(runs))
+        elif scheme == "repeats":
+            attrs = repeats_final_attrs(runs, n_val=n_val, seconds=_seconds(runs))
+        else:
+            attrs = single_fit_attrs(runs[0], n_val=n_val)
+        if scheme != "cv" and len(figures.correct) == self.repeats:
+            attrs["val_correct"] = [figures.correct[j] for j in range(self.repeats)]  # one bitset per seed
         try:
-            set_user_attrs(live[i], attrs)
+            set_user_attrs(self.live[i], attrs)
         except UpdateFinishedTrialError:
-            drop(i)
-            continue
-        tell(i, TrialState.COMPLETE, float(attrs["val_acc"]))
-
-
-def _ordered(rec: _Record, repeats: int) -> list[list[EpochStats]]:
-    """The trial's fits fold-major, as the CV objective lists them."""
-    folds = sorted({f for f, _ in rec.runs})
-    return [rec.runs[f, j] for f in folds for j in range(repeats)]
+            self.drop(i)
+            return
+        self.tell(i, TrialState.COMPLETE, float(attrs["val_acc"]))
 
 
 def _seconds(runs: Sequence[Sequence[EpochStats]]) -> float:
     return sum(s.seconds for r in runs for s in r)
 
 
-def _many(rec: _Record, repeats: int) -> dict[str, Any]:
-    runs = _ordered(rec, repeats)
-    return many_fits_attrs(runs, per_group=repeats, seconds=_seconds(runs))
-
-
-def _report_folds(live: dict[int, optuna.Trial], recs: dict[int, _Record], wave: list[int], view: _PrunerView, *,
-                  folds: int, repeats: int, tell: Tell, drop: Callable[[int], None]) -> None:
+def _report_folds(live: dict[int, optuna.Trial], figures: dict[int, _TrialFigures], wave: list[int], view: PrunerView,
+                  *, folds: int, repeats: int, tell: Tell, drop: Callable[[int], None]) -> None:
     """After a wave: each trial reports its folds one by one and is pruned as the CV objective would be."""
     for fold in wave:
         view.refresh()
         for i in sorted(live):
-            runs = [r for (f, _), r in sorted(recs[i].runs.items()) if f <= fold]  # fold-major, as the objective
+            runs = [r for (f, _), r in sorted(figures[i].runs.items()) if f <= fold]  # fold-major, as the objective
             trial: Any = _Asked(live[i], view)
             try:
                 pruned = report_fold(trial, runs, fold=fold, folds=folds, per_group=repeats, seconds=_seconds(runs))

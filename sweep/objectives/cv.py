@@ -20,10 +20,10 @@ import optuna
 import torch
 
 from sweep.config import StudyConfig
-from sweep.training.fit import EpochStats
 from sweep.objectives.attrs import fit_recorded, many_fits_attrs
 from sweep.objectives.prepared import Prepared, fold_indices, seeds, suggest_lambda
 from sweep.storages.writes import set_user_attrs
+from sweep.training.fit import EpochStats
 
 
 def cv_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:

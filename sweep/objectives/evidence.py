@@ -23,14 +23,14 @@ from collections.abc import Callable
 import optuna
 from torch import nn
 
-from sweep.config import PARAM, StudyConfig, stored_config
-from sweep.errors import NoCompleteTrialsError, StudyConflictError, TrainingDivergedError
-from sweep.selection.rules import load_study, scores_of
-from sweep.training.laplace import MarglikEpoch, log_evidence, marglik_search, require
-from sweep.training.fit import FitResult, fit
+from sweep.config import PARAM, StudyConfig, require_config
+from sweep.errors import NoCompleteTrialsError, TrainingDivergedError
 from sweep.objectives.attrs import Split, epoch_record, fit_recorded
 from sweep.objectives.prepared import Prepared, prepare, suggest_lambda
+from sweep.selection import load_study, scores_of
 from sweep.storages.writes import set_user_attrs
+from sweep.training.fit import FitResult, fit
+from sweep.training.laplace import MarglikEpoch, log_evidence, marglik_search, require
 
 
 def _model(result: FitResult) -> nn.Module:
@@ -102,9 +102,7 @@ def evidence_of_study(name: str, *, storage: str | None = None,
     ``evidence`` ({trial number: {lambda, log_evidence, train_acc}}); trials already scored are kept."""
     require()
     study = load_study(name, storage)
-    cfg = stored_config(study.user_attrs)
-    if cfg is None:
-        raise StudyConflictError(f"study {name!r} was not made by lambda-sweep; sweep evidence needs its stored config")
+    cfg = require_config(study.user_attrs, name, fix="sweep evidence needs its stored config")
     scores = scores_of(study.get_trials(deepcopy=False))
     if not scores:
         raise NoCompleteTrialsError(f"study {name!r} has no complete trial yet; run it with 'sweep run' first")

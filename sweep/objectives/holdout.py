@@ -15,7 +15,6 @@ from typing import Any
 import optuna
 
 from sweep.config import StudyConfig
-from sweep.training.fit import EpochStats
 from sweep.objectives.attrs import (
     binomial_se,
     correct_bits,
@@ -26,6 +25,7 @@ from sweep.objectives.attrs import (
 )
 from sweep.objectives.prepared import Prepared, seeds, suggest_lambda
 from sweep.storages.writes import set_user_attrs
+from sweep.training.fit import EpochStats
 
 
 def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:

@@ -1,38 +1,51 @@
-"""Which objective a study uses, and the refit of a chosen lambda on the whole training set.
+"""Which validation scheme and objective a study uses, and the refit of a chosen lambda on the whole training set.
 
-The objectives themselves live in ``holdout`` and ``cv``; what they share
+The objectives themselves live in ``holdout``, ``cv`` and ``evidence``; what they share
 (prepared data, folds, standard errors, the attribute writer) lives below them in
-``trial_data`` and ``trial_attrs``. This module only dispatches, so nothing
-below imports it.
+``prepared`` and ``attrs``. ``scheme_of`` is the one place a config's scheme is decided:
+the single objectives, the batches (``batched``) and the batch size read it. The objectives
+do not import this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import optuna
 
 from sweep.config import StudyConfig
-from sweep.objectives.cv import make_cv_objective
 from sweep.errors import TrainingDivergedError
+from sweep.objectives.cv import make_cv_objective
 from sweep.objectives.evidence import make_evidence_objective, make_marglik_objective
 from sweep.objectives.holdout import make_holdout_objective, make_repeated_holdout_objective
-from sweep.training.fit import evaluate, fit
 from sweep.objectives.prepared import Prepared
+from sweep.training.fit import evaluate, fit
+
+Scheme = Literal["marglik", "evidence", "cv", "repeats", "holdout"]
+
+
+def scheme_of(cfg: StudyConfig) -> Scheme:
+    """How ``cfg``'s trials score a lambda: the one-run marglik search (``search.sampler``), the Laplace evidence,
+    k-fold CV (with any ``repeats`` seeds per fold), holdout with ``repeats`` seeds, or one holdout fit (the default)."""
+    if cfg.search.sampler == "marglik":
+        return "marglik"
+    if cfg.search.validation == "evidence":
+        return "evidence"
+    if cfg.search.validation == "cv":
+        return "cv"
+    return "repeats" if cfg.search.repeats > 1 else "holdout"
+
+
+_OBJECTIVES: dict[Scheme, Callable[[StudyConfig, Prepared], Callable[[optuna.Trial], float]]] = {
+    "marglik": make_marglik_objective, "evidence": make_evidence_objective, "cv": make_cv_objective,
+    "repeats": make_repeated_holdout_objective, "holdout": make_holdout_objective,
+}
 
 
 def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial], float]:
-    """The study's objective: the one-run marglik search, evidence, k-fold CV, holdout with repeats, or one
-    holdout fit (the default)."""
-    if cfg.search.sampler == "marglik":
-        return make_marglik_objective(cfg, prep)
-    if cfg.search.validation == "evidence":
-        return make_evidence_objective(cfg, prep)
-    if cfg.search.validation == "cv":
-        return make_cv_objective(cfg, prep)
-    if cfg.search.repeats > 1:
-        return make_repeated_holdout_objective(cfg, prep)
-    return make_holdout_objective(cfg, prep)
+    """The objective of the study's scheme (``scheme_of``)."""
+    return _OBJECTIVES[scheme_of(cfg)](cfg, prep)
 
 
 def refit(cfg: StudyConfig, prep: Prepared, lam: float) -> dict[str, float | int | str]:

@@ -52,7 +52,7 @@ def _rgba(colour: str, alpha: float) -> str:
 
 
 def _add_uncertainty(fig: go.Figure, rec: StudyRecord, colour: str, many: bool) -> None:
-    """The plausible range as a shaded band, the smoothed curve with its band (both from ``sweep.selection.rules``)."""
+    """The plausible range as a shaded band, the smoothed curve with its band (both from ``sweep.selection``)."""
     name = escape(rec.name)
     ys = [t.val_acc for t in rec.complete if t.val_acc is not None]
     if rec.smooth is not None:

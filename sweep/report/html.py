@@ -30,7 +30,7 @@ from sweep.report.figures import (
 )
 from sweep.report.records import StudyRecord, collect_study
 from sweep.report.tables import fmt
-from sweep.selection.rules import RULES, load_study
+from sweep.selection import RULES, load_study
 
 DASHBOARD_FIGURE_ID = "sweep-accuracy-vs-lambda"  # fixed, so saving again replaces the figure instead of adding one
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")

@@ -5,7 +5,7 @@ lambdas chosen by each rule, the refit figures, counts and wall time), so the
 drawing side (``report.figures``) and the tests never touch Optuna objects.
 Nothing is recomputed here: each trial's error bar is the ``val_se`` its
 objective stored, and each rule's pick, the plausible range and the smoothed
-curve are ``sweep.selection.rules.selection_of``'s, so the report and ``sweep best``
+curve are ``sweep.selection.selection_of``'s (the rules' registry), so the report and ``sweep best``
 always show the same numbers.
 """
 
@@ -20,15 +20,7 @@ from optuna.trial import TrialState
 
 from sweep.config import PARAM, stored_config
 from sweep.errors import SweepError
-from sweep.selection.rules import (
-    RULES,
-    EvidenceChoice,
-    Selection,
-    evidence_pick,
-    refit_matches,
-    selection_of,
-    state_counts,
-)
+from sweep.selection import RULES, EvidenceChoice, Selection, evidence_pick, refit_matches, selection_of, state_counts
 
 
 @dataclass(frozen=True)
@@ -174,7 +166,7 @@ def collect_trials(study: optuna.Study) -> tuple[TrialRecord, ...]:
 
 
 def collect_choices(study: optuna.Study, sel: Selection | None = None) -> dict[str, Choice]:
-    """Every rule's pick (``sweep.selection.rules.selection_of``) with the stored refit test accuracy of each."""
+    """Every rule's pick (one per registry entry) with the stored refit test accuracy of each."""
     sel = sel if sel is not None else selection_of(study)
     if sel is None:
         return {}
@@ -234,7 +226,7 @@ def collect_study(study: optuna.Study) -> StudyRecord:
     evidence = tuple(sorted((EvidencePoint(int(k), float(v["lambda"]), float(v["log_evidence"]), int(v.get("n_train", 1)))
                              for k, v in stored.items()), key=lambda p: p.lam))
     rule = str(_setup(study).get("rule", "min"))
-    pick = evidence_pick(study.user_attrs, list(sel.scores), rule) if sel is not None else None
+    pick = evidence_pick(study.user_attrs, sel, rule) if sel is not None else None
     return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study, sel), counts=counts,
                        wall_seconds=_wall_seconds(study), setup=_setup(study),
                        plausible=sel.plausible if sel is not None else None, smooth=smooth,

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.config import PARAM
-from sweep.selection.rules import choose, load_study, scores_of, state_counts
+from sweep.selection import best_score, load_study, scores_of, state_counts
 from sweep.storages.store import open_storage
 
 
@@ -30,7 +30,7 @@ def study_rows(storage: str | None) -> list[dict[str, Any]]:
         trials = study.get_trials(deepcopy=False)
         counts = state_counts(trials)
         scores = scores_of(trials)
-        top = choose(scores, "min") if scores else None
+        top = best_score(scores) if scores else None
         rows.append({
             "study": summary.study_name,
             "complete": counts["COMPLETE"],

@@ -1,6 +1,34 @@
-"""Choosing lambda from the stored trials: the registry of rules (``rules.py``) and the paired
-statistics, plausible range and smoothed curve they rest on (``paired.py``).
+"""Choosing lambda from the stored trials, computed once and read by every figure a user sees.
 
-Every figure a user sees (``sweep best``, the report, the dashboard figure, ``best_lambda``)
-comes from one computation here. Selection never prints and never trains.
+Read by concept:
+
+- ``scores.py``: each complete trial as the rules see it (``TrialScore``) and a study's ``ScoreTable``;
+- ``rules.py``: the registry of rules (``REGISTRY``: ``min``, ``1se``, ``1se-paired``, ``smooth``), one
+  entry each with its pick, and ``select``, every rule's pick as one ``Selection``;
+- ``paired.py``: the paired statistics, the plausible range and the smoothed curve the rules rest on;
+- ``stop.py``: the stop rule (``search.stop = "resolved"``);
+- ``best.py``: reading a study's choice back (``sweep best``, ``best_lambda``, ``sweep evidence``).
+
+``sweep best``, the report, the dashboard figure, ``best_lambda`` and the refit all read one
+``Selection``. Selection never prints and never trains.
 """
+
+from sweep.selection.best import (
+    BestRecord,
+    EvidenceChoice,
+    best_record,
+    evidence_choice,
+    evidence_pick,
+    load_study,
+    refit_matches,
+    selection_of,
+)
+from sweep.selection.rules import REGISTRY, RULES, Pick, Rule, Selection, rule_named, rules_help, select
+from sweep.selection.scores import ScoreTable, TrialScore, best_score, scores_of, state_counts
+from sweep.selection.stop import min_trials_to_stop, stop_reason
+
+__all__ = [
+    "REGISTRY", "RULES", "BestRecord", "EvidenceChoice", "Pick", "Rule", "ScoreTable", "Selection", "TrialScore",
+    "best_record", "best_score", "evidence_choice", "evidence_pick", "load_study", "min_trials_to_stop",
+    "refit_matches", "rule_named", "rules_help", "scores_of", "select", "selection_of", "state_counts", "stop_reason",
+]

@@ -1,7 +1,7 @@
 """Uncertainty of a lambda choice: paired standard errors, the plausible range, the smoother.
 
 Plain numbers in, plain numbers out (no Optuna, no torch), so every piece is tested on
-hand-made scores; ``sweep.selection.rules`` calls it once per study and everything else reads that.
+hand-made scores; ``sweep.selection.rules.select`` calls it once per study and everything else reads that.
 
 Paired comparisons. Every trial of a study is scored on the same validation examples
 (holdout) or the same folds (CV) with the same training seeds, so the difference between

@@ -37,6 +37,7 @@ from sqlalchemy.exc import (
 from sweep.errors import EmptyStoreError, NotAStudyStoreError, StorageError, StoreNotFoundError, first_line
 from sweep.storages.optuna_compat import (
     BACKEND_PRIVATE_CALLS,
+    backend_of,
     stale_trial_ids,
     storage_of,
     study_id,
@@ -249,8 +250,7 @@ def fail_stale(study: optuna.Study) -> list[int]:
     Optuna's ``fail_stale_trials``, plus the reason on each failed trial: ``fail_reason = "stale: no heartbeat
     for N s"``. The retried trial does not inherit that reason. Returns the numbers of the trials it failed.
     """
-    storage = storage_of(study)
-    backend = getattr(storage, "_backend", storage)
+    storage, backend = storage_of(study), backend_of(study)
     if not isinstance(backend, SweepStorage) or backend.heartbeat_interval is None:
         return []
     grace = backend.grace_period or 2 * backend.heartbeat_interval

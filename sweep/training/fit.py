@@ -23,7 +23,7 @@ form uses autograd and ``torch.optim``. A test shows both paths give the same we
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from math import nan
 
@@ -99,57 +99,75 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
 
 
 def decayed(p: torch.Tensor, decay_bias: bool) -> bool:
-    """Whether lambda applies to ``p``: every tensor, or (``decay_bias = false``) those with ``p.dim() >= 2`` (nanoGPT)."""
+    """Whether lambda applies to ``p``: every tensor, or (``decay_bias = false``) those with ``p.dim() >= 2`` (nanoGPT).
+    Every trainer and the Laplace prior group parameters by this one rule."""
     return decay_bias or p.dim() >= 2
+
+
+def shrink_factors(lams: Sequence[float], lr: float) -> torch.Tensor:
+    """Each lambda's ``1 - lr*lam``: the factor coupled SGD decay (and AdamW's) multiplies a decayed tensor by
+    each step. Computed in double and rounded once to float32, as torch.optim's scalar is."""
+    return torch.tensor([1.0 - lr * lam for lam in lams], dtype=torch.float64).to(torch.float32)
 
 
 def _penalty_params(model: torch.nn.Module, decay_bias: bool) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
     """(decayed, not decayed) parameters, as nanoGPT's configure_optimizers groups them."""
     decay = [p for p in model.parameters() if decayed(p, decay_bias)]
-    keep = [p for p in model.parameters() if not decayed(p, decay_bias)]
-    return decay, keep
+    undecayed = [p for p in model.parameters() if not decayed(p, decay_bias)]
+    return decay, undecayed
+
+
+def loss_penalty(cfg: TrainConfig, lam: float | torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The penalty the forms ``l2-loss``, ``l1`` and ``elastic-net`` add to the loss, on the decayed ``weights``
+    (see the module docstring); None for the forms that act on the step instead (``l2``, ``l2-decoupled``).
+    The single fit and the torch.func population both call it, so a member's loss is the single fit's."""
+    if cfg.penalty not in ("l2-loss", "l1", "elastic-net"):
+        return None
+    sq = torch.stack([(w * w).sum() for w in weights]).sum()
+    ab = torch.stack([w.abs().sum() for w in weights]).sum()
+    if cfg.penalty == "l2-loss":
+        return lam / 2 * sq
+    if cfg.penalty == "l1":
+        return lam * ab
+    return lam * (cfg.l1_ratio * ab + (1 - cfg.l1_ratio) / 2 * sq)
+
+
+def diverged(train_loss: float, *, epoch: int, lam: float) -> str:
+    """The one line for a fit (or a population member) whose training loss turned NaN or infinite."""
+    return f"training loss became {train_loss} in epoch {epoch} at lambda {lam:.3g}; lower train.lr or the lambda range"
 
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def hand_written(model: torch.nn.Module, cfg: TrainConfig) -> bool:
-    """Whether the single fit uses SimpleNet's hand-written step (``l2``, plain SGD) rather than autograd."""
+def uses_manual_backward(model: torch.nn.Module, cfg: TrainConfig) -> bool:
+    """Whether the single fit steps with SimpleNet's hand-derived forward/backward (``l2``, plain SGD)
+    rather than autograd and ``torch.optim``."""
     return isinstance(model, SimpleNet) and cfg.penalty == "l2" and cfg.momentum == 0
 
 
 def _make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float) -> Step:
     """One training step for ``cfg.penalty``; returns the batch's summed data loss and correct count (no sync)."""
-    decay, keep = _penalty_params(model, cfg.decay_bias)
-    if hand_written(model, cfg):
+    decay, undecayed = _penalty_params(model, cfg.decay_bias)
+    if uses_manual_backward(model, cfg):
         assert isinstance(model, SimpleNet)
         return _fast_l2_step(model, lr=cfg.lr, lam=lam, decay_bias=cfg.decay_bias)
     if cfg.penalty == "l2-decoupled":
         opt: torch.optim.Optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": lam}, {"params": keep, "weight_decay": 0.0}], lr=cfg.lr
+            [{"params": decay, "weight_decay": lam}, {"params": undecayed, "weight_decay": 0.0}], lr=cfg.lr
         )
     elif cfg.penalty == "l2":
-        opt = torch.optim.SGD([{"params": decay, "weight_decay": lam}, {"params": keep, "weight_decay": 0.0}],
+        opt = torch.optim.SGD([{"params": decay, "weight_decay": lam}, {"params": undecayed, "weight_decay": 0.0}],
                               lr=cfg.lr, momentum=cfg.momentum)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-
-    def penalty() -> torch.Tensor:
-        sq = torch.stack([(p * p).sum() for p in decay]).sum()
-        ab = torch.stack([p.abs().sum() for p in decay]).sum()
-        if cfg.penalty == "l2-loss":
-            return lam / 2 * sq
-        if cfg.penalty == "l1":
-            return lam * ab
-        if cfg.penalty == "elastic-net":
-            return lam * (cfg.l1_ratio * ab + (1 - cfg.l1_ratio) / 2 * sq)
-        return torch.zeros(())
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         opt.zero_grad(set_to_none=True)
         out = model(xb)
         data_loss = F.cross_entropy(out, yb)
-        (data_loss + penalty()).backward()
+        penalty = loss_penalty(cfg, lam, decay)
+        (data_loss if penalty is None else data_loss + penalty).backward()
         opt.step()
         return data_loss.detach() * yb.shape[0], (out.detach().argmax(1) == yb).sum()
 
@@ -163,8 +181,8 @@ def _fast_l2_step(model: SimpleNet, *, lr: float, lam: float, decay_bias: bool) 
     """
     w1, b1 = model.fc1.weight.data, model.fc1.bias.data
     w2, b2 = model.fc2.weight.data, model.fc2.bias.data
-    keep_w = 1.0 - lr * lam
-    keep_b = keep_w if decay_bias else 1.0
+    shrink_w = 1.0 - lr * lam  # the factor a decayed tensor is multiplied by each step
+    shrink_b = shrink_w if decay_bias else 1.0
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = yb.shape[0]
@@ -176,10 +194,10 @@ def _fast_l2_step(model: SimpleNet, *, lr: float, lam: float, decay_bias: bool) 
         g_out[torch.arange(n, device=yb.device), yb] -= 1.0
         g_out.div_(n)
         g_h = (g_out @ w2).mul_(h > 0)
-        w2.mul_(keep_w).addmm_(g_out.t(), h, alpha=-lr)
-        b2.mul_(keep_b).sub_(g_out.sum(0), alpha=lr)
-        w1.mul_(keep_w).addmm_(g_h.t(), xb, alpha=-lr)
-        b1.mul_(keep_b).sub_(g_h.sum(0), alpha=lr)
+        w2.mul_(shrink_w).addmm_(g_out.t(), h, alpha=-lr)
+        b2.mul_(shrink_b).sub_(g_out.sum(0), alpha=lr)
+        w1.mul_(shrink_w).addmm_(g_h.t(), xb, alpha=-lr)
+        b1.mul_(shrink_b).sub_(g_h.sum(0), alpha=lr)
         return loss, (out.argmax(1) == yb).sum()
 
     return step
@@ -215,17 +233,14 @@ def fit(
         model.train()
         total = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        with torch.set_grad_enabled(not hand_written(model, cfg)):
+        with torch.set_grad_enabled(not uses_manual_backward(model, cfg)):
             for idx in _batches(n, cfg.batch_size, gen, device):
                 loss, hits = step(x_fit[idx], y_fit[idx])
                 total += loss
                 correct += hits
         train_loss, train_acc = float(total) / n, float(correct) / n
         if not torch.isfinite(torch.tensor(train_loss)):
-            raise TrainingDivergedError(
-                f"training loss became {train_loss} in epoch {epoch} at lambda {lam:.3g}; "
-                "lower train.lr or the lambda range"
-            )
+            raise TrainingDivergedError(diverged(train_loss, epoch=epoch, lam=lam))
         model.eval()
         val_loss, val_acc = evaluate(model, x_val, y_val) if x_val is not None and y_val is not None else (nan, nan)
         stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start)

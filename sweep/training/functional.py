@@ -24,16 +24,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from sweep.config import TrainConfig
-from sweep.training.fit import EVAL_CHUNK, EpochStats, decayed
+from sweep.training.fit import EVAL_CHUNK, decayed, loss_penalty, shrink_factors
 from sweep.training.models import Net
-from sweep.training.population import MemberResult, PopulationCallback, PopulationEpoch
+from sweep.training.population import MemberResult, PopulationCallback, check_pairs, settle_epoch
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, as the single fit uses them
 
@@ -53,8 +54,8 @@ class _Members:
         self.params = {k: v.detach() for k, v in params.items()}
         self.decay = {n for n, p in models[0].named_parameters() if decayed(p, cfg.decay_bias)}
         self.lam = torch.tensor(list(lams), dtype=torch.float32, device=device)
-        # 1 - lr*lam in double, rounded once, as torch.optim.AdamW's scalar is (also plain SGD's decay factor).
-        self.keep = torch.tensor([1.0 - cfg.lr * lam for lam in lams], dtype=torch.float64).to(torch.float32).to(device)
+        # 1 - lr*lam rounded once, as torch.optim.AdamW's scalar is (also plain SGD's decay factor).
+        self.shrink = shrink_factors(lams, cfg.lr).to(device)
         self.state: dict[str, dict[str, torch.Tensor]] = {}  # optimiser state per parameter name
         self.members = list(range(len(lams)))
         self.shared_order = len(set(seeds)) == 1  # then one generator gives every member's (identical) order
@@ -68,7 +69,7 @@ class _Members:
         index = torch.tensor(rows, dtype=torch.long, device=self.lam.device)
         self.params = {k: v.index_select(0, index) for k, v in self.params.items()}
         self.state = {k: {s: t.index_select(0, index) for s, t in st.items()} for k, st in self.state.items()}
-        self.lam, self.keep = self.lam.index_select(0, index), self.keep.index_select(0, index)
+        self.lam, self.shrink = self.lam.index_select(0, index), self.shrink.index_select(0, index)
         self.members = [self.members[r] for r in rows]
         if not self.shared_order:
             self.gens = [self.gens[r] for r in rows]
@@ -83,17 +84,8 @@ def _loss_fn(members: _Members, cfg: TrainConfig):  # noqa: ANN202 - a closure f
     def loss(params: dict[str, torch.Tensor], lam: torch.Tensor, x: torch.Tensor, y: torch.Tensor):  # noqa: ANN202
         out = functional_call(base, params, (x,))
         data = F.cross_entropy(out, y)
-        total = data
-        if cfg.penalty in ("l2-loss", "l1", "elastic-net"):
-            ws = [params[n] for n in params if n in decay]
-            sq = torch.stack([(w * w).sum() for w in ws]).sum()
-            ab = torch.stack([w.abs().sum() for w in ws]).sum()
-            if cfg.penalty == "l2-loss":
-                total = data + lam / 2 * sq
-            elif cfg.penalty == "l1":
-                total = data + lam * ab
-            else:
-                total = data + lam * (cfg.l1_ratio * ab + (1 - cfg.l1_ratio) / 2 * sq)
+        penalty = loss_penalty(cfg, lam, [params[n] for n in params if n in decay])
+        total = data if penalty is None else data + penalty
         return total, (data.detach() * y.shape[0], (out.detach().argmax(1) == y).sum())
 
     return loss
@@ -108,7 +100,7 @@ def _update(m: _Members, grads: dict[str, torch.Tensor], cfg: TrainConfig) -> No
         st = m.state.setdefault(name, {})
         if cfg.penalty == "l2-decoupled":
             if name in m.decay:
-                w.mul_(m.per_member(m.keep, w))
+                w.mul_(m.per_member(m.shrink, w))
             (b1, b2), t = BETAS, m.steps
             avg = st.setdefault("avg", torch.zeros_like(w))
             sq = st.setdefault("sq", torch.zeros_like(w))
@@ -119,7 +111,7 @@ def _update(m: _Members, grads: dict[str, torch.Tensor], cfg: TrainConfig) -> No
             continue
         if cfg.penalty == "l2" and name in m.decay:
             if not cfg.momentum:  # w - lr*(g + lam*w) as (1 - lr*lam)*w - lr*g: two passes over w, no temporary
-                w.mul_(m.per_member(m.keep, w)).add_(g, alpha=-cfg.lr)
+                w.mul_(m.per_member(m.shrink, w)).add_(g, alpha=-cfg.lr)
                 continue
             g = torch.addcmul(g, w, m.per_member(m.lam, w))
         if cfg.momentum:
@@ -143,82 +135,77 @@ def _evaluate(m: _Members, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     return loss, correct
 
 
-def fit_population(
-    x_fit: torch.Tensor,
-    y_fit: torch.Tensor,
-    x_val: torch.Tensor | None,
-    y_val: torch.Tensor | None,
-    *,
-    lams: Sequence[float],
-    seeds: Sequence[int],
-    cfg: TrainConfig,
-    net: Net,
-    on_epoch: PopulationCallback | None = None,
-    return_models: bool = False,
-) -> list[MemberResult]:
+def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor | None, y_val: torch.Tensor | None,
+                   *, lams: Sequence[float], seeds: Sequence[int], cfg: TrainConfig, net: Net,
+                   on_epoch: PopulationCallback | None = None, return_models: bool = False) -> list[MemberResult]:
     """Train one ``net`` per (lambda, seed) pair together; results in the order of ``lams``.
 
     The same contract as ``population.fit_population``: the callback sees each epoch's figures and
     returns the members to stop (pruned); a member whose training loss is NaN or infinite fails alone.
     """
-    if len(lams) != len(seeds) or not lams:
-        raise ValueError(f"need one seed per lambda and at least one member, got {len(lams)} and {len(seeds)}")
-    device = x_fit.device
-    m = _Members(net, lams, seeds, cfg, device)
+    check_pairs(lams, seeds)
+    m = _Members(net, lams, seeds, cfg, x_fit.device)
     results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
-    loss = _loss_fn(m, cfg)
-    # randomness="different": a layer drawing random numbers (dropout) draws per member, unlike alone.
-    shared_step = vmap(grad(loss, has_aux=True), in_dims=(0, 0, None, None), randomness="different")
-    own_step = vmap(grad(loss, has_aux=True), in_dims=(0, 0, 0, 0), randomness="different")
-    n = int(y_fit.shape[0])
+    step = _batch_step(m, cfg)
     for epoch in range(1, cfg.epochs + 1):
         if not len(m):
             break
         start = time.perf_counter()
-        order = torch.stack([torch.randperm(n, generator=g) for g in m.gens]).to(device)
-        order = order[0] if m.shared_order else order
-        total = torch.zeros(len(m), device=device)
-        hits = torch.zeros(len(m), device=device, dtype=torch.long)
-        for s in range(0, n, cfg.batch_size):
-            idx = order[..., s:s + cfg.batch_size]
-            step = shared_step if m.shared_order else own_step
-            grads, (batch_loss, batch_hits) = step(m.params, m.lam, x_fit[idx], y_fit[idx])
-            _update(m, grads, cfg)
-            total += batch_loss
-            hits += batch_hits
-        cols = [total, hits]
-        if x_val is not None and y_val is not None:
-            cols += _evaluate(m, x_val, y_val)
-        sums = torch.stack([c.double() for c in cols]).tolist()
-        n_val = max(int(y_val.shape[0]), 1) if y_val is not None else 1
-        figures = [[v / d for v in col] for col, d in zip(sums, (n, n, n_val, n_val), strict=False)]
-        if len(figures) == 2:
-            figures += [[math.nan] * len(m)] * 2
+        figures = _train_epoch(m, step, cfg, x_fit, y_fit, x_val, y_val)
         share = (time.perf_counter() - start) / len(m)
-        stats: dict[int, EpochStats] = {}
-        failed: dict[int, str] = {}
-        keep: list[int] = []
-        for row, member in enumerate(m.members):
-            train_loss, train_acc, v_loss, v_acc = (col[row] for col in figures)
-            if not math.isfinite(train_loss):
-                failed[member] = (f"training loss became {train_loss} in epoch {epoch} at lambda {lams[member]:.3g}; "
-                                  "lower train.lr or the lambda range")
-                results[member].state, results[member].fail_reason = "failed", failed[member]
-                continue
-            stats[member] = EpochStats(epoch, train_loss, train_acc, v_loss, v_acc, share)
-            results[member].history.append(stats[member])
-            keep.append(row)
-        stop = set(on_epoch(PopulationEpoch(epoch, stats, failed)) or ()) if on_epoch is not None else set()
-        for member in stop & stats.keys():
-            results[member].state = "pruned"
-        keep = [row for row in keep if m.members[row] not in stop]
-        if len(keep) < len(m):
-            m.keep_rows(keep)
+        training = settle_epoch(epoch, dict(zip(m.members, figures, strict=True)), seconds=share, results=results,
+                                on_epoch=on_epoch)
+        rows = [row for row, member in enumerate(m.members) if member in training]
+        if len(rows) < len(m):
+            m.keep_rows(rows)
     if return_models:
-        for row, member in enumerate(m.members):
-            model = net.build(seeds[member]).to(device)
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    p.copy_(m.params[name][row])
-            results[member].model = model  # type: ignore[assignment]
+        _attach_models(m, net, seeds, results)
     return results
+
+
+Step = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], Any]
+
+
+def _batch_step(m: _Members, cfg: TrainConfig) -> Step:
+    """Every member's gradient and batch figures: one ``vmap(grad(loss))`` over the stacked parameters.
+    Members sharing one data order see the batch unbatched (a layer's K matmuls read one input)."""
+    loss = _loss_fn(m, cfg)
+    # randomness="different": a layer drawing random numbers (dropout) draws per member, unlike alone.
+    in_dims = (0, 0, None, None) if m.shared_order else (0, 0, 0, 0)
+    return vmap(grad(loss, has_aux=True), in_dims=in_dims, randomness="different")
+
+
+def _train_epoch(m: _Members, step: Step, cfg: TrainConfig, x_fit: torch.Tensor, y_fit: torch.Tensor,
+                 x_val: torch.Tensor | None, y_val: torch.Tensor | None) -> list[tuple[float, float, float, float]]:
+    """One epoch of every member; each member's (train loss, train accuracy, val loss, val accuracy),
+    read back once and divided in double, as ``fit.fit``'s float(sum) / n does (NaN without validation)."""
+    device, n = x_fit.device, int(y_fit.shape[0])
+    order = torch.stack([torch.randperm(n, generator=g) for g in m.gens]).to(device)
+    order = order[0] if m.shared_order else order
+    total = torch.zeros(len(m), device=device)
+    hits = torch.zeros(len(m), device=device, dtype=torch.long)
+    for s in range(0, n, cfg.batch_size):
+        idx = order[..., s:s + cfg.batch_size]
+        grads, (batch_loss, batch_hits) = step(m.params, m.lam, x_fit[idx], y_fit[idx])
+        _update(m, grads, cfg)
+        total += batch_loss
+        hits += batch_hits
+    cols = [total, hits]
+    if x_val is not None and y_val is not None:
+        cols += _evaluate(m, x_val, y_val)
+    sums = torch.stack([c.double() for c in cols]).tolist()
+    n_val = max(int(y_val.shape[0]), 1) if y_val is not None else 1
+    figures = [[v / d for v in col] for col, d in zip(sums, (n, n, n_val, n_val), strict=False)]
+    if len(figures) == 2:
+        figures += [[math.nan] * len(m)] * 2
+    return [(train_loss, train_acc, val_loss, val_acc) for train_loss, train_acc, val_loss, val_acc in zip(*figures, strict=True)]
+
+
+def _attach_models(m: _Members, net: Net, seeds: Sequence[int], results: list[MemberResult]) -> None:
+    """Each complete member's weights as a network of its own, in its result."""
+    for row, member in enumerate(m.members):
+        model = net.build(seeds[member]).to(m.lam.device)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(m.params[name][row])
+        results[member].model = model  # type: ignore[assignment]

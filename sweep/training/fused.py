@@ -67,16 +67,16 @@ class Weights:
     width: int
     classes: int
     scaled: bool
-    pointers: tuple[int, ...]  # w2, b2, b1, scale, keep_w, keep_b
+    pointers: tuple[int, ...]  # w2, b2, b1, scale, shrink_w, shrink_b
     tensors: tuple[torch.Tensor, ...]  # the same tensors, kept alive while their addresses are in use
 
 
-def prepare(ws: list[torch.Tensor], bs: list[torch.Tensor], *, scale: torch.Tensor, keep_w: torch.Tensor,
-            keep_b: torch.Tensor, scaled: bool) -> Weights | None:
+def prepare(ws: list[torch.Tensor], bs: list[torch.Tensor], *, scale: torch.Tensor, shrink_w: torch.Tensor,
+            shrink_b: torch.Tensor, scaled: bool) -> Weights | None:
     """The fused tail's view of a cohort's tensors, or None where it does not apply: a network of other than
     two layers, another device or dtype, a view, no compiled library, or ``SWEEP_FUSED=0``. Call it again
     whenever the cohort replaces these tensors (it updates them in place otherwise)."""
-    tensors = (ws[1], bs[1], bs[0], scale, keep_w, keep_b)
+    tensors = (ws[1], bs[1], bs[0], scale, shrink_w, shrink_b)
     if len(ws) != 2 or not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (ws[0], *tensors)):
         return None
     if not all(t.is_contiguous() for t in tensors):
@@ -87,23 +87,23 @@ def prepare(ws: list[torch.Tensor], bs: list[torch.Tensor], *, scale: torch.Tens
     return Weights(k, width, classes, scaled, tuple(t.data_ptr() for t in tensors), tensors)
 
 
-def tail(p: Weights, nat: torch.Tensor, yb: torch.Tensor, rate: float, losses: torch.Tensor,
+def tail(p: Weights, first_matmul: torch.Tensor, yb: torch.Tensor, rate: float, losses: torch.Tensor,
          hits: torch.Tensor) -> torch.Tensor:
     """The step between the first layer's matmul and its update; returns the first layer's output gradient.
 
-    ``nat`` (G, B, m*W) or (B, K*W): the first layer's matmul output; ``yb`` (G, B) labels. Updates the
+    ``first_matmul`` (G, B, m*W) or (B, K*W): the first layer's matmul output; ``yb`` (G, B) labels. Updates the
     second layer's weights and bias, the first layer's bias and, where scaled, the scale in place, and
     writes ``losses`` and ``hits`` ((K, B, 1) slots whose rows are contiguous), as ``stacks._tail``
-    does. The gradient has ``nat``'s shape, divided by the new scale where scaled.
+    does. The gradient has ``first_matmul``'s shape, divided by the new scale where scaled.
     """
     lib = _library()[0]
     assert lib is not None, "prepare() returns Weights only where the library is loaded"
     g, b = yb.shape
-    nat, yb = nat.contiguous(), yb.contiguous()
+    first_matmul, yb = first_matmul.contiguous(), yb.contiguous()
     if losses.stride(1) != 1 or hits.stride(1) != 1 or hits.dtype != torch.bool:
         raise ValueError("fused tail: losses and hits must be (K, B, 1) slots with contiguous rows")
-    gh = torch.empty_like(nat)
-    failed = lib.fused_tail(g, b, p.k // g, p.width, p.classes, nat.data_ptr(), gh.data_ptr(), *p.pointers,
+    gh = torch.empty_like(first_matmul)
+    failed = lib.fused_tail(g, b, p.k // g, p.width, p.classes, first_matmul.data_ptr(), gh.data_ptr(), *p.pointers,
                             int(p.scaled), yb.data_ptr(), rate, losses.data_ptr(), losses.stride(0),
                             hits.data_ptr(), hits.stride(0))
     if failed:

@@ -6,7 +6,7 @@
  *   nat   (G, B, m, W)  the first layer's matmul output, x @ w1 (w1 stored divided by scale)
  *   gh    (G, B, m, W)  written: the first layer's output gradient, divided by the new scale
  *   w2    (K, C, W), b2 (K, C), b1 (K, W), scale (K): updated in place
- *   keep_w, keep_b (K)  1 - lr*lambda (keep_b is 1 where biases are not decayed)
+ *   shrink_w, shrink_b (K)  1 - lr*lambda (shrink_b is 1 where biases are not decayed)
  *   y     (G, B)        labels (int64)
  *   losses, hits        member k's example b at k*stride + b: cross-entropy (float), argmax == label (byte)
  * The arithmetic is the eager step's, in the same order per element, with sums in float (their order
@@ -19,7 +19,7 @@
 
 int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
                const float *nat, float *gh, float *w2, float *b2, float *b1, float *scale,
-               const float *keep_w, const float *keep_b, int64_t scaled, const int64_t *y, float rate,
+               const float *shrink_w, const float *shrink_b, int64_t scaled, const int64_t *y, float rate,
                float *losses, int64_t loss_stride, uint8_t *hits, int64_t hit_stride)
 {
     float *scratch = malloc(sizeof(float) * (size_t)(B * W + B * C + 2 * W));
@@ -32,7 +32,7 @@ int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
     for (int64_t g = 0; g < G; g++) {
         for (int64_t j = 0; j < m; j++) {
             const int64_t k = g * m + j;
-            const float s = scale[k], kw = keep_w[k], kb = keep_b[k];
+            const float s = scale[k], kw = shrink_w[k], kb = shrink_b[k];
             float *w2k = w2 + k * C * W, *b2k = b2 + k * C, *b1k = b1 + k * W;
             const int64_t *yk = y + g * B;
 #define HIDDEN(b) (gh + (g * B + (b)) * row + j * W) /* member k's row of example b in gh */
@@ -98,7 +98,7 @@ int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
                 }
             }
 
-            /* w2 <- keep_w * w2 - rate * grad^T h;  b2 <- keep_b * b2 - rate * (grad summed over the batch);
+            /* w2 <- shrink_w * w2 - rate * grad^T h;  b2 <- shrink_b * b2 - rate * (grad summed over the batch);
              * two classes at a time share each load of h */
             for (int64_t c0 = 0; c0 < C; c0 += 2) {
                 const int64_t c1 = c0 + 1 < C ? c0 + 1 : c0;
@@ -125,7 +125,7 @@ int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
                 b2k[c0] = b2k[c0] * kb - rate * s0;
             }
 
-            /* gh = below where h > 0 (the ReLU's backward); b1 <- keep_b * b1 - rate * (gh summed) */
+            /* gh = below where h > 0 (the ReLU's backward); b1 <- shrink_b * b1 - rate * (gh summed) */
 #pragma omp simd
             for (int64_t w = 0; w < W; w++) acc[w] = 0.0f;
             for (int64_t b = 0; b < B; b++) {
@@ -141,7 +141,7 @@ int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
 #pragma omp simd
             for (int64_t w = 0; w < W; w++) b1k[w] = b1k[w] * kb - rate * acc[w];
 
-            /* scale <- keep_w * scale; the first layer's update is then g / scale (see stacks.py) */
+            /* scale <- shrink_w * scale; the first layer's update is then g / scale (see stacks.py) */
             if (scaled) {
                 const float next = s * kw;
                 scale[k] = next;

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from sweep.errors import ConfigError, TrainingDivergedError
+from sweep.training.fit import decayed
 
 BIAS_PRECISION = 1e-2  # fixed prior precision of parameters that are not decayed (decay_bias = false)
 HESSIAN = "kron"  # Kronecker-factored GGN over all layers: what laplace-torch recommends for its marglik
@@ -52,16 +53,10 @@ def require() -> None:
         ) from None
 
 
-def decayed(name: str, param: torch.Tensor, *, decay_bias: bool) -> bool:
-    """Whether ``param`` is decayed, as the trainer groups parameters: all of them with ``decay_bias``, else
-    only weight matrices and convolution kernels (``p.dim() >= 2``, nanoGPT's rule)."""
-    return decay_bias or param.dim() >= 2
-
-
 def prior_precision(model: nn.Module, *, lam: float, n: int, decay_bias: bool) -> torch.Tensor:
     """Per-parameter-tensor prior precision: ``n * lam`` for decayed tensors, ``BIAS_PRECISION`` otherwise."""
-    values = [n * lam if decayed(name, p, decay_bias=decay_bias) else BIAS_PRECISION
-              for name, p in model.named_parameters() if p.requires_grad]
+    # Decayed as the trainer groups parameters (``fit.decayed``), so the prior is the penalty trained with.
+    values = [n * lam if decayed(p, decay_bias) else BIAS_PRECISION for p in model.parameters() if p.requires_grad]
     p = next(model.parameters())
     return torch.tensor(values, dtype=p.dtype, device=p.device)
 

@@ -47,7 +47,7 @@ from torch import nn
 
 from sweep.config import TrainConfig
 from sweep.errors import ConfigError
-from sweep.training.fit import EpochStats
+from sweep.training.fit import EpochStats, diverged
 from sweep.training.model import init_simplenet
 from sweep.training.models import Net
 from sweep.training.stacks import Cohort, FitSet, evaluate, step
@@ -94,6 +94,29 @@ class PopulationEpoch:
 
 # Returns the member indices to stop (pruned) after this epoch; None or empty keeps all.
 PopulationCallback = Callable[[PopulationEpoch], Iterable[int] | None]
+
+
+def settle_epoch(epoch: int, figures: dict[int, tuple[float, float, float, float]], *, seconds: float,
+                 results: list[MemberResult], on_epoch: PopulationCallback | None) -> set[int]:
+    """The end of a population's epoch, the same for every population trainer; returns the members training on.
+
+    ``figures``: member index -> (train loss, train accuracy, validation loss, validation accuracy), in the
+    order the callback sees them; ``seconds``: each member's share of the epoch. A member whose training
+    loss is NaN or infinite fails alone (the message ``fit.fit`` raises); the others' figures join their
+    histories; the callback names the members to stop, which are pruned."""
+    stats: dict[int, EpochStats] = {}
+    failed: dict[int, str] = {}
+    for member, (train_loss, train_acc, val_loss, val_acc) in figures.items():
+        if not isfinite(train_loss):
+            failed[member] = diverged(train_loss, epoch=epoch, lam=results[member].lam)
+            results[member].state, results[member].fail_reason = "failed", failed[member]
+            continue
+        stats[member] = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, seconds)
+        results[member].history.append(stats[member])
+    stop = set(on_epoch(PopulationEpoch(epoch, stats, failed)) or ()) if on_epoch is not None else set()
+    for member in stop & stats.keys():
+        results[member].state = "pruned"
+    return stats.keys() - stop
 
 
 def supports(net: Net, cfg: TrainConfig) -> bool:
@@ -170,6 +193,7 @@ def _train(sets: Sequence[FitSet], members: Sequence[Member], cohorts: list[Coho
            on_epoch: PopulationCallback | None, pool: ThreadPoolExecutor | None) -> list[MemberResult]:
     """The epoch loop of ``train_population``: every cohort's epoch (on ``pool``'s threads, if any), then one read."""
     results = [MemberResult(lam=float(m.lam), seed=int(m.seed), fit_set=m.fit_set) for m in members]
+    n_val = [max(int(fs.y_val.shape[0]), 1) if (fs := sets[m.fit_set]).y_val is not None else 0 for m in members]
     for epoch in range(1, cfg.epochs + 1):
         cohorts = [c for c in cohorts if len(c)]
         if not cohorts:
@@ -179,34 +203,26 @@ def _train(sets: Sequence[FitSet], members: Sequence[Member], cohorts: list[Coho
             cols = [_train_epoch(c, cfg) for c in cohorts]
         else:
             cols = [f.result() for f in [pool.submit(_train_epoch, c, cfg) for c in cohorts]]
-        # One read of every cohort's figures; divided in double, as train.fit's float(sum) / n does.
+        # One read of every cohort's figures; divided in double, as fit.fit's float(sum) / n does.
         sums = torch.cat([col.double() for col in cols], 1).tolist()
         share = (time.perf_counter() - start) / sum(len(c) for c in cohorts)  # each member's share of the wall time
-        stats: dict[int, EpochStats] = {}
-        failed: dict[int, str] = {}
-        keep: list[list[int]] = [[] for _ in cohorts]
-        flat = [(ci, row, c, member) for ci, c in enumerate(cohorts) for row, member in enumerate(c.members)]
-        for j, (ci, row, c, member) in enumerate(flat):
-            fs = sets[members[member].fit_set]
-            n_val = max(int(fs.y_val.shape[0]), 1) if fs.y_val is not None else 0
-            train_loss, train_acc = sums[0][j] / c.n, sums[1][j] / c.n
-            v_loss, v_acc = (sums[2][j] / n_val, sums[3][j] / n_val) if n_val else (nan, nan)
-            if not isfinite(train_loss):
-                failed[member] = (f"training loss became {train_loss} in epoch {epoch} at lambda "
-                                  f"{members[member].lam:.3g}; lower train.lr or the lambda range")
-                results[member].state, results[member].fail_reason = "failed", failed[member]
-                continue
-            stats[member] = EpochStats(epoch, train_loss, train_acc, v_loss, v_acc, share)
-            results[member].history.append(stats[member])
-            keep[ci].append(row)
-        stop = set(on_epoch(PopulationEpoch(epoch, stats, failed)) or ()) if on_epoch is not None else set()
-        for member in stop & stats.keys():
-            results[member].state = "pruned"
-        for c, rows in zip(cohorts, keep, strict=True):
-            rows = [r for r in rows if c.members[r] not in stop]
+        training = settle_epoch(epoch, _figures(sums, cohorts, n_val), seconds=share, results=results, on_epoch=on_epoch)
+        for c in cohorts:
+            rows = [row for row, member in enumerate(c.members) if member in training]
             if len(rows) < len(c):
                 c.keep_rows(rows)
     return results
+
+
+def _figures(sums: list[list[float]], cohorts: list[Cohort], n_val: list[int]) -> dict[int, tuple[float, float, float, float]]:
+    """Each member's (train loss, train accuracy, val loss, val accuracy) from the cohorts' summed columns
+    (``n_val``: each member's validation size, 0 for none), in cohort and row order."""
+    figures: dict[int, tuple[float, float, float, float]] = {}
+    members = [(c, member) for c in cohorts for member in c.members]
+    for j, (c, member) in enumerate(members):
+        val_loss, val_acc = (sums[2][j] / n_val[member], sums[3][j] / n_val[member]) if n_val[member] else (nan, nan)
+        figures[member] = (sums[0][j] / c.n, sums[1][j] / c.n, val_loss, val_acc)
+    return figures
 
 
 def _train_epoch(c: Cohort, cfg: TrainConfig) -> torch.Tensor:
@@ -248,11 +264,16 @@ def fit_population(
     return_models: bool = False,
 ) -> list[MemberResult]:
     """One network per (lambda, seed) pair on one fit set (SimpleNet unless ``net``); results in the order of ``lams``."""
-    if len(lams) != len(seeds) or not lams:
-        raise ValueError(f"need one seed per lambda and at least one member, got {len(lams)} and {len(seeds)}")
+    check_pairs(lams, seeds)
     members = [Member(float(lam), int(s)) for lam, s in zip(lams, seeds, strict=True)]
     return train_population([FitSet(x_fit, y_fit, x_val, y_val)], members, cfg=cfg, hidden=hidden, net=net,
                             on_epoch=on_epoch, return_models=return_models)
+
+
+def check_pairs(lams: Sequence[float], seeds: Sequence[int]) -> None:
+    """A one-fit-set population is one member per (lambda, seed) pair, at least one."""
+    if len(lams) != len(seeds) or not lams:
+        raise ValueError(f"need one seed per lambda and at least one member, got {len(lams)} and {len(seeds)}")
 
 
 def member_bytes(widths: Sequence[int], *, batch_size: int, n_fit: int) -> int:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sweep.training import fused
+from sweep.training.fit import shrink_factors
 
 EVAL_CHUNK = 8192
 EVAL_ELEMENTS = 1 << 26  # hidden activations per evaluation chunk (256 MB of float32)
@@ -74,16 +75,15 @@ class Cohort:
         self.ws = [torch.stack([net[i].weight.data for net in nets]).to(device) for i in range(len(nets[0]))]
         self.bs = [torch.stack([net[i].bias.data for net in nets]).unsqueeze(1).to(device) for i in range(len(nets[0]))]
         self._set_w1(self.ws[0])
-        # The factor 1 - lr*lam is computed in double, then rounded once, as the single trainer's scalar is.
-        keep = torch.tensor([1.0 - lr * lam for _, lam, _, _ in rows], dtype=torch.float64).to(torch.float32)
-        self.keep_w = keep.view(-1, 1, 1).to(device)
-        self.keep_b = self.keep_w if decay_bias else torch.ones_like(self.keep_w)
-        self.scale = torch.ones_like(self.keep_w)
+        # The factor 1 - lr*lam rounded once, as the single trainer's scalar is.
+        self.shrink_w = shrink_factors([lam for _, lam, _, _ in rows], lr).view(-1, 1, 1).to(device)
+        self.shrink_b = self.shrink_w if decay_bias else torch.ones_like(self.shrink_w)
+        self.scale = torch.ones_like(self.shrink_w)
         self.minus_one = torch.full((1, 1, 1), -1.0, device=device)  # the one-hot's scatter source, expanded per step
-        smallest = float(self.keep_w.abs().min())
+        smallest = float(self.shrink_w.abs().min())
         # Where 1 - lr*lam is near 0 or negative (a diverging set-up) the weights are decayed directly.
         self.scaled = smallest > 1e-3
-        # Fold the scale back into w1 before it can underflow (|keep|^steps stays above 1e-12).
+        # Fold the scale back into w1 before it can underflow (|shrink|^steps stays above 1e-12).
         self.renorm_every = max(1, int(-12 / math.log10(smallest))) if self.scaled and smallest < 1 else 1 << 62
         self.members = [r[0] for r in rows]  # member index of each stacked row
         self.keys = [(r[3], r[2]) for r in rows]  # (fit set, seed) of each row
@@ -115,7 +115,7 @@ class Cohort:
         g, width = len(self) // self.m, self.w1.shape[1]
         self.bias0 = self.bs[0].view(g, self.m, 1, width).transpose(1, 2)
         self.scale0 = self.scale.view(g, self.m, 1, 1).transpose(1, 2)
-        self.fused = fused.prepare(self.ws, self.bs, scale=self.scale, keep_w=self.keep_w, keep_b=self.keep_b,
+        self.fused = fused.prepare(self.ws, self.bs, scale=self.scale, shrink_w=self.shrink_w, shrink_b=self.shrink_b,
                                    scaled=self.scaled)
 
     def __len__(self) -> int:
@@ -128,7 +128,7 @@ class Cohort:
         self.ws = [w.index_select(0, index) for w in self.ws]
         self._set_w1(self.ws[0])
         self.bs = [b.index_select(0, index) for b in self.bs]
-        for name in ("keep_w", "keep_b", "scale"):
+        for name in ("shrink_w", "shrink_b", "scale"):
             setattr(self, name, getattr(self, name).index_select(0, index))
         self.members = [self.members[r] for r in rows]
         self.keys = [self.keys[r] for r in rows]
@@ -141,7 +141,7 @@ class Cohort:
         self.scale.fill_(1.0)
 
     def order(self) -> torch.Tensor:
-        """This epoch's data order of each group, (G, n) indices into its set's x; drawn on the CPU as train.fit
+        """This epoch's data order of each group, (G, n) indices into its set's x; drawn on the CPU as fit.fit
         draws it, copied to the device once, mapped to the fold's rows there (no host sync)."""
         device = self.w1.device
         perms = torch.stack([torch.randperm(self.n, generator=self.gens[key]) for key in self.groups])
@@ -212,25 +212,28 @@ def step(p: Cohort, xb: torch.Tensor, yb: torch.Tensor, lr: float, losses: torch
     rate = lr / b  # the gradient below is of the summed loss; the mean's 1/B rides on the learning rate
     # One group (holdout): a plain (B, F) x (F, K*width) matmul, faster on a CPU than a bmm of one;
     # else one (B, F) x (F, m*width) matmul per group, all groups in one call.
-    nat = torch.mm(xb[0], p.w1t) if g == 1 else torch.bmm(xb, p.w1t.view(features, g, m * width).transpose(0, 1))
+    first_matmul = torch.mm(xb[0], p.w1t) if g == 1 else torch.bmm(xb, p.w1t.view(features, g, m * width).transpose(0, 1))
     # The CPU fast path: the rest up to the first layer's update in one C call.
-    grad = fused.tail(p.fused, nat, yb, rate, losses, hits) if p.fused is not None else _tail(p, nat, yb, rate, losses, hits)
+    if p.fused is not None:
+        grad = fused.tail(p.fused, first_matmul, yb, rate, losses, hits)
+    else:
+        grad = _tail(p, first_matmul, yb, rate, losses, hits)
     if not p.scaled:
-        p.w1.mul_(p.keep_w)
+        p.w1.mul_(p.shrink_w)
     if g == 1:
         p.w1t.addmm_(xb[0].t(), grad.view(b, k * width), alpha=-rate)
     else:
         p.w1t.view(features, g, m * width).transpose(0, 1).baddbmm_(xb.mT, grad.view(g, b, m * width), alpha=-rate)
 
 
-def _tail(p: Cohort, nat: torch.Tensor, yb: torch.Tensor, rate: float, losses: torch.Tensor,
+def _tail(p: Cohort, first_matmul: torch.Tensor, yb: torch.Tensor, rate: float, losses: torch.Tensor,
           hits: torch.Tensor) -> torch.Tensor:
-    """The step after the first layer's matmul ``nat``, up to its update, in PyTorch calls (any depth, any
-    device); returns the first layer's output gradient in ``nat``'s layout (G, B, m, width), over the new scale."""
+    """The step after the first layer's matmul ``first_matmul``, up to its update, in PyTorch calls (any depth, any
+    device); returns the first layer's output gradient in ``first_matmul``'s layout (G, B, m, width), over the new scale."""
     k, width, _ = p.w1.shape
     m = p.m
     g, b = yb.shape
-    h = torch.addcmul(p.bias0, nat.view(g, b, m, width), p.scale0).clamp_(min=0)  # (G, B, m, width)
+    h = torch.addcmul(p.bias0, first_matmul.view(g, b, m, width), p.scale0).clamp_(min=0)  # (G, B, m, width)
     acts = [_members(h)]  # each later layer's input, (K, B, width_i), kept for its weight gradient
     y3 = yb.view(g, 1, b, 1).expand(g, m, b, 1).reshape(k, b, 1)
     for w, bias in zip(p.ws[1:-1], p.bs[1:-1], strict=True):
@@ -246,14 +249,14 @@ def _tail(p: Cohort, nat: torch.Tensor, yb: torch.Tensor, rate: float, losses: t
         below = torch.bmm(grad, p.ws[i])  # before w_i changes
         if i > 1:
             below = torch.ops.aten.threshold_backward(below, acts[i - 1], 0)
-        p.ws[i].mul_(p.keep_w).baddbmm_(grad.mT, acts[i - 1], alpha=-rate)
-        p.bs[i].mul_(p.keep_b).sub_(grad.sum(1, keepdim=True), alpha=rate)
+        p.ws[i].mul_(p.shrink_w).baddbmm_(grad.mT, acts[i - 1], alpha=-rate)
+        p.bs[i].mul_(p.shrink_b).sub_(grad.sum(1, keepdim=True), alpha=rate)
         grad = below
     # The first layer's gradient, in h's layout (G, B, m, width), through its ReLU.
     grad = torch.ops.aten.threshold_backward(grad.view(g, m, b, width).transpose(1, 2).contiguous(), h, 0)
-    p.bs[0].mul_(p.keep_b).sub_(grad.sum(1).view(k, 1, width), alpha=rate)
-    if p.scaled:  # scale*w1 <- keep*scale*w1 - rate*g:  scale <- keep*scale,  w1 <- w1 - rate*(g/scale)
-        p.scale.mul_(p.keep_w)
+    p.bs[0].mul_(p.shrink_b).sub_(grad.sum(1).view(k, 1, width), alpha=rate)
+    if p.scaled:  # scale*w1 <- shrink*scale*w1 - rate*g:  scale <- shrink*scale,  w1 <- w1 - rate*(g/scale)
+        p.scale.mul_(p.shrink_w)
         grad.div_(p.scale0)
     return grad
 

@@ -18,21 +18,22 @@ from sweep.training import functional, population
 from sweep.training.models import Net
 
 
-def hand_written(net: Net, cfg: TrainConfig) -> bool:
-    """The hand-written MLP population (SimpleNet or mlp, penalty ``l2``, no momentum)."""
+def uses_mlp_fast_path(net: Net, cfg: TrainConfig) -> bool:
+    """Whether ``net`` trains on the stacked-MLP population (``population.py``: SimpleNet or mlp, penalty ``l2``,
+    no momentum) rather than torch.func's. Not the single fit's choice (``fit.uses_manual_backward``)."""
     return population.supports(net, cfg)
 
 
 def unsupported(net: Net, cfg: TrainConfig) -> str | None:
     """Why ``net`` cannot train as a population (None when it can)."""
-    if hand_written(net, cfg) or functional.supports(net):
+    if uses_mlp_fast_path(net, cfg) or functional.supports(net):
         return None
     return f"{net.source} has buffers (e.g. BatchNorm running statistics), which the population trainer does not stack"
 
 
 def auto_size(device: torch.device, net: Net, cfg: TrainConfig, *, n_fit: int) -> int:
     """Members per population for ``search.batch = "auto"``."""
-    if hand_written(net, cfg):
+    if uses_mlp_fast_path(net, cfg):
         widths = [math.prod(net.in_shape), *net.hidden, net.classes]
         return population.auto_size(device, widths=widths, batch_size=cfg.batch_size, n_fit=n_fit)
     if device.type != "cuda":
@@ -48,7 +49,7 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
                    on_epoch: population.PopulationCallback | None = None,
                    return_models: bool = False) -> list[population.MemberResult]:
     """Train a population of ``net``: the hand-written MLP trainer where it applies, else torch.func's."""
-    if hand_written(net, cfg):
+    if uses_mlp_fast_path(net, cfg):
         return population.fit_population(x_fit, y_fit, x_val, y_val, lams=lams, seeds=seeds, cfg=cfg,
                                          net=net, on_epoch=on_epoch, return_models=return_models)
     return functional.fit_population(x_fit, y_fit, x_val, y_val, lams=lams, seeds=seeds, cfg=cfg, net=net,
@@ -60,7 +61,7 @@ def train_population(sets: Sequence[population.FitSet], members: Sequence[popula
                      return_models: bool = False) -> list[population.MemberResult]:
     """Members on several fit sets (CV folds, seeds): the hand-written MLP trainer batches them all at once;
     torch.func's trains one population per fit set in turn (member indices stay those of ``members``)."""
-    if hand_written(net, cfg):
+    if uses_mlp_fast_path(net, cfg):
         return population.train_population(sets, members, cfg=cfg, net=net, on_epoch=on_epoch,
                                            return_models=return_models)
     results: list[population.MemberResult | None] = [None] * len(members)

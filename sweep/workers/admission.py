@@ -18,10 +18,10 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from sweep.storages.lock import StudyLock
-from sweep.selection.rules import state_counts
-from sweep.storages.store import fail_stale
 from sweep.objectives.prepared import PARAM
+from sweep.selection import state_counts
+from sweep.storages.lock import StudyLock
+from sweep.storages.store import fail_stale
 
 __all__ = ["SURPLUS", "end_admission"]
 SURPLUS = "surplus: asked while the study lock was lost to a store outage, past the target or a duplicate"
@@ -46,13 +46,14 @@ def end_admission(study: optuna.Study, target: int, lock: StudyLock, asked: list
     fail_stale(study)
     trials = study.get_trials(deepcopy=False)
     counts = state_counts(trials)
-    mine = {t.number for t in asked}
-    lams = {t.number: t.params.get(PARAM) for t in trials}
-    others = {lams[t.number] for t in trials if t.number not in mine and t.state in (TrialState.RUNNING, TrialState.COMPLETE)}
-    over = counts["COMPLETE"] + counts["RUNNING"] - target
-    dupes = [t for t in asked if lams[t.number] is not None and lams[t.number] in others]
-    rest = [t for t in reversed(asked) if t not in dupes]
-    for trial in dupes + rest[:max(0, over - len(dupes))]:
+    asked_numbers = {t.number for t in asked}
+    lam_of = {t.number: t.params.get(PARAM) for t in trials}
+    taken_lams = {lam_of[t.number] for t in trials
+                  if t.number not in asked_numbers and t.state in (TrialState.RUNNING, TrialState.COMPLETE)}
+    past_target = counts["COMPLETE"] + counts["RUNNING"] - target
+    duplicates = [t for t in asked if lam_of[t.number] is not None and lam_of[t.number] in taken_lams]
+    latest_first = [t for t in reversed(asked) if t not in duplicates]
+    for trial in duplicates + latest_first[:max(0, past_target - len(duplicates))]:
         with contextlib.suppress(UpdateFinishedTrialError):  # failed as stale already: not RUNNING
             trial.set_user_attr("fail_reason", SURPLUS)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)

@@ -1,74 +1,38 @@
 """Ask-and-tell batches: K trials asked at once, trained as one population, told one by one.
 
-``[search] batch = K`` (or ``"auto"``) makes ``study.run`` call ``run_batch`` instead
-of ``study.optimize``. Each trial stores what the single objective stores (the same
-intermediate values and user attributes), is pruned on its own, and is told
-COMPLETE, PRUNED or FAIL; ``batch_trials`` trains the trials' members (fits: one, or
-folds x repeats) as one population.
-
-Optuna's heartbeat runs only inside ``study.optimize``; with ask-and-tell a killed
-process would leave its trials RUNNING for ever. So a thread here records a
-heartbeat for every asked, not yet told trial, through the storage's own
-``record_heartbeat``; a later run's ``fail_stale_trials`` then fails them and the
-storage's ``RetryHeartbeatStaleTrialCallback`` queues them again (WAITING), which
-the next ``study.ask`` picks up with the same lambda.
+``[search] batch = K`` (or ``"auto"``) makes the worker (``loop.run_one``) call ``run_batch``
+instead of ``single.run_single``. Each trial stores what the single objective stores (the same
+intermediate values and user attributes), is pruned on its own, and is told COMPLETE, PRUNED
+or FAIL; ``sweep.objectives.batched`` trains the trials' members (fits: one, or folds x repeats)
+as one population. Every open trial has a heartbeat (``heartbeats.Heartbeats``) until it is told.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import threading
 import warnings
 from collections.abc import Callable
-from types import TracebackType
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.objectives.batched import fold_waves, start_attrs, train_trials
 from sweep.config import StudyConfig
 from sweep.errors import StoreOutageError, TrialInterrupted
-from sweep.storages.optuna_compat import BaseHeartbeat, frozen, heartbeat_storage, storage_of
-from sweep.storages.optuna_compat import trial_id as trial_id_of
-from sweep.training import trainers
+from sweep.objectives.batched import members_per_trial, start_attrs, train_trials
 from sweep.objectives.prepared import Prepared, suggest_lambda
+from sweep.storages.optuna_compat import storage_of, trial_id
 from sweep.storages.writes import set_user_attrs
+from sweep.training import trainers
+from sweep.workers.heartbeats import Heartbeats, ask, say_taken_over, tell_once
 
-log = logging.getLogger("sweep")
-
-
-def say_taken_over(trial: optuna.Trial) -> None:
-    """The one line for a trial another worker failed as stale while this one was paused or cut off."""
-    log.warning("trial %d was taken over after a pause; result discarded", trial.number)
-
-
-def tell_once(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None) -> bool:
-    """Tell the store how ``trial`` ended; False (with a warning) when another worker had already failed it
-    as stale while this one was paused, so this result is discarded. The one place both trial paths tell."""
-    try:
-        told = study.tell(trial, value, state=state, skip_if_finished=True)
-    except UpdateFinishedTrialError:
-        told = None
-    except RuntimeError as err:
-        # GridSampler calls study.stop() once the grid is used up, which Optuna allows only inside optimize;
-        # the trial is stored all the same (tell's `finally`), and the run loop sees the exhausted grid.
-        if "Study.stop" not in str(err):
-            raise
-        told = frozen(study, trial)
-    if told is None or told.state != state:
-        say_taken_over(trial)
-        return False
-    return True
+__all__ = ["resolve_size", "run_batch"]
 
 
 def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
-    """Trials per batch; 1 means the single-trial path (``study.optimize``).
+    """Trials per batch; 1 means the single-trial path (``single.run_single``).
 
     Populations train any network (``training.trainers`` picks the trainer); a trial of a CV or
-    repeated study is several members (``batch_trials.Layout.per_trial``). Networks with buffers
+    repeated study is several members (``objectives.batched.members_per_trial``). Networks with buffers
     train trial by trial.
     """
     batch = cfg.search.batch
@@ -79,60 +43,45 @@ def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
         warnings.warn(f"search.batch = {batch!r}: {reason}; training trials one at a time", UserWarning, stacklevel=2)
         return 1
     if batch == "auto":
-        per_trial = (len(fold_waves(cfg)[0]) if cfg.search.validation == "cv" else 1) * cfg.search.repeats
         members = trainers.auto_size(prep.device, prep.net, cfg.train, n_fit=int(prep.y_train.shape[0]))
-        return max(1, members // per_trial)
+        return max(1, members // members_per_trial(cfg))
     return int(batch)
 
 
-class Heartbeats:
-    """Records a heartbeat for each live trial every ``heartbeat_interval`` seconds, from one thread."""
+class _OpenTrials:
+    """A batch's trials asked and not yet told, by their place in the batch, each with a heartbeat until it ends."""
 
-    def __init__(self, storage: BaseStorage) -> None:
-        self._storage = heartbeat_storage(storage)
-        self._interval = self._storage.get_heartbeat_interval() or 0 if self._storage is not None else 0
-        self._ids: set[int] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, study: optuna.Study, heartbeats: Heartbeats) -> None:
+        self._study, self._heartbeats = study, heartbeats
+        self.live: dict[int, optuna.Trial] = {}
+        self.asked: list[optuna.Trial] = []
 
-    def add(self, trial_id: int) -> None:
-        # The first beat at once: a trial with no heartbeat row is never found stale.
-        if self._storage is not None:
-            self._storage.record_heartbeat(trial_id)
-        with self._lock:
-            self._ids.add(trial_id)
+    def add(self, i: int, trial: optuna.Trial) -> None:
+        self._heartbeats.add(trial_id(trial))
+        self.live[i] = trial
+        self.asked.append(trial)
 
-    def discard(self, trial_id: int) -> None:
-        with self._lock:
-            self._ids.discard(trial_id)
+    def close(self, i: int) -> optuna.Trial:
+        """Trial ``i`` leaves the batch (told, or no longer this worker's): no more heartbeats."""
+        trial = self.live.pop(i)
+        self._heartbeats.discard(trial_id(trial))
+        return trial
 
-    def _beat(self, storage: BaseHeartbeat) -> None:
-        while not self._stop.wait(self._interval):
-            with self._lock:
-                ids = sorted(self._ids)
-            for trial_id in ids:
-                with contextlib.suppress(Exception):  # a missed beat is retried next interval
-                    storage.record_heartbeat(trial_id)
+    def taken_over(self, i: int) -> None:
+        """Trial ``i`` was failed as stale while this process was paused: another worker runs its lambda again."""
+        say_taken_over(self.close(i))
 
-    def __enter__(self) -> Heartbeats:
-        if self._storage is not None:
-            self._thread = threading.Thread(target=self._beat, args=(self._storage,), name="sweep-batch-heartbeat", daemon=True)
-            self._thread.start()
-        return self
+    def tell(self, i: int, state: TrialState, value: float | None = None) -> None:
+        tell_once(self._study, self.close(i), state, value)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
-def ask(study: optuna.Study) -> optuna.Trial:
-    with warnings.catch_warnings():
-        # Optuna warns that heartbeats are meant for study.optimize; _Heartbeats covers ask-and-tell.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        return study.ask()
+    def fail_all(self, reason: str) -> None:
+        """End every open trial FAIL with ``reason``, not RUNNING; one that cannot be told is left to the heartbeat."""
+        for i in list(self.live):
+            try:
+                self.live[i].set_user_attr("fail_reason", reason)
+                self.tell(i, TrialState.FAIL)
+            except Exception:  # noqa: BLE001 - the heartbeat will fail it later
+                pass
 
 
 def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: int,
@@ -145,61 +94,39 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
     When ``stop()`` turns true (a stop signal) the batch ends after the current epoch: its open trials
     are told FAIL with reason "interrupted" (the worker queues their lambdas again).
     """
-    storage = storage_of(study)  # optuna's own fail_stale_trials reads it the same way
-    live: dict[int, optuna.Trial] = {}
-    trials: list[optuna.Trial] = []
-
-    def taken_over(i: int) -> None:
-        # Failed as stale while this process was paused: another worker runs its lambda again.
-        trial = live.pop(i)
-        heartbeats.discard(trial_id_of(trial))
-        say_taken_over(trial)
-
-    def attrs_or_taken_over(i: int, attrs: dict[str, object]) -> bool:
-        try:
-            set_user_attrs(live[i], attrs)
-        except UpdateFinishedTrialError:
-            taken_over(i)
-            return False
-        return True
-
-    def tell(i: int, state: TrialState, value: float | None = None) -> None:
-        trial = live.pop(i)
-        heartbeats.discard(trial_id_of(trial))
-        tell_once(study, trial, state, value)
-
     start = start_attrs(cfg, prep)
-    with Heartbeats(storage) as heartbeats:
+    with Heartbeats(storage_of(study)) as heartbeats:  # optuna's own fail_stale_trials reads the storage the same way
+        batch = _OpenTrials(study, heartbeats)
         try:
-            lams: dict[int, float] = {}
-            for i in range(size):
-                trial = ask(study)
-                heartbeats.add(trial_id_of(trial))
-                live[i] = trial
-                trials.append(trial)
-                try:
-                    lams[i] = suggest_lambda(trial, cfg.search)  # before the next ask: constant liar sees it
-                    set_user_attrs(trial, {**start, "population": size})
-                except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
-                    taken_over(i)
+            lams = _ask_all(batch, study, cfg, start, size=size)
             if after_ask is not None:
-                dropped = after_ask([live[i] for i in sorted(live)])
-                for i in [i for i in live if live[i].number in dropped]:  # told FAIL by the worker: past the target
-                    heartbeats.discard(trial_id_of(live.pop(i)))
-            if live:
-                train_trials(study, cfg, prep, live, lams, tell=tell, stop=stop, taken_over=taken_over)
+                dropped = after_ask([batch.live[i] for i in sorted(batch.live)])
+                for i in [i for i in batch.live if batch.live[i].number in dropped]:  # told FAIL by the worker
+                    batch.close(i)
+            if batch.live:
+                train_trials(study, cfg, prep, batch.live, lams, tell=batch.tell, stop=stop, taken_over=batch.taken_over)
         except BaseException as err:
             # Whatever stopped the batch (a stop signal, Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.
-            reason = "interrupted" if isinstance(err, TrialInterrupted) else f"batch stopped: {type(err).__name__}: {err}"
             if isinstance(err, StoreOutageError):
                 raise  # the store is gone: the heartbeats stop, and the next worker retries these trials
-            for i in list(live):
-                try:
-                    live[i].set_user_attr("fail_reason", reason)
-                    tell(i, TrialState.FAIL)
-                except Exception:  # noqa: BLE001 - the heartbeat will fail it later
-                    pass
+            batch.fail_all("interrupted" if isinstance(err, TrialInterrupted) else f"batch stopped: {type(err).__name__}: {err}")
             if not isinstance(err, TrialInterrupted):
                 raise
-    numbers = {t.number for t in trials}
+    numbers = {t.number for t in batch.asked}
     return [t for t in study.get_trials(deepcopy=False) if t.number in numbers]
+
+
+def _ask_all(batch: _OpenTrials, study: optuna.Study, cfg: StudyConfig, start: dict[str, object], *,
+             size: int) -> dict[int, float]:
+    """Ask the batch's ``size`` trials, each drawing its lambda before the next ask (the constant liar sees it);
+    returns the lambdas of those still open."""
+    lams: dict[int, float] = {}
+    for i in range(size):
+        trial = ask(study)
+        batch.add(i, trial)
+        try:
+            lams[i] = suggest_lambda(trial, cfg.search)
+            set_user_attrs(trial, {**start, "population": size})
+        except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
+            batch.taken_over(i)
+    return lams

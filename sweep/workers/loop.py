@@ -6,8 +6,8 @@ the store, so workers need nothing but the storage URL. ``sweep.workers.run.run`
 create_or_load + work (+ local worker processes) + the refit.
 
 Exactness. Before a worker starts a trial it takes the study's lock (see
-``storage.StudyLock``), fails stale trials (``storage.fail_stale``: their lambdas are
-queued again), counts COMPLETE + RUNNING trials and, only if that is below the
+``sweep.storages.lock.StudyLock``), fails stale trials (``sweep.storages.store.fail_stale``:
+their lambdas are queued again), counts COMPLETE + RUNNING trials and, only if that is below the
 target, asks for the trial (``study.ask``, stored as RUNNING) and releases the lock.
 Trials only become RUNNING through this admission and only RUNNING trials become
 COMPLETE, so COMPLETE can never exceed the target; a slot freed by a failed or pruned
@@ -16,7 +16,7 @@ PostgreSQL lock lost mid-admission (a server restart cuts its session) is found 
 the asks, and trials past the target or with another's lambda are failed then
 (``admission.end_admission``). Otherwise no trial is created just to be thrown away. A trial
 draws its lambda as soon as it is asked. Single trials and batches are both
-ask-and-tell, with heartbeats from ``batch.Heartbeats``.
+ask-and-tell, with heartbeats from ``heartbeats.Heartbeats``.
 
 Faults. A worker killed with SIGKILL stops sending heartbeats; after the grace
 period the next admission fails its trial ("stale: no heartbeat for N s") and
@@ -39,21 +39,22 @@ from dataclasses import dataclass, field
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweep import study as study_mod
-from sweep.workers.admission import SURPLUS, end_admission
-from sweep.workers.batch import ask, resolve_size, run_batch, say_taken_over
-from sweep.config import StudyConfig, stored_config
-from sweep.errors import StudyConflictError, StudyNotFoundError, SweepError
-from sweep.storages.lock import StudyLock
+from sweep.config import StudyConfig, require_config
+from sweep.errors import StudyNotFoundError, SweepError
+from sweep.objectives.prepared import Prepared, prepare, suggest_lambda
 from sweep.objectives.scheme import make_objective
+from sweep.selection import refit_matches, selection_of, state_counts, stop_reason
+from sweep.storages.lock import StudyLock
 from sweep.storages.optuna_compat import frozen
-from sweep.selection.rules import refit_matches, selection_of, state_counts, stop_reason
-from sweep.workers.single import StopFlag, run_single, stop_on_signals
 from sweep.storages.store import fail_stale, mask, open_storage, resolve_url
 from sweep.training.factories import check_fingerprints
-from sweep.objectives.prepared import Prepared, prepare, suggest_lambda
+from sweep.workers.admission import SURPLUS, end_admission
+from sweep.workers.batch import resolve_size, run_batch
+from sweep.workers.heartbeats import ask, say_taken_over
+from sweep.workers.single import StopFlag, run_single, stop_on_signals
 
 __all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
 RAN, BUSY, DONE = "ran", "busy", "done"
@@ -71,34 +72,34 @@ class WorkSummary:
 
 
 @dataclass
-class _Loaded:
+class _StudyJob:
+    """A study this worker runs trials of: loaded from the store, its data and objective made at its first trial."""
+
     study: optuna.Study
     cfg: StudyConfig
     objective: Callable[[optuna.Trial], float] | None = None
     prep: Prepared | None = None
-    failures: int = 0
+    failures: int = 0  # trials in a row that ended FAIL here
 
 
-def _load(store: optuna.storages.RDBStorage, name: str, url: str) -> _Loaded:
+def _load_study(store: optuna.storages.RDBStorage, name: str, url: str) -> _StudyJob:
     try:
         study = optuna.load_study(study_name=name, storage=store)
     except KeyError:
         raise StudyNotFoundError(
             f"no study named {name!r} in {mask(url)}; submit it first with 'sweep submit STUDY.toml --storage URL'"
         ) from None
-    cfg = stored_config(study.user_attrs)
-    if cfg is None:
-        raise StudyConflictError(f"study {name!r} in {mask(url)} was not made by lambda-sweep; a worker cannot run it")
+    cfg = require_config(study.user_attrs, name, where=mask(url), fix="a worker cannot run it")
     check_fingerprints(study.user_attrs.get("factories"), cfg)  # this process's factory code is the study's
     study.pruner = study_mod.make_pruner(cfg)
-    return _Loaded(study, cfg)
+    return _StudyJob(study, cfg)
 
 
 def _states(study: optuna.Study) -> dict[str, int]:
     return state_counts(study.get_trials(deepcopy=False))
 
 
-def _finished(job: _Loaded, counts: dict[str, int], *, decide: bool = False) -> bool:
+def _finished(job: _StudyJob, counts: dict[str, int], *, decide: bool = False) -> bool:
     """Target reached, grid used up, or (``search.stop = "resolved"``) the answer resolved.
 
     ``decide`` (under the study lock): test the stop rule and store why it stopped, so every
@@ -121,97 +122,124 @@ def _finished(job: _Loaded, counts: dict[str, int], *, decide: bool = False) -> 
     return True
 
 
-def run_one(job: _Loaded, store: optuna.storages.RDBStorage, *, stop: StopFlag,
+def run_one(job: _StudyJob, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, list[int]]:
     """Run one trial (or one batch) of ``job`` if the study has a free slot: (RAN, the numbers of the trials that
-    ended here), (BUSY, []) or (DONE, [])."""
-    study, cfg = job.study, job.cfg
-    target = cfg.search.n_trials
-    if _finished(job, _states(study)):  # COMPLETE never decreases: no lock needed to see this
+    ended here), (BUSY, []) or (DONE, []). Trials failed as "interrupted" are appended to ``interrupted``."""
+    if _finished(job, _states(job.study)):  # COMPLETE never decreases: no lock needed to see this
         return DONE, []
-    if job.objective is None or job.prep is None:  # loads the data: outside the lock, so workers start in parallel
-        job.prep = job.prep or prepare(cfg)
-        job.objective = job.objective or make_objective(cfg, job.prep)
-    size = resolve_size(cfg, job.prep)  # above 1: a population of trials asked and told together
-    lock = StudyLock(store, study.study_name).acquire()
+    objective, prep = _objective_of(job)
+    size = resolve_size(job.cfg, prep)  # above 1: a population of trials asked and told together
+    lock = StudyLock(store, job.study.study_name).acquire()
     try:
-        # Dead workers' trials are failed (and their lambdas re-queued) before counting.
-        fail_stale(study)
-        counts = _states(study)
-        if _finished(job, counts, decide=True):
+        free = _free_slots(job)
+        if free is None:
             return DONE, []
-        if counts["COMPLETE"] + counts["RUNNING"] >= target:
+        if free == 0:
             return BUSY, []
-        # Seeded by the next trial number: concurrent workers draw different lambdas, and a
-        # single process is reproducible and does not replay its start when resumed.
-        study.sampler = study_mod.make_sampler(cfg, offset=sum(counts.values()))
-        if size > 1:
-            free = target - counts["COMPLETE"] - counts["RUNNING"]
-            # The lock is released once every member is asked (RUNNING): no overshoot across workers.
-            batch = run_batch(study, cfg, job.prep, size=min(size, free), stop=lambda: bool(stop),
-                              after_ask=lambda asked: end_admission(study, target, lock, asked))
-            lock.release()
-            return _after_batch(job, batch, stop=stop, on_trial=on_trial, interrupted=interrupted)
-        trial = ask(study)  # stored RUNNING: the slot is taken
-        try:
-            suggest_lambda(trial, cfg.search)  # drawn now, as a batch draws: end_admission compares lambdas
-        except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
-            say_taken_over(trial)
-            return RAN, []
-        if end_admission(study, target, lock, [trial]):
-            return RAN, []
-        done = run_single(study, job.objective, trial, stop=stop)
+        ended = (_run_batch(job, prep, lock, size=min(size, free), stop=stop) if size > 1
+                 else _run_single(job, objective, lock, stop=stop))
     finally:
-        lock.release()
-    if not done:
-        return RAN, []
-    interrupted = interrupted if interrupted is not None else []
-    last = frozen(study, trial)
-    if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
-        # Give the lambda back to the study, as the stale-trial retry does.
-        study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
-        interrupted.append(last.number)
-    job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
-    if on_trial is not None:
-        on_trial(study_mod.progress(study, last, target))
-    if job.failures >= max(5, target) and not stop:
-        raise SweepError(
-            f"study {study.study_name!r}: the last {job.failures} trials failed "
-            f"({last.user_attrs.get('fail_reason', 'see sweep show')}); fix the study file (train.lr, the lambda range) "
-            "and run again"
-        )
-    return RAN, [last.number]
+        lock.release()  # released already by end_admission, once the trials are asked; again on any error
+    _account(job, ended, stop=stop, on_trial=on_trial, interrupted=interrupted if interrupted is not None else [],
+             batch=size > 1)
+    return RAN, [t.number for t in ended]
 
 
-def _after_batch(job: _Loaded, finished: list[optuna.trial.FrozenTrial], *, stop: StopFlag,
-                 on_trial: study_mod.ProgressCallback | None, interrupted: list[int] | None) -> tuple[str, list[int]]:
-    target = job.cfg.search.n_trials
+def _objective_of(job: _StudyJob) -> tuple[Callable[[optuna.Trial], float], Prepared]:
+    """The study's objective and data, made once: outside the lock, so workers load data in parallel."""
+    if job.prep is None:
+        job.prep = prepare(job.cfg)
+    if job.objective is None:
+        job.objective = make_objective(job.cfg, job.prep)
+    return job.objective, job.prep
+
+
+def _free_slots(job: _StudyJob) -> int | None:
+    """Under the study lock: the slots free for new trials (target - COMPLETE - RUNNING; 0: all taken by running
+    trials), or None when the study is finished. Seeds the sampler for the trials about to be asked."""
+    # Dead workers' trials are failed (and their lambdas re-queued) before counting.
+    fail_stale(job.study)
+    counts = _states(job.study)
+    if _finished(job, counts, decide=True):
+        return None
+    free = job.cfg.search.n_trials - counts["COMPLETE"] - counts["RUNNING"]
+    if free <= 0:
+        return 0
+    # Seeded by the next trial number: concurrent workers draw different lambdas, and a
+    # single process is reproducible and does not replay its start when resumed.
+    job.study.sampler = study_mod.make_sampler(job.cfg, offset=sum(counts.values()))
+    return free
+
+
+def _run_batch(job: _StudyJob, prep: Prepared, lock: StudyLock, *, size: int, stop: StopFlag) -> list[FrozenTrial]:
+    """Ask ``size`` trials, train them as one population, tell each: the trials this worker reports.
+
+    The lock is released once every member is asked (RUNNING): no overshoot across workers.
+    """
+    study, target = job.study, job.cfg.search.n_trials
+    ended = run_batch(study, job.cfg, prep, size=size, stop=lambda: bool(stop),
+                      after_ask=lambda asked: end_admission(study, target, lock, asked))
     # Members failed as stale while this worker was paused were taken over (one line said so): not ours to report.
     # So were members dropped as surplus at admission (one line said so too).
-    finished = [t for t in finished if not str(t.user_attrs.get("fail_reason", "")).startswith(("stale: ", SURPLUS))]
-    for i, last in enumerate(finished):
-        if last.state == TrialState.FAIL and last.user_attrs.get("fail_reason") == "interrupted":
-            # Give the lambda back to the study, as for a single interrupted trial.
-            job.study.enqueue_trial(dict(last.params), user_attrs={"retried_from": last.number}, skip_if_exists=False)
-            if interrupted is not None:
-                interrupted.append(last.number)
-            continue
-        job.failures = job.failures + 1 if last.state == TrialState.FAIL else 0
+    return [t for t in ended if not str(t.user_attrs.get("fail_reason", "")).startswith(("stale: ", SURPLUS))]
+
+
+def _run_single(job: _StudyJob, objective: Callable[[optuna.Trial], float], lock: StudyLock, *,
+                stop: StopFlag) -> list[FrozenTrial]:
+    """Ask one trial, end the admission, run it: the trial as stored, or [] when it is not this worker's to report
+    (taken over after a pause, or dropped as surplus at admission)."""
+    study = job.study
+    trial = ask(study)  # stored RUNNING: the slot is taken
+    try:
+        suggest_lambda(trial, job.cfg.search)  # drawn now, as a batch draws: end_admission compares lambdas
+    except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
+        say_taken_over(trial)
+        return []
+    if end_admission(study, job.cfg.search.n_trials, lock, [trial]):
+        return []
+    if not run_single(study, objective, trial, stop=stop):
+        return []
+    return [frozen(study, trial)]
+
+
+def _account(job: _StudyJob, ended: list[FrozenTrial], *, stop: StopFlag, on_trial: study_mod.ProgressCallback | None,
+             interrupted: list[int], batch: bool) -> None:
+    """After trials ended here: give interrupted trials' lambdas back, one progress line per trial, and stop
+    the worker after too many failures in a row.
+
+    A batch's interrupted members get no progress line (the stop message names the last); a single
+    interrupted trial gets its line, and counts as a failure, as it always has.
+    """
+    target = job.cfg.search.n_trials
+    for i, trial in enumerate(ended):
+        if _requeue_if_interrupted(job.study, trial):
+            interrupted.append(trial.number)
+            if batch:
+                continue
+        job.failures = job.failures + 1 if trial.state == TrialState.FAIL else 0
         if on_trial is not None:
-            # The store counts every member at once; each line counts the members told up to it.
-            later = sum(t.state == TrialState.COMPLETE for t in finished[i + 1:])
-            p = study_mod.progress(job.study, last, target)
+            # The store counts every member of a batch at once; each line counts the members told up to it.
+            later = sum(t.state == TrialState.COMPLETE for t in ended[i + 1:])
+            p = study_mod.progress(job.study, trial, target)
             on_trial(dataclasses.replace(p, complete=p.complete - later))
-    if job.failures >= max(5, target) and not stop:
+    if ended and job.failures >= max(5, target) and not stop:
         raise SweepError(
             f"study {job.study.study_name!r}: the last {job.failures} trials failed "
-            f"({finished[-1].user_attrs.get('fail_reason', 'see sweep show')}); fix the study file "
+            f"({ended[-1].user_attrs.get('fail_reason', 'see sweep show')}); fix the study file "
             "(train.lr, the lambda range) and run again"
         )
-    return RAN, [t.number for t in finished]
 
 
-def refit_once(job: _Loaded, store: optuna.storages.RDBStorage) -> bool:
+def _requeue_if_interrupted(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Give an interrupted trial's lambda back to the study, as the stale-trial retry does; True if it was one."""
+    if trial.state != TrialState.FAIL or trial.user_attrs.get("fail_reason") != "interrupted":
+        return False
+    study.enqueue_trial(dict(trial.params), user_attrs={"retried_from": trial.number}, skip_if_exists=False)
+    return True
+
+
+def refit_once(job: _StudyJob, store: optuna.storages.RDBStorage) -> bool:
     """Refit the chosen lambda unless it is stored or another worker claimed it; True if this one did."""
     study = job.study
     sel = selection_of(study, job.cfg)
@@ -248,14 +276,14 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
     (every ``poll`` seconds): one of them may die and its trial need a retry. With
     ``wait`` it keeps polling for new studies instead of returning. ``stop`` (set by a
     signal) ends the current trial cleanly and returns. ``objective``: the named study's
-    objective, already made by the caller (``study.run`` makes it before touching the store).
+    objective, already made by the caller (``sweep.workers.run.run`` makes it before touching the store).
     """
     url = resolve_url(storage)
     store = open_storage(storage)
     stop = stop if stop is not None else StopFlag()
     summary = WorkSummary()
-    jobs: dict[str, _Loaded] = {}
-    stopped: list[int] = []
+    jobs: dict[str, _StudyJob] = {}
+    interrupted: list[int] = []  # trials this worker failed as "interrupted"
     while not stop:
         names = [study_name] if study_name else _sweep_studies(store)
         progressed = busy = False
@@ -263,13 +291,13 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
             if stop:
                 break
             if name not in jobs:
-                jobs[name] = _load(store, name, url)
+                jobs[name] = _load_study(store, name, url)
                 if objective is not None and name == study_name:
                     jobs[name].objective, jobs[name].prep = objective, prep
             job = jobs[name]
             if name in summary.finished:
                 continue
-            state, numbers = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=stopped)
+            state, numbers = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=interrupted)
             if state == RAN:
                 summary.trials.extend(numbers)
                 progressed = True
@@ -285,7 +313,7 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
             break
         stop.event.wait(poll)
     summary.interrupted = stop.signum
-    summary.interrupted_trial = stopped[-1] if stopped else None
+    summary.interrupted_trial = interrupted[-1] if interrupted else None
     return summary
 
 

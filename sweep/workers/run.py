@@ -1,6 +1,6 @@
 """Run a study end to end: create or resume it, train to its target with local workers, refit the choice.
 
-``run`` is what ``sweep run`` does: ``study.create_or_load`` + ``worker.work`` in
+``run`` is what ``sweep run`` does: ``study.create_or_load`` + ``loop.work`` in
 this process (+ ``workers - 1`` extra ``sweep worker`` processes on the same
 store) + the refit of the chosen lambda. It continues an interrupted study to its
 target count of complete trials: it never starts over and never overshoots.
@@ -19,10 +19,10 @@ from sqlalchemy.engine import make_url
 
 from sweep.config import StudyConfig
 from sweep.errors import ConfigError, SweepError
+from sweep.objectives.prepared import prepare
 from sweep.objectives.scheme import make_objective
 from sweep.storages.store import resolve_url
 from sweep.study import ProgressCallback, create_or_load, refit_best
-from sweep.objectives.prepared import prepare
 from sweep.workers.loop import StopFlag, work
 
 
@@ -30,7 +30,7 @@ def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallb
         refit_after: bool = True, workers: int = 1, stop: StopFlag | None = None) -> optuna.Study:
     """Create or resume the study and run trials until it has ``n_trials`` complete ones, then refit.
 
-    ``stop`` (a ``worker.StopFlag``, set by a signal) ends the run cleanly, without the refit.
+    ``stop`` (a ``single.StopFlag``, set by a signal) ends the run cleanly, without the refit.
     """
     prep = prepare(cfg)  # data and device problems surface before anything is written to the store
     objective = make_objective(cfg, prep)  # so do fold problems (more folds than a class has examples)

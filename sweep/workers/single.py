@@ -1,7 +1,7 @@
 """One trial, ask-and-tell: heartbeats, stop after an epoch on a signal, and a result refused when taken over.
 
-``worker.run_one`` admits the trial (``study.ask`` under the study lock) and hands it
-here. The objective runs with a heartbeat thread (``batch.Heartbeats``); a stop signal
+``loop.run_one`` admits the trial (``study.ask`` under the study lock) and hands it
+here. The objective runs with a heartbeat thread (``heartbeats.Heartbeats``); a stop signal
 ends it after its current epoch or fold as FAIL "interrupted". A worker paused past the
 grace period finds at its next report or ``tell`` that another worker failed the trial as
 stale and queued its lambda again: it logs one line and drops the result.
@@ -21,9 +21,9 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from sweep.workers.batch import Heartbeats, say_taken_over, tell_once
 from sweep.errors import StoreOutageError, TrainingDivergedError, TrialInterrupted, first_line
 from sweep.storages.optuna_compat import storage_of, trial_id
+from sweep.workers.heartbeats import Heartbeats, say_taken_over, tell_once
 
 log = logging.getLogger("sweep")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+
 from tests.procs import ROOT, env, study_file, sweep, trials
 
 COMPOSE = ROOT / "docker-compose.yml"

@@ -11,9 +11,9 @@ from typing import Any
 import kubernetes_validate as kv
 import pytest
 import yaml
-from tests.procs import ROOT
 
 from sweep.cli import main
+from tests.procs import ROOT
 
 FOLDER = ROOT / "deploy" / "kubernetes"
 VERSION = "1.30.0"  # the oldest Kubernetes release still supported upstream when these were written

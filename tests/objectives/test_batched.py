@@ -10,14 +10,15 @@ import pytest
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-import sweep.workers.batch
 import sweep.objectives.batched
 import sweep.training.trainers
+import sweep.workers.batch
 from sweep import study
-from sweep.workers.batch import run_batch
 from sweep.config import PARAM, StudyConfig
-from sweep.objectives.scheme import make_objective
 from sweep.objectives.prepared import prepare
+from sweep.objectives.scheme import make_objective
+from sweep.storages.optuna_compat import PrunerView
+from sweep.workers.batch import run_batch
 
 
 def _fresh(cfg: StudyConfig, url: str, lams: list[float], *, startup: dict[int, float] | None = None) -> optuna.Study:
@@ -137,7 +138,7 @@ def test_pruner_view_decides_as_should_prune(sqlite_url: str) -> None:
         t = s.ask()
         t.report(v, 0)
         s.tell(t, v)
-    view = sweep.objectives.batched._PrunerView(s, max_age=0)  # every refresh reads: trials complete between the asks
+    view = PrunerView(s, max_age=0)  # every refresh reads: trials complete between the asks
     assert view.fast
     for v, expect in ((0.5, True), (0.7, False), (0.6, False)):
         t = s.ask()
@@ -160,7 +161,7 @@ def test_pruner_view_reads_the_store_once_while_no_trial_completes(sqlite_url: s
     reads = []
     real = s.get_trials
     monkeypatch.setattr(s, "get_trials", lambda *a, **k: reads.append(1) or real(*a, **k))
-    view = sweep.objectives.batched._PrunerView(s)  # the default age: one read for these quick epochs
+    view = PrunerView(s, max_age=sweep.objectives.batched.PRUNER_READ_SECONDS)  # a batch's age: one read for these epochs
     live = [s.ask() for _ in range(3)]
     for step in range(5):
         view.refresh()
@@ -168,7 +169,6 @@ def test_pruner_view_reads_the_store_once_while_no_trial_completes(sqlite_url: s
             t.report(v + step / 100, step)
             assert bool(view.should_prune(t)) == bool(t.should_prune())
     assert len(reads) == 1 + 15  # the view's one read, and should_prune's own read per call
-    assert view.max_age == sweep.objectives.batched.PRUNER_READ_SECONDS
 
 
 @pytest.mark.parametrize("where", ["ask", "suggest_lambda"])

@@ -17,10 +17,10 @@ from sweep import config
 from sweep.cli import main
 from sweep.config import PARAM
 from sweep.errors import DataError
+from sweep.objectives.prepared import fold_indices, prepare
 from sweep.objectives.scheme import make_objective
 from sweep.study import make_pruner
 from sweep.training import data
-from sweep.objectives.prepared import fold_indices, prepare
 
 # Fast CV settings: 1 epoch, large batches; the sample's 4,000 training digits in 3 folds.
 FAST = {"train": {"epochs": 1, "batch_size": 256}}

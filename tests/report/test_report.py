@@ -22,7 +22,7 @@ from sweep.config import PARAM
 from sweep.report import html as report
 from sweep.report.figures import plot_accuracy_vs_lambda, plot_learning_curves, plot_train_vs_val
 from sweep.report.records import collect_history, collect_study
-from sweep.selection.rules import RULES
+from sweep.selection import RULES
 
 EVIL = "<script>alert(1)</script>"
 DIST = {PARAM: FloatDistribution(1e-5, 1e-2, log=True)}
@@ -89,8 +89,8 @@ def test_error_bar_is_the_stored_se_not_a_recomputed_one(sqlite_url: str) -> Non
     {"validation": "cv", "folds": 3, "repeats": 2},
 ], ids=["holdout", "cv", "cv-repeats"])
 def test_report_and_sweep_best_give_the_same_picks(tiny_cfg: Any, sqlite_url: str, search: dict[str, Any]) -> None:
+    from sweep.selection import best_record
     from sweep.workers.run import run as run_study
-    from sweep.selection.rules import best_record
 
     cfg = tiny_cfg(name="same", train={"epochs": 1}, search={"n_trials": 4, **search})  # 4 lambdas: enough to smooth
     study = run_study(cfg, sqlite_url, refit_after=False)

@@ -132,7 +132,7 @@ return out;
 
 def test_plausible_band_smoothed_curve_and_every_rule_are_drawn(driver: Any, finished: tuple[str, str],
                                                                  tmp_path: Path) -> None:
-    from sweep.selection.rules import RULES, best_record
+    from sweep.selection import RULES, best_record
 
     url, name = finished
     out = tmp_path / "uncertainty.html"

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from sweep.selection.rules import TrialScore, choose, compare, select
 from sweep.selection.paired import Comparison, SmoothFit, critical_value, fit_smooth, paired_diff, plausible_range, resolved
+from sweep.selection.rules import choose, select
+from sweep.selection.scores import TrialScore, compare
 
 
 def test_critical_values_are_the_one_sided_5_percent_quantiles() -> None:

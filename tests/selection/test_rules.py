@@ -12,7 +12,8 @@ from optuna.trial import TrialState, create_trial
 from sweep import best_lambda
 from sweep.config import PARAM
 from sweep.errors import NoCompleteTrialsError
-from sweep.selection.rules import TrialScore, best_record, choose, scores_of
+from sweep.selection import TrialScore, best_record, scores_of
+from sweep.selection.rules import choose
 
 # Accuracies and SEs are binary fractions, so "within one SE" is exact in floating point.
 TABLE = [
@@ -69,7 +70,7 @@ def test_zero_se_keeps_only_ties_with_the_best() -> None:
 def test_empty_and_unknown_rule() -> None:
     with pytest.raises(NoCompleteTrialsError):
         choose([], "1se")
-    with pytest.raises(ValueError, match="unknown rule 'max'"):
+    with pytest.raises(ValueError, match="rule must be one of min, 1se, 1se-paired, smooth, got 'max'"):
         choose(TABLE, "max")
 
 
@@ -119,7 +120,7 @@ def test_test_accuracy_only_for_the_rule_that_was_refit(table_study: str) -> Non
 
 
 def test_best_record_carries_every_rule_and_the_plausible_range(table_study: str) -> None:
-    from sweep.selection.rules import selection_of
+    from sweep.selection import selection_of
     from sweep.selection.paired import critical_value
 
     rec = best_record("table", storage=table_study, rule="smooth").as_dict()
@@ -139,8 +140,8 @@ def test_best_record_carries_every_rule_and_the_plausible_range(table_study: str
 def test_correct_bits_round_trip_to_the_units_of_a_trial() -> None:
     import torch
 
-    from sweep.selection.rules import _units
     from sweep.objectives.attrs import correct_bits
+    from sweep.selection.scores import _units
 
     class Fixed(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

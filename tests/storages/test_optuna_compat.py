@@ -90,7 +90,7 @@ def test_backend_private_calls_are_every_private_method_the_cache_calls() -> Non
     from sweep.storages.optuna_compat import BACKEND_PRIVATE_CALLS
 
     called = set(re.findall(r"self\._backend\.(_[a-z_]+)\(", inspect.getsource(_CachedStorage)))
-    # Each is retried through an outage by storage.SweepStorage; a new one would bypass the retries.
+    # Each is retried through an outage by store.SweepStorage; a new one would bypass the retries.
     assert called == {*BACKEND_PRIVATE_CALLS, "_get_stale_trial_ids"}
     assert all(callable(getattr(RDBStorage, name)) for name in BACKEND_PRIVATE_CALLS)
 
@@ -160,3 +160,114 @@ def test_write_user_attrs_stores_every_key_in_one_commit_and_refuses_a_finished_
     assert study.get_trials()[1].user_attrs == {}  # refused: nothing written
     remember_user_attrs(live, {"seed": 1})
     assert live.user_attrs == {"seed": 1}  # the live trial's own copy, which set_user_attr keeps
+
+
+class _Watched:
+    """A study as a pruner sees it, recording how the pruner reads trials (``get_trials`` states, other reads)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self.states: list[tuple[TrialState, ...] | None] = []
+        self.other: list[str] = []
+
+    def get_trials(self, deepcopy: bool = True, states=None):  # noqa: ANN001, ANN201 - Study.get_trials' signature
+        self.states.append(None if states is None else tuple(states))
+        return self._study.get_trials(deepcopy=deepcopy, states=states)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        if name in ("trials", "_get_trials", "best_trial", "best_trials", "best_value", "_storage"):
+            self.other.append(name)
+        return getattr(self._study, name)
+
+
+def _pruners_of_the_project(tiny_cfg) -> list[optuna.pruners.BasePruner]:  # noqa: ANN001
+    from sweep.study import make_pruner
+
+    cfgs = [tiny_cfg(train={"epochs": 4}, search={"validation": validation, "pruner": pruner, "folds": 3})
+            for validation in ("holdout", "cv") for pruner in ("median", "hyperband", "none")]
+    return [make_pruner(cfg) for cfg in cfgs]
+
+
+def _complete_trials(study: optuna.Study) -> None:
+    """Six COMPLETE trials, each reporting steps 0..3: past the startup and warm-up of the project's pruners."""
+    for v in (0.4, 0.6, 0.8, 0.5, 0.7, 0.65):
+        t = study.ask()
+        for step in range(4):
+            t.report(v + step / 100, step)
+        study.tell(t, v)
+
+
+def test_complete_only_pruners_read_only_complete_trials_through_get_trials(sqlite_url: str, tiny_cfg) -> None:
+    # PrunerView hands these pruners the study's trials read once every few seconds: right only while
+    # they read nothing but COMPLETE trials, through study.get_trials(states=...). A RUNNING trial (a batch
+    # member, another worker's trial) and a PRUNED one are in the study to be (not) read.
+    from sweep.storages.optuna_compat import COMPLETE_ONLY_PRUNERS
+
+    pruners = [p for p in _pruners_of_the_project(tiny_cfg) if isinstance(p, COMPLETE_ONLY_PRUNERS)]
+    assert {type(p) for p in pruners} == {optuna.pruners.MedianPruner, optuna.pruners.NopPruner}
+    for pruner in pruners:
+        study = optuna.create_study(storage=sqlite_url, direction="maximize", pruner=pruner)
+        _complete_trials(study)
+        running = study.ask()
+        for step in range(4):
+            running.report(0.99, step)
+        pruned = study.ask()
+        pruned.report(0.01, 0)
+        study.tell(pruned, state=TrialState.PRUNED)
+        trial = study.ask()
+        for step in range(4):
+            trial.report(0.3, step)
+            watched = _Watched(study)
+            decision = pruner.prune(watched, latest_trial(trial))  # type: ignore[arg-type]
+            assert decision == trial.should_prune(), (type(pruner).__name__, step)
+            assert all(s == (TrialState.COMPLETE,) for s in watched.states), (type(pruner).__name__, watched.states)
+            assert watched.other == [], (type(pruner).__name__, watched.other)
+        if isinstance(pruner, optuna.pruners.MedianPruner):
+            assert watched.states, "the median pruner no longer reads the study through get_trials"
+            assert decision  # 0.3 is below the median of the complete trials: it was asked for real
+
+
+def test_pruner_view_decides_as_should_prune_for_every_pruner_of_the_project(sqlite_url: str, tiny_cfg) -> None:
+    from sweep.storages.optuna_compat import PrunerView
+
+    for n, pruner in enumerate(_pruners_of_the_project(tiny_cfg)):
+        study = optuna.create_study(storage=sqlite_url, study_name=f"p{n}", direction="maximize", pruner=pruner)
+        _complete_trials(study)
+        view = PrunerView(study, max_age=0)
+        assert view.fast == isinstance(pruner, optuna.pruners.MedianPruner | optuna.pruners.NopPruner)
+        for v in (0.3, 0.9):
+            trial = study.ask()
+            for step in range(4):
+                trial.report(v, step)
+                view.refresh()
+                assert view.should_prune(trial) == trial.should_prune(), (type(pruner).__name__, v, step)
+            study.tell(trial, v)
+
+
+def test_tell_after_a_grid_is_used_up_raises_about_study_stop_and_stores_the_trial(sqlite_url: str) -> None:
+    # GridSampler.after_trial calls study.stop() once the grid is used up; outside optimize Optuna raises, after
+    # storing the trial. tell_past_stop matches that error by the text "Study.stop".
+    from sweep.storages.optuna_compat import tell_past_stop
+
+    study = optuna.create_study(storage=sqlite_url, sampler=optuna.samplers.GridSampler({"x": [0.5]}))
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    with pytest.raises(RuntimeError, match="Study.stop"):
+        study.tell(trial, 1.0)
+    assert frozen(study, trial).state == TrialState.COMPLETE  # stored all the same
+
+    again = optuna.create_study(storage=sqlite_url, study_name="again", sampler=optuna.samplers.GridSampler({"x": [0.5]}))
+    trial = again.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    told = tell_past_stop(again, trial, TrialState.COMPLETE, 1.0)
+    assert (told.number, told.state, told.value) == (0, TrialState.COMPLETE, 1.0)
+
+
+def test_tell_past_stop_raises_any_other_runtime_error(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweep.storages.optuna_compat import tell_past_stop
+
+    study = _study(sqlite_url, heartbeat=None)
+    trial = study.ask()
+    monkeypatch.setattr(study, "tell", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("something else")))
+    with pytest.raises(RuntimeError, match="something else"):
+        tell_past_stop(study, trial, TrialState.COMPLETE, 1.0)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from click.testing import CliRunner
-from tests.procs import end_lock_sessions
 from sqlalchemy.engine import make_url
 
 from sweep.cli import main
 from sweep.errors import StorageError
 from sweep.storages.lock import StudyLock
 from sweep.storages.store import heartbeat_settings, open_storage
+from tests.procs import end_lock_sessions
 
 PG = os.environ.get("SWEEP_TEST_POSTGRES_URL")
 needs_pg = pytest.mark.skipif(PG is None, reason="SWEEP_TEST_POSTGRES_URL is not set (.ci/postgres.sh starts a server)")

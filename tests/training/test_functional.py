@@ -7,12 +7,12 @@ import torch
 from optuna.trial import TrialState
 
 from sweep.config import ModelConfig, TrainConfig
-from sweep.workers.run import run as run_study
+from sweep.objectives.prepared import prepare
 from sweep.training import data, trainers
 from sweep.training.fit import fit
 from sweep.training.functional import fit_population
 from sweep.training.models import Net, net_for
-from sweep.objectives.prepared import prepare
+from sweep.workers.run import run as run_study
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +81,10 @@ def test_pruned_member_leaves_and_diverged_member_fails_alone(split) -> None:
 @pytest.mark.parametrize("arch", ["simplenet", "mlp"])
 def test_dispatch_keeps_the_hand_written_path_and_falls_back_for_buffers(split, arch: str) -> None:
     simple = net_for(ModelConfig(), in_shape=(784,), classes=10) if arch == "simplenet" else MLP
-    assert trainers.hand_written(simple, TrainConfig())
-    assert not trainers.hand_written(simple, TrainConfig(momentum=0.9))
-    assert not trainers.hand_written(simple, TrainConfig(penalty="l1"))
-    assert not trainers.hand_written(CNN, TrainConfig())
+    assert trainers.uses_mlp_fast_path(simple, TrainConfig())
+    assert not trainers.uses_mlp_fast_path(simple, TrainConfig(momentum=0.9))
+    assert not trainers.uses_mlp_fast_path(simple, TrainConfig(penalty="l1"))
+    assert not trainers.uses_mlp_fast_path(CNN, TrainConfig())
     bn = Net("factory", (), (784,), 10, "m:bn", lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(784), torch.nn.Linear(784, 10)))
     assert trainers.unsupported(MLP, TrainConfig()) is None
     assert "has buffers" in (trainers.unsupported(bn, TrainConfig()) or "")

@@ -102,7 +102,7 @@ def test_it_applies_to_two_layers_on_the_cpu_in_float32_only(monkeypatch) -> Non
     ws, bs = [torch.zeros(2, 8, 4), torch.zeros(2, 3, 8)], [torch.zeros(2, 1, 8), torch.zeros(2, 1, 3)]
     ones = torch.ones(2, 1, 1)
     def prepare(ws, bs, scale=ones):
-        return fused.prepare(ws, bs, scale=scale, keep_w=ones, keep_b=ones, scaled=True)
+        return fused.prepare(ws, bs, scale=scale, shrink_w=ones, shrink_b=ones, scaled=True)
     assert prepare(ws, bs) is not None
     assert prepare([*ws, torch.zeros(2, 3, 3)], [*bs, torch.zeros(2, 1, 3)]) is None  # a deeper mlp: eager
     assert prepare([w.double() for w in ws], [b.double() for b in bs]) is None

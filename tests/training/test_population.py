@@ -17,15 +17,15 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from sweep import study
-from sweep.workers.batch import run_batch
 from sweep.config import PARAM, ModelConfig, TrainConfig
 from sweep.errors import ConfigError
-from sweep.workers.run import run as run_study
+from sweep.objectives.prepared import fold_indices, prepare
 from sweep.training import data
 from sweep.training.fit import fit
 from sweep.training.models import net_for
 from sweep.training.population import FitSet, Member, PopulationEpoch, fit_population, train_population
-from sweep.objectives.prepared import fold_indices, prepare
+from sweep.workers.batch import run_batch
+from sweep.workers.run import run as run_study
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = TrainConfig(epochs=2, lr=0.1, device="cpu")

@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
-from tests.procs import ROOT, env, study_file, sweep, trials, wait_until_connected, wait_until_mid_trial
 
 from sweep import config
 from sweep.study import create_or_load as submit
+from tests.procs import ROOT, env, study_file, sweep, trials, wait_until_connected, wait_until_mid_trial
 
 pytestmark = pytest.mark.slow
 GRACE = 3

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from tests.procs import ROOT, env, start, study_file, sweep, trials, wait_until_mid_trial
 
 from sweep import config
 from sweep.cli import main
 from sweep.study import create_or_load as submit
+from tests.procs import ROOT, env, start, study_file, sweep, trials, wait_until_mid_trial
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +171,7 @@ def test_stop_resolved_stops_before_n_trials_and_says_why(tmp_path: Path, sqlite
 
 
 def test_stop_resolved_goes_on_while_the_answer_is_open(tmp_path: Path, sqlite_url: str) -> None:
-    from sweep.selection.rules import selection_of, stop_reason
+    from sweep.selection import selection_of, stop_reason
 
     load = lambda name, *sets: config.load(study_file(tmp_path, name, n_trials=30), list(sets))  # noqa: E731
     # Too few trials: the rule does not act before the samplers' random start is done.

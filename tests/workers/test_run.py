@@ -7,8 +7,8 @@ from optuna.trial import TrialState
 from sweep import study as study_mod
 from sweep.config import PARAM
 from sweep.errors import StudyConflictError
+from sweep.selection import best_record
 from sweep.workers.run import run as run_study
-from sweep.selection.rules import best_record
 
 
 def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
