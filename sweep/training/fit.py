@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from sweep.config import TrainConfig
 from sweep.errors import DeviceError, TrainingDivergedError
+from sweep.training import rng
 from sweep.training.model import SimpleNet, init_simplenet
 from sweep.training.models import Net
 
@@ -87,7 +88,9 @@ def _batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``x``, ``y``."""
+    """(mean cross-entropy, accuracy) of ``model`` on ``x``, ``y``, in eval mode (no dropout; BatchNorm's running
+    statistics), which it leaves the model in."""
+    model.eval()
     loss = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for xs, ys in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK), strict=True):
@@ -146,7 +149,7 @@ def uses_manual_backward(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     return isinstance(model, SimpleNet) and cfg.penalty == "l2" and cfg.momentum == 0
 
 
-def _make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float) -> Step:
+def make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float) -> Step:
     """One training step for ``cfg.penalty``; returns the batch's summed data loss and correct count (no sync)."""
     decay, undecayed = _penalty_params(model, cfg.decay_bias)
     if uses_manual_backward(model, cfg):
@@ -225,26 +228,33 @@ def fit(
     device = x_fit.device
     model = (net.build(seed) if net is not None else init_simplenet(hidden, seed)).to(device)
     gen = torch.Generator().manual_seed(seed)
-    step = _make_step(model, cfg, lam)
+    step = make_step(model, cfg, lam)
     history: list[EpochStats] = []
-    n = int(y_fit.shape[0])
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        total = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        with torch.set_grad_enabled(not uses_manual_backward(model, cfg)):
-            for idx in _batches(n, cfg.batch_size, gen, device):
-                loss, hits = step(x_fit[idx], y_fit[idx])
-                total += loss
-                correct += hits
-        train_loss, train_acc = float(total) / n, float(correct) / n
-        if not torch.isfinite(torch.tensor(train_loss)):
-            raise TrainingDivergedError(diverged(train_loss, epoch=epoch, lam=lam))
-        model.eval()
-        val_loss, val_acc = evaluate(model, x_val, y_val) if x_val is not None and y_val is not None else (nan, nan)
-        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start)
-        history.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
+    with rng.seeded(seed, device):  # dropout masks and any other noise: the same for every lambda of a study
+        for epoch in range(1, cfg.epochs + 1):
+            start = time.perf_counter()
+            train_loss, train_acc = train_epoch(model, step, x_fit, y_fit, gen, cfg)
+            if not torch.isfinite(torch.tensor(train_loss)):
+                raise TrainingDivergedError(diverged(train_loss, epoch=epoch, lam=lam))
+            val_loss, val_acc = evaluate(model, x_val, y_val) if x_val is not None and y_val is not None else (nan, nan)
+            stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start)
+            history.append(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+    model.eval()
     return FitResult(history, model)
+
+
+def train_epoch(model: torch.nn.Module, step: Step, x_fit: torch.Tensor, y_fit: torch.Tensor, gen: torch.Generator,
+                cfg: TrainConfig) -> tuple[float, float]:
+    """One epoch in training mode over a fresh seeded order; (mean training loss, accuracy), read once."""
+    device, n = x_fit.device, int(y_fit.shape[0])
+    model.train()
+    total = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    with torch.set_grad_enabled(not uses_manual_backward(model, cfg)):
+        for idx in _batches(n, cfg.batch_size, gen, device):
+            loss, hits = step(x_fit[idx], y_fit[idx])
+            total += loss
+            correct += hits
+    return float(total) / n, float(correct) / n

@@ -2,8 +2,9 @@
 
 The members' parameters are stacked (``stack_module_state``: each tensor gains a leading
 K axis) and one step is ``vmap(grad(loss))`` over the stack, with ``functional_call``
-running the user's own ``forward`` on each member's slice. So any ``nn.Module`` without
-buffers trains as a population; SimpleNet and the built-in mlp with ``l2`` and plain SGD train
+running the user's own ``forward`` on each member's slice, with each member's own buffers
+(BatchNorm's running statistics) stacked beside its parameters. So any ``nn.Module`` that ``vmap``
+can batch trains as a population (``trainers.py`` checks that on one batch first); SimpleNet and the built-in mlp with ``l2`` and plain SGD train
 on the hand-written population (``population.py``), which measures faster (docs/models.md).
 
 Each member is what ``fit.fit`` would train alone: its initialisation is ``net.build(seed_i)``,
@@ -32,16 +33,12 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from sweep.config import TrainConfig
+from sweep.training import rng
 from sweep.training.fit import EVAL_CHUNK, decayed, loss_penalty, shrink_factors
 from sweep.training.models import Net
 from sweep.training.population import MemberResult, PopulationCallback, check_pairs, settle_epoch
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, as the single fit uses them
-
-
-def supports(net: Net) -> bool:
-    """Whether ``net`` can train as a functional population: no buffers (BatchNorm's running stats are state)."""
-    return next(net.build(0).buffers(), None) is None
 
 
 class _Members:
@@ -50,8 +47,11 @@ class _Members:
     def __init__(self, net: Net, lams: Sequence[float], seeds: Sequence[int], cfg: TrainConfig, device: torch.device) -> None:
         models = [net.build(s).to(device) for s in seeds]
         self.base = copy.deepcopy(models[0]).to("meta")
-        params, _ = stack_module_state(models)  # type: ignore[arg-type]
+        params, buffers = stack_module_state(models)  # type: ignore[arg-type]
         self.params = {k: v.detach() for k, v in params.items()}
+        # Buffers (BatchNorm's running statistics) are each member's own state, stacked like its parameters;
+        # a training-mode forward updates them in place, row by row.
+        self.buffers = {k: v.detach() for k, v in buffers.items()}
         self.decay = {n for n, p in models[0].named_parameters() if decayed(p, cfg.decay_bias)}
         self.lam = torch.tensor(list(lams), dtype=torch.float32, device=device)
         # 1 - lr*lam rounded once, as torch.optim.AdamW's scalar is (also plain SGD's decay factor).
@@ -68,6 +68,7 @@ class _Members:
     def keep_rows(self, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long, device=self.lam.device)
         self.params = {k: v.index_select(0, index) for k, v in self.params.items()}
+        self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
         self.state = {k: {s: t.index_select(0, index) for s, t in st.items()} for k, st in self.state.items()}
         self.lam, self.shrink = self.lam.index_select(0, index), self.shrink.index_select(0, index)
         self.members = [self.members[r] for r in rows]
@@ -81,8 +82,9 @@ class _Members:
 def _loss_fn(members: _Members, cfg: TrainConfig):  # noqa: ANN202 - a closure for torch.func.grad
     base, decay = members.base, members.decay
 
-    def loss(params: dict[str, torch.Tensor], lam: torch.Tensor, x: torch.Tensor, y: torch.Tensor):  # noqa: ANN202
-        out = functional_call(base, params, (x,))
+    def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], lam: torch.Tensor,  # noqa: ANN202
+             x: torch.Tensor, y: torch.Tensor):
+        out = functional_call(base, (params, buffers), (x,))
         data = F.cross_entropy(out, y)
         penalty = loss_penalty(cfg, lam, [params[n] for n in params if n in decay])
         total = data if penalty is None else data + penalty
@@ -125,11 +127,12 @@ def _update(m: _Members, grads: dict[str, torch.Tensor], cfg: TrainConfig) -> No
 def _evaluate(m: _Members, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy and correct counts of every member on (x, y), shapes (K,); no sync."""
     k = len(m)
-    forward = vmap(lambda p, xs: functional_call(m.base, p, (xs,)), in_dims=(0, None))
+    m.base.eval()  # dropout off, BatchNorm on each member's running statistics
+    forward = vmap(lambda p, b, xs: functional_call(m.base, (p, b), (xs,)), in_dims=(0, 0, None))
     loss = torch.zeros(k, device=x.device)
     correct = torch.zeros(k, device=x.device, dtype=torch.long)
     for xs, ys in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK), strict=True):
-        out = forward(m.params, xs)  # (K, m, classes)
+        out = forward(m.params, m.buffers, xs)  # (K, m, classes)
         loss += F.cross_entropy(out.flatten(0, 1), ys.repeat(k), reduction="none").view(k, -1).sum(1)
         correct += (out.argmax(2) == ys).sum(1)
     return loss, correct
@@ -147,32 +150,34 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
     m = _Members(net, lams, seeds, cfg, x_fit.device)
     results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
     step = _batch_step(m, cfg)
-    for epoch in range(1, cfg.epochs + 1):
-        if not len(m):
-            break
-        start = time.perf_counter()
-        figures = _train_epoch(m, step, cfg, x_fit, y_fit, x_val, y_val)
-        share = (time.perf_counter() - start) / len(m)
-        training = settle_epoch(epoch, dict(zip(m.members, figures, strict=True)), seconds=share, results=results,
-                                on_epoch=on_epoch)
-        rows = [row for row, member in enumerate(m.members) if member in training]
-        if len(rows) < len(m):
-            m.keep_rows(rows)
+    with rng.seeded(seeds[0], x_fit.device):  # members sharing a seed draw the masks each would draw alone
+        for epoch in range(1, cfg.epochs + 1):
+            if not len(m):
+                break
+            start = time.perf_counter()
+            figures = _train_epoch(m, step, cfg, x_fit, y_fit, x_val, y_val)
+            share = (time.perf_counter() - start) / len(m)
+            training = settle_epoch(epoch, dict(zip(m.members, figures, strict=True)), seconds=share, results=results,
+                                    on_epoch=on_epoch)
+            rows = [row for row, member in enumerate(m.members) if member in training]
+            if len(rows) < len(m):
+                m.keep_rows(rows)
     if return_models:
         _attach_models(m, net, seeds, results)
     return results
 
 
-Step = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], Any]
+Step = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], Any]
 
 
 def _batch_step(m: _Members, cfg: TrainConfig) -> Step:
     """Every member's gradient and batch figures: one ``vmap(grad(loss))`` over the stacked parameters.
     Members sharing one data order see the batch unbatched (a layer's K matmuls read one input)."""
     loss = _loss_fn(m, cfg)
-    # randomness="different": a layer drawing random numbers (dropout) draws per member, unlike alone.
-    in_dims = (0, 0, None, None) if m.shared_order else (0, 0, 0, 0)
-    return vmap(grad(loss, has_aux=True), in_dims=in_dims, randomness="different")
+    # Members sharing a seed: randomness="same" draws one mask per layer call from the seeded global generator,
+    # exactly the draw each member makes alone (trainers.py splits a random network's members by seed).
+    in_dims = (0, 0, 0, None, None) if m.shared_order else (0, 0, 0, 0, 0)
+    return vmap(grad(loss, has_aux=True), in_dims=in_dims, randomness="same" if m.shared_order else "different")
 
 
 def _train_epoch(m: _Members, step: Step, cfg: TrainConfig, x_fit: torch.Tensor, y_fit: torch.Tensor,
@@ -184,9 +189,10 @@ def _train_epoch(m: _Members, step: Step, cfg: TrainConfig, x_fit: torch.Tensor,
     order = order[0] if m.shared_order else order
     total = torch.zeros(len(m), device=device)
     hits = torch.zeros(len(m), device=device, dtype=torch.long)
+    m.base.train()
     for s in range(0, n, cfg.batch_size):
         idx = order[..., s:s + cfg.batch_size]
-        grads, (batch_loss, batch_hits) = step(m.params, m.lam, x_fit[idx], y_fit[idx])
+        grads, (batch_loss, batch_hits) = step(m.params, m.buffers, m.lam, x_fit[idx], y_fit[idx])
         _update(m, grads, cfg)
         total += batch_loss
         hits += batch_hits
@@ -208,4 +214,7 @@ def _attach_models(m: _Members, net: Net, seeds: Sequence[int], results: list[Me
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(m.params[name][row])
+            for name, b in model.named_buffers():
+                b.copy_(m.buffers[name][row])
+        model.eval()
         results[member].model = model  # type: ignore[assignment]

@@ -1,21 +1,44 @@
-"""Which population trainer a study's network uses: the hand-written MLP one, or torch.func for any network.
+"""Which population trainer a study's network uses, checked on one batch before any trial.
 
-SimpleNet and ``model.arch = "mlp"`` with ``l2`` and plain SGD train with ``population`` (stacked
-weights, hand-derived gradients, the first layer's gradient accumulated by one wide GEMM; 2-3x
-faster than the generic path, docs/models.md); every other network, penalty and momentum
-trains with ``functional.fit_population``.
+- SimpleNet and ``model.arch = "mlp"`` with ``l2`` and plain SGD: ``population`` (stacked weights,
+  hand-derived gradients, the first layer's gradient accumulated by one wide GEMM; 2-3x faster than
+  the generic path, docs/models.md).
+- Any other network ``vmap`` can batch: ``functional`` (torch.func), buffers (BatchNorm) stacked per
+  member. A network that draws random numbers while training (dropout) trains one population per
+  seed, so its members draw the masks they would draw alone (``randomness="same"``).
+- A network ``vmap`` cannot batch (recurrent layers, an operation without a batching rule):
+  ``sequential``, member by member in one process, with one line saying so.
+
+``check`` finds which on a few examples (two members, one epoch) and remembers it per network,
+so a population never fails at its first step.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from sweep.config import TrainConfig
-from sweep.training import functional, population
+from sweep.errors import first_line
+from sweep.training import functional, population, rng, sequential
 from sweep.training.models import Net
+
+log = logging.getLogger("sweep")
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What one batch showed about a network: whether it draws random numbers, and why vmap fails (None: it works)."""
+
+    random: bool
+    no_vmap: str | None
+
+
+_TRAITS: dict[tuple[Net, TrainConfig], Traits] = {}
 
 
 def uses_mlp_fast_path(net: Net, cfg: TrainConfig) -> bool:
@@ -24,11 +47,28 @@ def uses_mlp_fast_path(net: Net, cfg: TrainConfig) -> bool:
     return population.supports(net, cfg)
 
 
+def check(net: Net, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> Traits:
+    """Train two members for one step on the examples ``x``, ``y`` (a few) with torch.func; remembered per network.
+    A failure means vmap cannot batch this network: its populations train member by member (one line says so)."""
+    key = (net, cfg)
+    if key in _TRAITS:
+        return _TRAITS[key]
+    random = rng.draws_random(net.build(0).to(x.device), x)
+    tiny = cfg.model_copy(update={"epochs": 1, "batch_size": int(y.shape[0])})
+    try:
+        functional.fit_population(x, y, x, y, lams=[0.0, 1e-3], seeds=[0, 0], cfg=tiny, net=net)
+        no_vmap = None
+    except Exception as err:  # noqa: BLE001 - any failure under vmap (a missing batching rule, ...) means the same
+        no_vmap = f"{type(err).__name__}: {first_line(err)}"
+        log.warning("%s: torch.func's vmap cannot batch this network (%s); a population trains member by member "
+                    "in one process, no faster than search.batch = 1", net.source, no_vmap)
+    _TRAITS[key] = Traits(random, no_vmap)
+    return _TRAITS[key]
+
+
 def unsupported(net: Net, cfg: TrainConfig) -> str | None:
-    """Why ``net`` cannot train as a population (None when it can)."""
-    if uses_mlp_fast_path(net, cfg) or functional.supports(net):
-        return None
-    return f"{net.source} has buffers (e.g. BatchNorm running statistics), which the population trainer does not stack"
+    """Why ``net`` cannot train as a population: never now (networks vmap cannot batch train member by member)."""
+    return None
 
 
 def auto_size(device: torch.device, net: Net, cfg: TrainConfig, *, n_fit: int) -> int:
@@ -48,27 +88,31 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
                    *, net: Net, cfg: TrainConfig, lams: Sequence[float], seeds: Sequence[int],
                    on_epoch: population.PopulationCallback | None = None,
                    return_models: bool = False) -> list[population.MemberResult]:
-    """Train a population of ``net``: the hand-written MLP trainer where it applies, else torch.func's."""
-    if uses_mlp_fast_path(net, cfg):
-        return population.fit_population(x_fit, y_fit, x_val, y_val, lams=lams, seeds=seeds, cfg=cfg,
-                                         net=net, on_epoch=on_epoch, return_models=return_models)
-    return functional.fit_population(x_fit, y_fit, x_val, y_val, lams=lams, seeds=seeds, cfg=cfg, net=net,
-                                     on_epoch=on_epoch, return_models=return_models)
+    """Train a population of ``net`` on one fit set: the trainer ``check`` chose (module docstring)."""
+    population.check_pairs(lams, seeds)
+    members = [population.Member(float(lam), int(s)) for lam, s in zip(lams, seeds, strict=True)]
+    return train_population([population.FitSet(x_fit, y_fit, x_val, y_val)], members, net=net, cfg=cfg,
+                            on_epoch=on_epoch, return_models=return_models)
 
 
 def train_population(sets: Sequence[population.FitSet], members: Sequence[population.Member], *, net: Net,
                      cfg: TrainConfig, on_epoch: population.PopulationCallback | None = None,
                      return_models: bool = False) -> list[population.MemberResult]:
     """Members on several fit sets (CV folds, seeds): the hand-written MLP trainer batches them all at once;
-    torch.func's trains one population per fit set in turn (member indices stay those of ``members``)."""
+    the others train one population per fit set in turn (and per seed, for a random network), member indices
+    staying those of ``members``."""
     if uses_mlp_fast_path(net, cfg):
         return population.train_population(sets, members, cfg=cfg, net=net, on_epoch=on_epoch,
                                            return_models=return_models)
+    first = sets[0]
+    traits = check(net, first.x[:4], first.y[:4], cfg)
+    train = sequential.fit_population if traits.no_vmap else functional.fit_population
     results: list[population.MemberResult | None] = [None] * len(members)
-    for k, s in enumerate(sets):
-        index = [i for i, m in enumerate(members) if m.fit_set == k]
-        if not index:
-            continue
+    groups: dict[tuple[int, int | None], list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault((m.fit_set, m.seed if traits.random else None), []).append(i)
+    for (k, _), index in sorted(groups.items(), key=lambda g: (g[0][0], -1 if g[0][1] is None else g[0][1])):
+        s = sets[k]
         x_fit, y_fit = (s.x, s.y) if s.rows is None else (s.x[s.rows], s.y[s.rows])
 
         def local(ep: population.PopulationEpoch, index: list[int] = index) -> list[int]:
@@ -78,9 +122,10 @@ def train_population(sets: Sequence[population.FitSet], members: Sequence[popula
             stop = set(on_epoch(seen) or ()) if on_epoch is not None else set()
             return [j for j, i in enumerate(index) if i in stop]
 
-        part = functional.fit_population(x_fit, y_fit, s.x_val, s.y_val, lams=[members[i].lam for i in index],
-                                         seeds=[members[i].seed for i in index], cfg=cfg, net=net,
-                                         on_epoch=local, return_models=return_models)
+        part = train(x_fit, y_fit, s.x_val, s.y_val, lams=[members[i].lam for i in index],
+                     seeds=[members[i].seed for i in index], cfg=cfg, net=net, on_epoch=local,
+                     return_models=return_models)
         for i, r in zip(index, part, strict=True):
+            r.fit_set = members[i].fit_set
             results[i] = r
     return [r for r in results if r is not None]
