@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from sweep.config import PARAM, SearchConfig, StudyConfig
 from sweep.errors import DataError, TooLargeError
-from sweep.training import data, factories, models, population
+from sweep.training import data, factories, models, population, trainers
 from sweep.training.fit import resolve_device
 from sweep.training.model import CLASSES
 
@@ -78,8 +78,9 @@ def check_memory(cfg: StudyConfig, device: torch.device, *, n_fit: int, in_featu
 def prepare(cfg: StudyConfig) -> Prepared:
     """Load ``cfg.data`` (a named dataset or the data factory), make its holdout split, move it to the device.
 
-    The model is checked here too (built once, a batch run through it), so a bad factory or bad
-    data is reported before any trial, with nothing written to the store.
+    The model is checked here too (built once, a batch run through it; for a population, two members
+    trained one step), so a bad factory or bad data is reported before any trial, with nothing written
+    to the store, and a network vmap cannot batch is known before its first population.
     """
     device = resolve_device(cfg.train.device)
     if cfg.data.factory is None:
@@ -94,7 +95,10 @@ def prepare(cfg: StudyConfig) -> Prepared:
     fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed)
     check_memory(cfg, device, n_fit=len(fit_idx), in_features=int(x_train[0].numel()), classes=classes)
     net = models.net_for(cfg.model, in_shape=tuple(x_train.shape[1:]), classes=classes)
+    x_train, x_test = models.builtin_input(net, x_train), models.builtin_input(net, x_test)
     models.check_output(net, x_train[:2], seed=cfg.train.seed)
+    if cfg.search.batch != 1 and not trainers.uses_mlp_fast_path(net, cfg.train):
+        trainers.check(net, x_train[:4], y_train[:4], cfg.train)  # can vmap batch it? (one line if not)
     fit_i, val_i = fit_idx.to(device), val_idx.to(device)
     return Prepared(device, x_train[fit_i], y_train[fit_i], x_train[val_i], y_train[val_i],
                     x_train, y_train, x_test, y_test, net)

@@ -6,6 +6,10 @@ A study file may name a model factory (``model.factory``) and a data factory
 folder on ``PYTHONPATH``. A study stores each factory's path and the SHA-256 of its
 module's source (``fingerprints``); a process whose factory source differs is
 refused (``check_fingerprints``), as a changed study file is.
+
+A data factory returns four arrays, or a (train, test) pair of map-style torch Datasets (or
+DataLoaders over them) whose items are (x, y): they are read once into tensors (``_materialise``),
+so the data must fit in memory; streaming them is not done.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sweep.config import StudyConfig
 from sweep.errors import FactoryChangedError, FactoryImportError, FactoryTypeError, InvalidDataError, first_line
@@ -105,6 +110,42 @@ def _examples(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
+def _from_datasets(got: Any, source: str) -> Any:
+    """A (train, test) pair of map-style Datasets or DataLoaders as four tensors; anything else as it came.
+    A DataLoader's own batching and shuffling are ignored: lambda-sweep owns the splits and the order."""
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(d, (Dataset, DataLoader)) for d in got)):
+        return got
+    x_tr, y_tr = _materialise(got[0], "train", source)
+    x_te, y_te = _materialise(got[1], "test", source)
+    return x_tr, y_tr, x_te, y_te
+
+
+def _materialise(ds: Dataset | DataLoader, name: str, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every item (x, y) of a map-style dataset, stacked once into (examples, labels) tensors."""
+    if isinstance(ds, DataLoader):
+        ds = ds.dataset
+    if isinstance(ds, IterableDataset) or not hasattr(ds, "__len__"):
+        raise InvalidDataError(f"{source}: the {name} dataset is a {type(ds).__name__} without a length; return a "
+                               "map-style Dataset (__len__ and __getitem__) whose items are (x, y)")
+    xs, ys = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise InvalidDataError(f"{source}: item {i} of the {name} dataset is a {type(item).__name__}, expected an "
+                                   "(x, y) pair; make __getitem__ return (example, integer label)")
+        x, y = _tensor(item[0], f"{name} example {i}", source), _tensor(item[1], f"{name} label {i}", source)
+        if xs and x.shape != xs[0].shape:
+            raise InvalidDataError(f"{source}: {name} example {i} has shape {tuple(x.shape)} but example 0 "
+                                   f"{tuple(xs[0].shape)}; return examples of one shape")
+        if y.numel() != 1:
+            raise InvalidDataError(f"{source}: {name} label {i} has shape {tuple(y.shape)}; return one integer label per example")
+        xs.append(x)
+        ys.append(y.reshape(()))
+    if not xs:
+        raise InvalidDataError(f"{source}: the {name} dataset is empty; return at least one example")
+    return torch.stack(xs), torch.stack(ys)
+
+
 @functools.lru_cache(maxsize=2)
 def load_data(path: str) -> Arrays:
     """Call the data factory ``path`` (once per process) and check its arrays; every problem is one line."""
@@ -113,8 +154,10 @@ def load_data(path: str) -> Arrays:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a factory that draws random numbers gives the same data in every process
         got = fn()
+    got = _from_datasets(got, source)
     if not isinstance(got, (tuple, list)) or len(got) != 4:
-        raise FactoryTypeError(f"{source} returned a {type(got).__name__}, expected (x_train, y_train, x_test, y_test)")
+        raise FactoryTypeError(f"{source} returned a {type(got).__name__}, expected (x_train, y_train, x_test, y_test) "
+                               "or (train, test) torch Datasets or DataLoaders")
     names = ("x_train", "y_train", "x_test", "y_test")
     x_tr, y_tr, x_te, y_te = (_tensor(v, n, source) for v, n in zip(got, names, strict=True))
     for xn, yn, x, y in (("x_train", "y_train", x_tr, y_tr), ("x_test", "y_test", x_te, y_te)):

@@ -27,6 +27,9 @@ from sweep.training import factories
 from sweep.training.model import CLASSES, IN_FEATURES, init_simplenet
 
 
+IMAGE_SHAPES = ((IN_FEATURES,), (28, 28), (1, 28, 28))  # what simplenet and cnn take: one 28x28 image, any layout
+
+
 class LeNet5(nn.Module):
     """LeNet-5 for 1x28x28 inputs (flat 784-vectors are reshaped), ReLU and max-pooling."""
 
@@ -100,14 +103,20 @@ def net_for(cfg: ModelConfig, *, in_shape: tuple[int, ...], classes: int) -> Net
     if cfg.factory is not None:
         make = factories.resolve(cfg.factory, key="model.factory")
         return Net("factory", (), in_shape, classes, cfg.factory, make)
-    features = math.prod(in_shape)
-    if cfg.arch == "simplenet" and (features != IN_FEATURES or classes != CLASSES):
-        raise ConfigError(f"model.arch = 'simplenet' takes 784 inputs and 10 classes, the data has examples of shape "
-                          f"{in_shape} and {classes} classes; set model.arch = 'mlp' (hidden = [{hidden[0]}]) or a model.factory")
-    if cfg.arch == "cnn" and features != IN_FEATURES:
-        raise ConfigError(f"model.arch = 'cnn' takes 1x28x28 images, the data has examples of shape {in_shape}; "
-                          "set model.arch = 'mlp' or a model.factory")
-    return Net(cfg.arch, hidden, in_shape, classes)
+    if cfg.arch in ("simplenet", "cnn") and in_shape not in IMAGE_SHAPES:
+        raise ConfigError(f"model.arch = {cfg.arch!r} takes 28x28 images, shaped (1, 28, 28), (28, 28) or (784,); the data "
+                          f"has examples of shape {in_shape}; set model.arch = 'mlp' (it flattens any shape) or a model.factory")
+    if cfg.arch == "simplenet" and classes != CLASSES:
+        raise ConfigError(f"model.arch = 'simplenet' has 10 outputs, the data has {classes} classes; "
+                          f"set model.arch = 'mlp' (hidden = [{hidden[0]}]) or a model.factory")
+    # Built-in networks read flat examples: prepare flattens the data for them (builtin_input).
+    return Net(cfg.arch, hidden, (math.prod(in_shape),), classes)
+
+
+def builtin_input(net: Net, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as the network reads it: flat (N, features) for a built-in network (SimpleNet's hand-written steps and
+    the stacked population multiply it as a matrix), as given for a user's factory."""
+    return x if net.factory is not None else x.reshape(int(x.shape[0]), -1)
 
 
 def check_output(net: Net, x: torch.Tensor, *, seed: int) -> None:

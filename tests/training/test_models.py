@@ -10,7 +10,7 @@ from sweep.config import ModelConfig, TrainConfig
 from sweep.errors import ConfigError, FactoryTypeError, ModelOutputError
 from sweep.training.fit import _penalty_params
 from sweep.training.model import SimpleNet
-from sweep.training.models import LeNet5, Net, check_output, net_for
+from sweep.training.models import builtin_input, LeNet5, Net, check_output, net_for
 
 
 def test_builtin_shapes_and_layers() -> None:
@@ -69,12 +69,24 @@ def test_shipped_integer_hidden_still_loads_and_new_keys_round_trip() -> None:
 
 
 def test_data_shape_must_fit_the_builtin() -> None:
-    with pytest.raises(ConfigError, match=r"model.arch = 'cnn' takes 1x28x28 images, the data has examples of shape \(64,\)"):
+    with pytest.raises(ConfigError, match=r"^model.arch = 'cnn' takes 28x28 images, shaped \(1, 28, 28\), \(28, 28\) or "
+                                          r"\(784,\); the data has examples of shape \(64,\); set model.arch = 'mlp'"):
         net_for(ModelConfig(arch="cnn"), in_shape=(64,), classes=10)
-    with pytest.raises(ConfigError, match="model.arch = 'simplenet' takes 784 inputs and 10 classes"):
+    with pytest.raises(ConfigError, match=r"model.arch = 'simplenet' takes 28x28 images.*shape \(4, 196\)"):
+        net_for(ModelConfig(), in_shape=(4, 196), classes=10)  # 784 values, but not one image
+    with pytest.raises(ConfigError, match="model.arch = 'simplenet' has 10 outputs, the data has 3 classes"):
         net_for(ModelConfig(), in_shape=(784,), classes=3)
     small = net_for(ModelConfig(arch="mlp", hidden=8), in_shape=(1, 8, 8), classes=3).build(0)
     assert small(torch.rand(2, 1, 8, 8)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("arch", ["simplenet", "mlp", "cnn"])
+@pytest.mark.parametrize("shape", [(784,), (28, 28), (1, 28, 28)])
+def test_builtins_take_any_layout_of_one_image(arch: str, shape: tuple[int, ...]) -> None:
+    net = net_for(ModelConfig(arch=arch, hidden=[16]), in_shape=shape, classes=10)
+    x = builtin_input(net, torch.rand(3, *shape))
+    assert x.shape == (3, 784) and net.in_shape == (784,)
+    assert net.build(0)(x).shape == (3, 10)
 
 
 def test_check_output() -> None:
