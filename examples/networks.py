@@ -85,8 +85,14 @@ def transformer() -> nn.Module:
 def mnist_datasets() -> tuple[Dataset, Dataset]:
     """The shipped 5,000-digit sample as (train, test) Datasets of (1x28x28 float image, label) items."""
     ds = data.load("mnist-sample")
+    return _images(ds.train), _images(ds.test)
 
-    def images(part: data.Images) -> TensorDataset:
-        return TensorDataset(part.x.float().div(255.0).unsqueeze(1), part.y)
 
-    return images(ds.train), images(ds.test)
+def mnist_datasets_tiny() -> tuple[Dataset, Dataset]:
+    """The sample's first 600 training and 200 test digits, as ``mnist_datasets`` (for tests on tiny settings)."""
+    ds = data.load("mnist-sample")
+    return _images(ds.train, 600), _images(ds.test, 200)
+
+
+def _images(part: data.Images, n: int | None = None) -> TensorDataset:
+    return TensorDataset(part.x[:n].float().div(255.0).unsqueeze(1), part.y[:n])

@@ -1,15 +1,23 @@
-"""The shipped examples a user copies (examples/, studies/examples-digits.toml, studies/fashion-mnist-cnn.toml), tiny."""
+"""The shipped examples a user copies (examples/, studies/examples-*.toml, studies/fashion-mnist-cnn.toml), tiny."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import optuna
 import pytest
 from click.testing import CliRunner
+from optuna.trial import TrialState
 
+from sweep import config
 from sweep.cli import main
+from sweep.objectives.prepared import prepare
+from sweep.training import trainers
 from sweep.training.data import DEBIAN_FASHION_MNIST
+from sweep.training.fit import fit
+from sweep.workers.run import run as run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "search.n_trials=2", "--set", "search.batch=2", "--set", "search.pruner='none'"]
@@ -35,3 +43,62 @@ def test_fashion_mnist_cnn_study(sqlite_url: str, tmp_path: Path) -> None:
     record = run_and_best("fashion-mnist-cnn.toml", "fashion-mnist-cnn", sqlite_url, "--set", "train.epochs=1",
                           "--set", f"data.data_dir='{tmp_path}'", "--set", "train.device='cpu'")
     assert record["test_acc"] > 0.5  # ten classes: chance is 0.1
+
+
+# The network kinds of examples/networks.py on tiny settings: 2 trials as one population of 2, one epoch,
+# 600 digits of the sample as Datasets (400 fit, 200 validate), no refit.
+NETWORK_TINY = ["search.n_trials=2", "search.batch=2", "search.pruner='none'", "train.epochs=1", "data.holdout=200",
+                "data.factory='examples.networks:mnist_datasets_tiny'"]
+
+
+def network_study(study: str, url: str, monkeypatch: pytest.MonkeyPatch, *extra: str) -> optuna.Study:
+    monkeypatch.syspath_prepend(str(ROOT))
+    cfg = config.load(ROOT / "studies" / study, [*NETWORK_TINY, *extra])
+    return run_study(cfg, url, refit_after=False)
+
+
+def figures(study: optuna.Study) -> list[tuple]:
+    """Every stored figure of every trial, timings left out."""
+
+    def strip(v):  # noqa: ANN001, ANN202
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "seconds"}
+        return [strip(x) for x in v] if isinstance(v, list) else v
+
+    return [(t.state, t.params, t.value, t.intermediate_values, strip(t.user_attrs)) for t in study.get_trials()]
+
+
+def test_a_dropout_batchnorm_cnn_study_run_twice_stores_the_same_figures(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    first = network_study("examples-cnn-bn-dropout.toml", f"sqlite:///{tmp_path / 'a.db'}", monkeypatch)
+    again = network_study("examples-cnn-bn-dropout.toml", f"sqlite:///{tmp_path / 'b.db'}", monkeypatch)
+    assert [t.state for t in first.get_trials()] == [TrialState.COMPLETE] * 2
+    assert figures(first) == figures(again)
+    # each member of the population is its trial alone (to float tolerance): same masks, its own running statistics
+    cfg = config.load(ROOT / "studies" / "examples-cnn-bn-dropout.toml", NETWORK_TINY)
+    prep = prepare(cfg)
+    for t in first.get_trials():
+        alone = fit(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lam=t.params["lambda"], cfg=cfg.train, seed=0,
+                    net=prep.net)
+        assert t.value is not None and abs(t.value - alone.final.val_acc) <= 2 / len(prep.y_val)
+
+
+def test_a_gru_study_trains_its_population_member_by_member_with_one_line(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    trainers._TRAITS.clear()
+    with caplog.at_level(logging.WARNING, logger="sweep"):
+        study = network_study("examples-gru.toml", sqlite_url, monkeypatch)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    assert [t.user_attrs["population"] for t in study.get_trials()] == [2, 2]
+    notes = [r.getMessage() for r in caplog.records if "vmap" in r.getMessage()]
+    assert notes == [
+        "model.factory = 'examples.networks:gru': torch.func's vmap cannot batch this network (RuntimeError: Batching "
+        "rule not implemented for aten::gru.input. We could not generate a fallback.); a population trains member by "
+        "member in one process, no faster than search.batch = 1"]
+
+
+def test_a_transformer_study_with_dropout_is_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = network_study("examples-transformer.toml", f"sqlite:///{tmp_path / 'a.db'}", monkeypatch)
+    again = network_study("examples-transformer.toml", f"sqlite:///{tmp_path / 'b.db'}", monkeypatch)
+    assert [t.state for t in first.get_trials()] == [TrialState.COMPLETE] * 2
+    assert figures(first) == figures(again)

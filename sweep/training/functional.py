@@ -25,12 +25,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sweep.config import TrainConfig
 from sweep.training import rng
@@ -123,6 +125,20 @@ def _update(m: _Members, grads: dict[str, torch.Tensor], cfg: TrainConfig) -> No
         w.add_(g, alpha=-cfg.lr)
 
 
+@contextmanager
+def _batchable_kernels() -> Iterator[None]:
+    """Attention's fused kernels (the eval-mode Transformer fast path, the CPU flash attention) have no vmap
+    batching rule: vmap would loop over the members one by one, with a warning. The layer-by-layer path and
+    the math attention batch; the switches are restored on exit."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
 @torch.no_grad()
 def _evaluate(m: _Members, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy and correct counts of every member on (x, y), shapes (K,); no sync."""
@@ -150,7 +166,8 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
     m = _Members(net, lams, seeds, cfg, x_fit.device)
     results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
     step = _batch_step(m, cfg)
-    with rng.seeded(seeds[0], x_fit.device):  # members sharing a seed draw the masks each would draw alone
+    # members sharing a seed draw the masks each would draw alone
+    with rng.seeded(seeds[0], x_fit.device), _batchable_kernels():
         for epoch in range(1, cfg.epochs + 1):
             if not len(m):
                 break
