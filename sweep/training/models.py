@@ -26,7 +26,6 @@ from sweep.errors import ConfigError, FactoryTypeError, ModelOutputError, first_
 from sweep.training import factories
 from sweep.training.model import CLASSES, IN_FEATURES, init_simplenet
 
-
 IMAGE_SHAPES = ((IN_FEATURES,), (28, 28), (1, 28, 28))  # what simplenet and cnn take: one 28x28 image, any layout
 
 

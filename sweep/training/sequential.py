@@ -20,7 +20,7 @@ import torch
 
 from sweep.config import TrainConfig
 from sweep.training import rng
-from sweep.training.fit import make_step, evaluate, train_epoch
+from sweep.training.fit import evaluate, make_step, train_epoch
 from sweep.training.models import Net
 from sweep.training.population import MemberResult, PopulationCallback, check_pairs, settle_epoch
 

@@ -122,6 +122,56 @@ def test_bad_data_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, b
     assert str(err.value).startswith(f"data.factory = '{name}:data'") and message in str(err.value)
 
 
+DATASETS = """
+    import torch
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+    x = torch.arange(40 * 6, dtype=torch.uint8).reshape(40, 1, 2, 3)
+    y = torch.arange(40) % 4
+
+    class Items(Dataset):
+        def __init__(self, item):
+            self.item = item
+        def __len__(self):
+            return 40
+        def __getitem__(self, i):
+            return self.item(i)
+
+    def arrays():
+        return x[:30], y[:30], x[30:], y[30:]
+    def datasets():
+        return TensorDataset(x[:30], y[:30]), TensorDataset(x[30:], y[30:])
+    def loaders():  # shuffled and batched: lambda-sweep reads the dataset underneath in its own order
+        return DataLoader(TensorDataset(x[:30], y[:30]), batch_size=7, shuffle=True), TensorDataset(x[30:], y[30:])
+    def plain_items():
+        return Items(lambda i: (x[i].numpy(), int(y[i]))), Items(lambda i: (x[i], y[i]))
+    def not_pairs():
+        return Items(lambda i: x[i]), Items(lambda i: x[i])
+    def ragged():
+        return Items(lambda i: (x[i, :, :, : 2 + (i == 3)], y[i])), Items(lambda i: (x[i], y[i]))
+"""
+
+
+def test_datasets_and_loaders_are_read_once_into_the_same_tensors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_module(tmp_path, "fac_datasets", DATASETS)
+    want = factories.load_data("fac_datasets:arrays")
+    assert want.x_train.shape == (30, 1, 2, 3) and float(want.x_train.max()) <= 1.0
+    for name in ("datasets", "loaders"):
+        got = factories.load_data(f"fac_datasets:{name}")
+        for field in ("x_train", "y_train", "x_test", "y_test"):
+            assert torch.equal(getattr(got, field), getattr(want, field)), (name, field)
+        assert got.classes == 4
+    items = factories.load_data("fac_datasets:plain_items")  # NumPy examples and int labels, 40 of each
+    assert items.x_train.shape == (40, 1, 2, 3) and items.y_train.dtype == torch.int64
+    with pytest.raises(InvalidDataError, match=r"^data.factory = 'fac_datasets:not_pairs': item 0 of the train dataset "
+                                               r"is a Tensor, expected an \(x, y\) pair; make __getitem__ return"):
+        factories.load_data("fac_datasets:not_pairs")
+    with pytest.raises(InvalidDataError, match=r"train example 3 has shape \(1, 2, 3\) but example 0 \(1, 2, 2\); "
+                                               "return examples of one shape"):
+        factories.load_data("fac_datasets:ragged")
+
+
 def run(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(procs.sweep(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 

@@ -10,7 +10,7 @@ from sweep.config import ModelConfig, TrainConfig
 from sweep.errors import ConfigError, FactoryTypeError, ModelOutputError
 from sweep.training.fit import _penalty_params
 from sweep.training.model import SimpleNet
-from sweep.training.models import builtin_input, LeNet5, Net, check_output, net_for
+from sweep.training.models import LeNet5, Net, builtin_input, check_output, net_for
 
 
 def test_builtin_shapes_and_layers() -> None:
@@ -83,7 +83,7 @@ def test_data_shape_must_fit_the_builtin() -> None:
 @pytest.mark.parametrize("arch", ["simplenet", "mlp", "cnn"])
 @pytest.mark.parametrize("shape", [(784,), (28, 28), (1, 28, 28)])
 def test_builtins_take_any_layout_of_one_image(arch: str, shape: tuple[int, ...]) -> None:
-    net = net_for(ModelConfig(arch=arch, hidden=[16]), in_shape=shape, classes=10)
+    net = net_for(ModelConfig(arch=arch) if arch == "cnn" else ModelConfig(arch=arch, hidden=16), in_shape=shape, classes=10)
     x = builtin_input(net, torch.rand(3, *shape))
     assert x.shape == (3, 784) and net.in_shape == (784,)
     assert net.build(0)(x).shape == (3, 10)

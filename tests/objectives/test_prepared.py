@@ -1,0 +1,42 @@
+"""prepare (sweep.objectives.prepared): data of any layout of one image reach the built-in networks flat."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sweep.objectives.prepared import prepare
+from sweep.workers.run import run as run_study
+
+MODULE = '''
+from sweep.training import data
+
+def _part(p, n, shape):
+    return p.x[:n].float().div(255).reshape(n, *shape), p.y[:n]
+
+def images():  # (N, 1, 28, 28), as torchvision's ToTensor gives
+    ds = data.load("mnist-sample")
+    return (*_part(ds.train, 600, (1, 28, 28)), *_part(ds.test, 200, (1, 28, 28)))
+
+def flat():
+    ds = data.load("mnist-sample")
+    return (*_part(ds.train, 600, (784,)), *_part(ds.test, 200, (784,)))
+'''
+
+
+@pytest.mark.parametrize("arch", ["simplenet", "mlp"])
+def test_images_shaped_1x28x28_train_the_builtins_as_flat_data_does(tiny_cfg, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch, arch: str) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / f"prep_images_{arch}.py").write_text(textwrap.dedent(MODULE), encoding="utf-8")
+    values = []
+    for factory in ("images", "flat"):
+        cfg = tiny_cfg(name=f"{arch}-{factory}", data={"factory": f"prep_images_{arch}:{factory}", "holdout": 200},
+                       model={"arch": arch, "hidden": 32}, train={"epochs": 1}, search={"n_trials": 2, "batch": 2})
+        prep = prepare(cfg)
+        assert prep.x_fit.shape == (400, 784) and prep.x_test.shape == (200, 784) and prep.net.in_shape == (784,)
+        study = run_study(cfg, f"sqlite:///{tmp_path / f'{arch}-{factory}.db'}", refit_after=False)
+        values.append([t.value for t in study.get_trials()])
+    assert None not in values[0] and values[0] == values[1]
