@@ -3,9 +3,15 @@
 The members' parameters are stacked (``stack_module_state``: each tensor gains a leading
 K axis) and one step is ``vmap(grad(loss))`` over the stack, with ``functional_call``
 running the user's own ``forward`` on each member's slice, with each member's own buffers
-(BatchNorm's running statistics) stacked beside its parameters. So any ``nn.Module`` that ``vmap``
-can batch trains as a population (``trainers.py`` checks that on one batch first); SimpleNet and the built-in mlp with ``l2`` and plain SGD train
-on the hand-written population (``population.py``), which measures faster (docs/models.md).
+(BatchNorm's running statistics) stacked beside its parameters. So any ``nn.Module`` that
+``vmap`` can batch trains as a population (``trainers.py`` checks that on one batch first);
+SimpleNet and the built-in mlp with ``l2`` and plain SGD train on the hand-written population
+(``population.py``), which measures faster (docs/models.md).
+
+Training runs in training mode and evaluation in eval mode (dropout off, BatchNorm on each
+member's running statistics). Members sharing a seed draw their random numbers (dropout masks)
+with ``randomness="same"`` from the global generator seeded as ``fit.fit`` seeds it, so each
+draws the masks it would draw alone (``trainers.py`` gives a random network one population per seed).
 
 Each member is what ``fit.fit`` would train alone: its initialisation is ``net.build(seed_i)``,
 its data order one ``torch.randperm`` per epoch from ``Generator().manual_seed(seed_i)``, and
