@@ -127,7 +127,8 @@ def _materialise(ds: Dataset | DataLoader, name: str, source: str) -> tuple[torc
     if isinstance(ds, IterableDataset) or not hasattr(ds, "__len__"):
         raise InvalidDataError(f"{source}: the {name} dataset is a {type(ds).__name__} without a length; return a "
                                "map-style Dataset (__len__ and __getitem__) whose items are (x, y)")
-    xs, ys = [], []
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
     for i in range(len(ds)):
         item = ds[i]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
