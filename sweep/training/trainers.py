@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from sweep.config import TrainConfig
 from sweep.errors import first_line
@@ -72,12 +73,18 @@ def unsupported(net: Net, cfg: TrainConfig) -> str | None:
 
 
 def auto_size(device: torch.device, net: Net, cfg: TrainConfig, *, n_fit: int) -> int:
-    """Members per population for ``search.batch = "auto"``."""
+    """Members per population for ``search.batch = "auto"``; 1 (trials one at a time) where a population is
+    not faster: a network vmap cannot batch (``check`` found it), and convolutions on a CPU, where vmap's
+    grouped convolutions measured slower than single training (docs/models.md, Speed)."""
     if uses_mlp_fast_path(net, cfg):
         widths = [math.prod(net.in_shape), *net.hidden, net.classes]
         return population.auto_size(device, widths=widths, batch_size=cfg.batch_size, n_fit=n_fit)
+    traits = _TRAITS.get((net, cfg))
+    if traits is not None and traits.no_vmap is not None:
+        return 1
     if device.type != "cuda":
-        return population.CPU_AUTO_SIZE
+        convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in net.build(0).modules())
+        return 1 if convolutions else population.CPU_AUTO_SIZE
     # A member's training footprint: its parameters 4 times (weights, grads, optimiser state x2) plus its order.
     params = sum(p.numel() for p in net.build(0).parameters())
     free, _ = torch.cuda.mem_get_info(device)
