@@ -19,7 +19,6 @@ import contextlib
 import functools
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from sweep.errors import EmptyStoreError, NotAStudyStoreError, StorageError, Sto
 from sweep.storages.optuna_compat import (
     BACKEND_PRIVATE_CALLS,
     backend_of,
+    experimental_allowed,
     stale_trial_ids,
     storage_of,
     study_id,
@@ -52,15 +52,6 @@ __all__ = ["DEFAULT_URL", "SweepStorage", "fail_stale", "heartbeat_settings", "m
 HEARTBEAT_SECONDS = 10  # env SWEEP_HEARTBEAT_INTERVAL overrides (tests use 1 s)
 GRACE_SECONDS = 30  # env SWEEP_GRACE_PERIOD overrides: a RUNNING trial silent this long is failed and retried
 MAX_RETRY = 3
-
-
-@contextlib.contextmanager
-def _experimental_allowed() -> Any:
-    """Heartbeats and their retry callback are "experimental" in Optuna; they are what we rely on. Silenced
-    here only, around the calls that warn, so the host program's own warning filters stay as it set them."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 def _engine_kwargs(url: sqlalchemy.URL) -> dict[str, Any]:
@@ -115,7 +106,7 @@ class SweepStorage(RDBStorage):
 
     def __init__(self, url: str, *, outage: Outage, **kwargs: Any) -> None:
         self.outage = outage  # first: RDBStorage's own set-up may call the retried methods below
-        with _experimental_allowed():
+        with experimental_allowed():
             super().__init__(url, **kwargs)
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -229,7 +220,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, read_only: b
         extra = {"skip_table_creation": True, "skip_compatibility_check": True}
     if heartbeat:
         interval, grace = heartbeat_settings()
-        with _experimental_allowed():
+        with experimental_allowed():
             callback = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
         extra = {"heartbeat_interval": interval, "grace_period": grace, "heartbeat_stale_trial_callback": callback}
     shown = mask(raw)
