@@ -83,11 +83,10 @@ def test_each_trainer_on_the_gpu_equals_the_cpu(case: str, tmp_path: Path, monke
 
 @pytest.mark.cuda
 @pytest.mark.slow
-@pytest.mark.parametrize("batch", [1, 4])
-def test_the_evidence_on_the_gpu_equals_the_cpu(batch: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_evidence_on_the_gpu_equals_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("laplace", reason="the evidence needs laplace-torch (pip install lambda-sweep[evidence])")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    sections = {"search": {"batch": batch, "validation": "evidence"}}
+    sections = {"search": {"batch": 1, "validation": "evidence"}}  # the evidence trains trial by trial
     cpu, gpu = (_study(tmp_path, d, name=f"e-{d}", **sections) for d in ("cpu", "cuda"))
     assert _values(gpu) == pytest.approx(_values(cpu), rel=1e-2)
 
