@@ -53,6 +53,7 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
+
 @contextlib.contextmanager
 def experimental_allowed() -> Iterator[None]:
     """Optuna's "experimental" features this project relies on (heartbeats and their retry callback, metric

@@ -11,8 +11,8 @@ import os
 import re
 from pathlib import Path
 
-from sqlalchemy.exc import ArgumentError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from sweep.errors import StorageError
 

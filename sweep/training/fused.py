@@ -98,15 +98,15 @@ def _check_shapes(ws: list[torch.Tensor], bs: list[torch.Tensor], *, scale: torc
                          f"and {tuple(ws[1].shape)}; build the cohort with a 2-layer network")
     k, classes, width = ws[1].shape
     # Biases and factors may carry singleton dimensions ((K, 1, W), (K, 1, 1)): their sizes are what count.
-    want = {"first layer weight": (tuple(ws[0].shape[:2]), (k, width)), "second layer bias": (bs[1], k * classes),
-            "first layer bias": (bs[0], k * width), "scale": (scale, k), "shrink_w": (shrink_w, k),
-            "shrink_b": (shrink_b, k)}
-    for name, (got, expected) in want.items():
-        ok = got == expected if isinstance(got, tuple) else (got.shape[0] == k and got.numel() == expected)
-        if not ok:
-            shape = got if isinstance(got, tuple) else tuple(got.shape)
-            raise ValueError(f"fused tail: {name} has shape {shape}, expected {expected} values over K = {k} members "
-                             f"(W = {width} hidden units, C = {classes} classes); the cohort's tensors disagree")
+    if tuple(ws[0].shape[:2]) != (k, width):
+        raise ValueError(f"fused tail: first layer weight has shape {tuple(ws[0].shape[:2])}, expected {(k, width)} "
+                         f"for K = {k} members of W = {width} hidden units; the cohort's tensors disagree")
+    sizes = {"second layer bias": (bs[1], k * classes), "first layer bias": (bs[0], k * width), "scale": (scale, k),
+             "shrink_w": (shrink_w, k), "shrink_b": (shrink_b, k)}
+    for name, (t, expected) in sizes.items():
+        if t.shape[0] != k or t.numel() != expected:
+            raise ValueError(f"fused tail: {name} has shape {tuple(t.shape)}, expected {expected} values over K = {k} "
+                             f"members (W = {width} hidden units, C = {classes} classes); the cohort's tensors disagree")
 
 
 def _check_step(p: Weights, first_matmul: torch.Tensor, yb: torch.Tensor, losses: torch.Tensor,

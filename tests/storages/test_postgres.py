@@ -53,7 +53,8 @@ def test_closed_port_is_waited_for_within_the_outage_budget(monkeypatch: pytest.
     result = CliRunner().invoke(main, ["worker", "--storage", "postgresql://sweep:pw@127.0.0.1:9/sweep"])
     lines = result.stderr.splitlines()
     assert (result.exit_code, len(lines)) == (1, 2), lines
-    assert lines[0].startswith("sweep: store unavailable: connection failed: ") and "port 9 failed: Connection refused" in lines[0]
+    assert lines[0].startswith("sweep: store unavailable: connection failed: ")
+    assert "port 9 failed: Connection refused" in lines[0]
     assert lines[0].endswith("; retrying for up to 1 s (SWEEP_STORE_OUTAGE)")
     assert lines[1].startswith("error: the study store has been unavailable for 1 s (SWEEP_STORE_OUTAGE = 1): ")
 

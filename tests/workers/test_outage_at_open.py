@@ -44,7 +44,7 @@ def wait_for_line(procs: list[subprocess.Popen], logs: list[Path], text: str, ti
     """Until every log holds ``text`` (each process has met the state it names); a process that exits fails it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for p, log in zip(procs, logs):
+        for p, log in zip(procs, logs, strict=True):
             assert p.poll() is None, f"{log.name} exited {p.returncode}: {log.read_text()[-1500:]}"
         if all(text in log.read_text() for log in logs):
             return
@@ -68,7 +68,7 @@ def test_four_workers_started_while_the_server_is_down_finish_the_study(tmp_path
     logs = [tmp_path / f"w{i}.log" for i in range(4)]
     commands = [("worker", "--poll", "0.2"), ("worker", "--poll", "0.2"), ("worker", "--study", "dist", "--poll", "0.2"),
                 ("run", str(path))]
-    procs = [launch(*c, url=url, log=log) for c, log in zip(commands, logs)]
+    procs = [launch(*c, url=url, log=log) for c, log in zip(commands, logs, strict=True)]
     try:
         wait_for_line(procs, logs, "sweep: store unavailable: ")
         time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - stopped)))
