@@ -22,6 +22,7 @@ from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError
 from sweep.objectives.prepared import Prepared, prepare
 from sweep.objectives.scheme import refit, scheme_of
 from sweep.selection import best_score, refit_matches, rule_named, scores_of, selection_of
+from sweep.storages.optuna_compat import experimental_allowed
 from sweep.storages.store import mask, open_storage, resolve_url
 from sweep.training.factories import check_fingerprints, fingerprints
 
@@ -50,7 +51,8 @@ def make_sampler(cfg: StudyConfig, *, offset: int = 0) -> optuna.samplers.BaseSa
     if s.sampler in ("random", "marglik"):  # marglik: its one trial fixes its own lambda (sweep.objectives.evidence)
         return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "qmc":
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=s.seed)
+        with experimental_allowed():
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=s.seed)
     return optuna.samplers.GridSampler({PARAM: grid_points(cfg)}, seed=s.seed)
 
 
@@ -116,7 +118,8 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
                 study.set_user_attr("factories", prints)
             study.set_user_attr("created_by", f"lambda-sweep {__version__}")
             study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-            study.set_metric_names(["val_acc"])
+            with experimental_allowed():
+                study.set_metric_names(["val_acc"])
         except Exception:
             optuna.delete_study(study_name=cfg.name, storage=store)  # no half-made study left behind
             raise

@@ -14,6 +14,34 @@ from sweep import config
 os.environ.setdefault("SWEEP_STORAGE", "sqlite:///should-not-be-used-by-tests.db")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cuda", action="store_true", default=False,
+                     help="let the suite see the GPU (device 'auto' may then pick it) and run the tests marked cuda")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite runs on the CPU unless asked: on a GPU machine, device = "auto" would otherwise move every
+    # test (and every worker process they start, which inherits this) onto the GPU. Set before anything
+    # initialises CUDA (torch reads it then), so "auto" means the CPU here.
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; runs only with --cuda (scripts/device-check.sh)")
+    if not config.getoption("--cuda"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return
+        reason = "--cuda given, but this machine has no CUDA GPU"
+    else:
+        reason = "a GPU test: run with --cuda on a GPU machine (scripts/device-check.sh)"
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def make_raw(**sections: dict[str, Any]) -> dict[str, Any]:
     """A raw study mapping for a fast study: mnist-sample, 2 epochs, 3 trials, no pruning."""
     raw: dict[str, Any] = {

@@ -275,10 +275,19 @@ def test_malformed_storage_url(tmp_path: Path) -> None:
 
 
 def test_unreachable_host(tmp_path: Path) -> None:
-    code, err = run_cli("run", study(tmp_path, GOOD), "--storage", "postgresql://sweep:s3cret@127.0.0.1:9/sweep")
+    # A refused connection may be a server restarting: waited for within SWEEP_STORE_OUTAGE (issue #28), then one line.
+    code, err = run_cli("run", study(tmp_path, GOOD), "--storage", "postgresql://sweep:s3cret@127.0.0.1:9/sweep",
+                        env={"SWEEP_STORE_OUTAGE": "1"})
+    refused = 'connection failed: connection to server at "127.0.0.1", port 9 failed: Connection refused'
     assert code == 1
-    assert err == ('error: cannot open storage postgresql://sweep:***@127.0.0.1:9/sweep: connection failed: connection '
-                   'to server at "127.0.0.1", port 9 failed: Connection refused; check the URL, the server and the file\n')
+    assert err == (f"sweep: store unavailable: {refused}; retrying for up to 1 s (SWEEP_STORE_OUTAGE)\n"
+                   f"error: the study store has been unavailable for 1 s (SWEEP_STORE_OUTAGE = 1): {refused}; this "
+                   "worker stops, and its running trials are retried once their heartbeats are older than the grace "
+                   "period; check the database server and disk, then start the worker again\n")
+    assert "s3cret" not in err
+    # A host name that does not resolve is a typo, not an outage: at once.
+    code, err = run_cli("run", study(tmp_path, GOOD), "--storage", "postgresql://sweep:s3cret@db.invalid:5432/sweep")
+    assert (code, err.count("\n")) == (1, 1) and err.startswith("error: cannot open storage postgresql://sweep:***@db.invalid")
 
 
 def test_file_that_is_not_a_database(tmp_path: Path) -> None:

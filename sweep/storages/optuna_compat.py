@@ -39,8 +39,10 @@ so an Optuna release that moves them fails there, loudly, and not in a worker.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -50,6 +52,17 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
+
+
+@contextlib.contextmanager
+def experimental_allowed() -> Iterator[None]:
+    """Optuna's "experimental" features this project relies on (heartbeats and their retry callback, metric
+    names, the QMC sampler), used without a warning each time: silenced around those calls only, so a program
+    that imports sweep keeps its own warning filters as it set them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        yield
+
 
 # Private methods of RDBStorage that optuna.storages._CachedStorage (the wrapper every Study uses) calls;
 # _get_stale_trial_ids is not here: store.fail_stale retries it itself.

@@ -19,34 +19,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import optuna
 from sqlalchemy import exc as sa_exc
 
 from sweep.errors import StorageError, StoreOutageError, first_line
+from sweep.storages.classify import transient
 
 OUTAGE_SECONDS = 120  # env SWEEP_STORE_OUTAGE overrides
 log = logging.getLogger("sweep")
 T = TypeVar("T")
-
-# Failures that a working store never gives: retrying them only delays the error line.
-_PERMANENT = ("readonly", "read-only", "not a database", "no such table", "password authentication",
-              "does not exist", "permission denied", "unable to open database file")
-
-
-def transient(err: BaseException) -> bool:
-    """True for a store failure that may pass: a lost connection, a server restarting, a locked or full disk."""
-    if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
-        err = err.__cause__
-    if isinstance(err, sa_exc.PendingRollbackError):
-        # A statement that failed while handling a lost connection (Optuna's get_trials falls back to a
-        # second query on the same session when the first raises): transient when what it follows was.
-        return err.__context__ is not None and transient(err.__context__)
-    if not isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
-                            sa_exc.TimeoutError)) and not (isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated):
-        return False
-    text = str(err).lower()
-    return not any(p in text for p in _PERMANENT)
-
+__all__ = ["OUTAGE_SECONDS", "Outage", "outage_budget", "transient"]
 
 def outage_budget() -> float:
     """Seconds a worker waits for the store before it gives up (``SWEEP_STORE_OUTAGE``)."""
@@ -90,11 +71,17 @@ class Outage:
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()``, retried with backoff while it fails transiently and the outage is within budget."""
         delay = 0.2
+        second_look = False
         while True:
             try:
                 out = fn()
             except Exception as err:
                 if not transient(err):
+                    # Once, right away: a server that was starting up a moment ago (57P03, which a failed
+                    # connection attempt reports without its code) may be up by the time it is asked why.
+                    if self._since is not None and not second_look and isinstance(err, sa_exc.DBAPIError):
+                        second_look = True
+                        continue
                     raise
                 lasted = self._failed(err)
                 if lasted >= self.budget:

@@ -1,9 +1,12 @@
-"""Storage URLs to Optuna's RDB storage: defaults, SQLite and PostgreSQL settings, heartbeats, masking.
+"""Storage URLs to Optuna's RDB storage: SQLite and PostgreSQL settings, heartbeats, opening.
 
-The URL comes from ``--storage``, else ``SWEEP_STORAGE``, else ``sqlite:///sweeps.db``
-in the working folder. Passwords are masked wherever a URL is shown.
+The URL comes from ``sweep.storages.url`` (``--storage``, ``SWEEP_STORAGE``, ``SWEEP_STORAGE_FILE``,
+the SQLite default). Passwords are masked wherever a URL is shown.
 
-Every store access of a worker is retried through an outage (``sweep.storages.outage``).
+Every store access of a worker is retried through an outage (``sweep.storages.outage``), opening
+included: a server that is down, restarting or refusing connections is waited for within
+``SWEEP_STORE_OUTAGE``; a wrong password, host name, database name or dialect fails at once.
+Each storage object has its own outage (two stores in one program do not share one).
 Heartbeats are written and judged with one clock: the database server's, in UTC
 (every PostgreSQL session is set to UTC, whatever ``PGTZ`` says; SQLite's clock is UTC).
 Read-only opening (``ls``, ``show``, ``best``, ``report``, ``dashboard``) never creates
@@ -15,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,31 +39,19 @@ from sweep.errors import EmptyStoreError, NotAStudyStoreError, StorageError, Sto
 from sweep.storages.optuna_compat import (
     BACKEND_PRIVATE_CALLS,
     backend_of,
+    experimental_allowed,
     stale_trial_ids,
     storage_of,
     study_id,
 )
 from sweep.storages.outage import Outage, outage_budget
+from sweep.storages.url import DEFAULT_URL, mask, resolve_url
 
-DEFAULT_URL = "sqlite:///sweeps.db"
+__all__ = ["DEFAULT_URL", "SweepStorage", "fail_stale", "heartbeat_settings", "mask", "open_storage",
+           "resolve_url", "storage_failure"]
 HEARTBEAT_SECONDS = 10  # env SWEEP_HEARTBEAT_INTERVAL overrides (tests use 1 s)
 GRACE_SECONDS = 30  # env SWEEP_GRACE_PERIOD overrides: a RUNNING trial silent this long is failed and retried
-# Heartbeats and their retry callback are "experimental" in Optuna; they are what we rely on.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 MAX_RETRY = 3
-
-
-def resolve_url(url: str | None) -> str:
-    """The storage URL in use: ``url``, else ``SWEEP_STORAGE``, else the SQLite default."""
-    return url or os.environ.get("SWEEP_STORAGE") or DEFAULT_URL
-
-
-def mask(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _engine_kwargs(url: sqlalchemy.URL) -> dict[str, Any]:
@@ -115,7 +104,10 @@ _RETRIED = (
 class SweepStorage(RDBStorage):
     """Optuna's RDBStorage whose every access rides out a store outage (``outage.call``)."""
 
-    outage: Outage
+    def __init__(self, url: str, *, outage: Outage, **kwargs: Any) -> None:
+        self.outage = outage  # first: RDBStorage's own set-up may call the retried methods below
+        with experimental_allowed():
+            super().__init__(url, **kwargs)
 
     def record_heartbeat(self, trial_id: int) -> None:
         # Never raises: a missed beat is the next beat's job, and a dead heartbeat thread would let a live trial go stale.
@@ -167,13 +159,13 @@ def _session_settings(storage: RDBStorage, idle_seconds: int | None) -> None:
     engine.dispose()  # connections made while the storage was set up predate the listener
 
 
-def _rdb_storage(url: sqlalchemy.URL, extra: dict[str, Any]) -> RDBStorage:
+def _rdb_storage(url: sqlalchemy.URL, extra: dict[str, Any], outage: Outage) -> RDBStorage:
     """RDBStorage, retrying the race of two processes that set up the same empty database at once
     ("UNIQUE constraint failed", "table ... already exists"): the other one won, so open it again."""
     for attempt in range(3):
         try:
-            SweepStorage.outage = Outage(outage_budget())
-            store = SweepStorage(url.render_as_string(hide_password=False), engine_kwargs=_engine_kwargs(url), **extra)
+            store = SweepStorage(url.render_as_string(hide_password=False), outage=outage,
+                                 engine_kwargs=_engine_kwargs(url), **extra)
             _session_settings(store, extra.get("grace_period"))
             return store
         except (IntegrityError, OperationalError, ProgrammingError) as err:
@@ -228,16 +220,16 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, read_only: b
         extra = {"skip_table_creation": True, "skip_compatibility_check": True}
     if heartbeat:
         interval, grace = heartbeat_settings()
-        extra = {
-            "heartbeat_interval": interval,
-            "grace_period": grace,
-            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        }
+        with experimental_allowed():
+            callback = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        extra = {"heartbeat_interval": interval, "grace_period": grace, "heartbeat_stale_trial_callback": callback}
     shown = mask(raw)
+    # Opening rides out an outage too (a fleet started while its server restarts); what is lasting fails at once.
+    outage = Outage(outage_budget())
     try:
         if read_only:
-            _check_store(parsed, shown)
-        return _rdb_storage(parsed, extra)
+            outage.call(lambda: _check_store(parsed, shown))
+        return outage.call(lambda: _rdb_storage(parsed, extra, outage))
     except (OperationalError, DatabaseError) as err:
         raise StorageError(f"cannot open storage {shown}: {first_line(err)}; check the URL, the server and the file") from None
     except (SQLAlchemyError, ImportError, ValueError) as err:

@@ -76,15 +76,55 @@ def prepare(ws: list[torch.Tensor], bs: list[torch.Tensor], *, scale: torch.Tens
     """The fused tail's view of a cohort's tensors, or None where it does not apply: a network of other than
     two layers, another device or dtype, a view, no compiled library, or ``SWEEP_FUSED=0``. Call it again
     whenever the cohort replaces these tensors (it updates them in place otherwise)."""
+    if len(ws) != 2 or len(bs) != 2:
+        return None
     tensors = (ws[1], bs[1], bs[0], scale, shrink_w, shrink_b)
-    if len(ws) != 2 or not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (ws[0], *tensors)):
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (ws[0], *tensors)):
         return None
     if not all(t.is_contiguous() for t in tensors):
         return None
     if not available():
         return None
+    _check_shapes(ws, bs, scale=scale, shrink_w=shrink_w, shrink_b=shrink_b)
     k, classes, width = ws[1].shape
     return Weights(k, width, classes, scaled, tuple(t.data_ptr() for t in tensors), tensors)
+
+
+def _check_shapes(ws: list[torch.Tensor], bs: list[torch.Tensor], *, scale: torch.Tensor, shrink_w: torch.Tensor,
+                  shrink_b: torch.Tensor) -> None:
+    """The C loop indexes these tensors by K, C and W alone: a shape off by one would read or write past them."""
+    if ws[1].dim() != 3 or ws[0].dim() != 3:
+        raise ValueError(f"fused tail: expected weights of shape (K, W, F) and (K, C, W), got {tuple(ws[0].shape)} "
+                         f"and {tuple(ws[1].shape)}; build the cohort with a 2-layer network")
+    k, classes, width = ws[1].shape
+    # Biases and factors may carry singleton dimensions ((K, 1, W), (K, 1, 1)): their sizes are what count.
+    if tuple(ws[0].shape[:2]) != (k, width):
+        raise ValueError(f"fused tail: first layer weight has shape {tuple(ws[0].shape[:2])}, expected {(k, width)} "
+                         f"for K = {k} members of W = {width} hidden units; the cohort's tensors disagree")
+    sizes = {"second layer bias": (bs[1], k * classes), "first layer bias": (bs[0], k * width), "scale": (scale, k),
+             "shrink_w": (shrink_w, k), "shrink_b": (shrink_b, k)}
+    for name, (t, expected) in sizes.items():
+        if t.shape[0] != k or t.numel() != expected:
+            raise ValueError(f"fused tail: {name} has shape {tuple(t.shape)}, expected {expected} values over K = {k} "
+                             f"members (W = {width} hidden units, C = {classes} classes); the cohort's tensors disagree")
+
+
+def _check_step(p: Weights, first_matmul: torch.Tensor, yb: torch.Tensor, losses: torch.Tensor,
+                hits: torch.Tensor) -> None:
+    """A step's inputs, checked by their attributes only (no pass over the data: labels are checked in C)."""
+    g, b = yb.shape
+    if yb.dtype != torch.int64 or yb.device.type != "cpu" or first_matmul.dtype != torch.float32 \
+            or first_matmul.device.type != "cpu":
+        raise ValueError(f"fused tail: expected int64 labels and float32 activations on the CPU, got {yb.dtype} "
+                         f"on {yb.device} and {first_matmul.dtype} on {first_matmul.device}")
+    if g < 1 or p.k % g or first_matmul.numel() != p.k * b * p.width:
+        raise ValueError(f"fused tail: {g} group(s) of {b} labels and activations of shape {tuple(first_matmul.shape)} "
+                         f"do not fit K = {p.k} members of width {p.width}; expected (G, B, K/G*W) or (B, K*W)")
+    for name, t, dtype in (("losses", losses, torch.float32), ("hits", hits, torch.bool)):
+        if t.dtype != dtype or t.device.type != "cpu" or t.dim() < 2 or t.shape[0] != p.k or t.shape[1] != b \
+                or t.stride(1) != 1:
+            raise ValueError(f"fused tail: {name} must be {dtype} (K, B, 1) slots with contiguous rows, K = {p.k}, "
+                             f"B = {b}; got {t.dtype} of shape {tuple(t.shape)}, strides {t.stride()}")
 
 
 def tail(p: Weights, first_matmul: torch.Tensor, yb: torch.Tensor, rate: float, losses: torch.Tensor,
@@ -98,14 +138,17 @@ def tail(p: Weights, first_matmul: torch.Tensor, yb: torch.Tensor, rate: float, 
     """
     lib = _library()[0]
     assert lib is not None, "prepare() returns Weights only where the library is loaded"
+    _check_step(p, first_matmul, yb, losses, hits)
     g, b = yb.shape
     first_matmul, yb = first_matmul.contiguous(), yb.contiguous()
-    if losses.stride(1) != 1 or hits.stride(1) != 1 or hits.dtype != torch.bool:
-        raise ValueError("fused tail: losses and hits must be (K, B, 1) slots with contiguous rows")
     gh = torch.empty_like(first_matmul)
     failed = lib.fused_tail(g, b, p.k // g, p.width, p.classes, first_matmul.data_ptr(), gh.data_ptr(), *p.pointers,
                             int(p.scaled), yb.data_ptr(), rate, losses.data_ptr(), losses.stride(0),
                             hits.data_ptr(), hits.stride(0))
+    if failed == 2:
+        bad = yb[(yb < 0) | (yb >= p.classes)][0].item()
+        raise ValueError(f"fused tail: label {bad} is out of range, expected 0..{p.classes - 1} (one per class); "
+                         "map the classes to 0..C-1")
     if failed:
         raise MemoryError("fused tail: could not allocate its scratch memory")
     return gh

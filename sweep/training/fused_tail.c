@@ -11,7 +11,8 @@
  *   losses, hits        member k's example b at k*stride + b: cross-entropy (float), argmax == label (byte)
  * The arithmetic is the eager step's, in the same order per element, with sums in float (their order
  * differs from the BLAS calls', so results agree to float rounding, not bit for bit).
- * Returns 0, or 1 if its scratch memory could not be allocated.
+ * Returns 0; 1 if its scratch memory could not be allocated; 2 if a label is outside 0..C-1 (checked
+ * before anything is written: a label indexes the logits, so a wrong one would read and write past them).
  */
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +23,8 @@ int fused_tail(int64_t G, int64_t B, int64_t m, int64_t W, int64_t C,
                const float *shrink_w, const float *shrink_b, int64_t scaled, const int64_t *y, float rate,
                float *losses, int64_t loss_stride, uint8_t *hits, int64_t hit_stride)
 {
+    for (int64_t i = 0; i < G * B; i++)
+        if (y[i] < 0 || y[i] >= C) return 2;
     float *scratch = malloc(sizeof(float) * (size_t)(B * W + B * C + 2 * W));
     if (!scratch) return 1;
     float *below = scratch;          /* (B, W): the loss gradient at the hidden layer, before its ReLU */

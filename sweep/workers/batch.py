@@ -9,6 +9,7 @@ as one population. Every open trial has a heartbeat (``heartbeats.Heartbeats``) 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -17,7 +18,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import StudyConfig
-from sweep.errors import StoreOutageError, TrialInterrupted
+from sweep.errors import ConfigError, StoreOutageError, TrialInterrupted
 from sweep.objectives.batched import members_per_trial, start_attrs, train_trials
 from sweep.objectives.prepared import Prepared, suggest_lambda
 from sweep.storages.optuna_compat import storage_of, trial_id
@@ -25,7 +26,7 @@ from sweep.storages.writes import set_user_attrs
 from sweep.training import trainers
 from sweep.workers.heartbeats import Heartbeats, ask, say_taken_over, tell_once
 
-__all__ = ["resolve_size", "run_batch"]
+__all__ = ["resolve_size", "run_batch", "workers_per_device"]
 
 
 def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
@@ -44,8 +45,23 @@ def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
         return 1
     if batch == "auto":
         members = trainers.auto_size(prep.device, prep.net, cfg.train, n_fit=int(prep.y_train.shape[0]))
+        if prep.device.type == "cuda":
+            # auto_size offers half the device's free memory to this process; N workers on one GPU would each
+            # take that same half, so each takes its share of it (SWEEP_WORKERS_PER_DEVICE, default 1).
+            members //= workers_per_device()
         return max(1, members // members_per_trial(cfg))
     return int(batch)
+
+
+def workers_per_device() -> int:
+    """How many worker processes share this worker's GPU (``SWEEP_WORKERS_PER_DEVICE``, default 1)."""
+    text = os.environ.get("SWEEP_WORKERS_PER_DEVICE", "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"SWEEP_WORKERS_PER_DEVICE must be a whole number of workers, 1 or more, got {text!r}; "
+                          "set it to the number of workers started on each GPU, or unset it")
+    return int(text)
 
 
 class _OpenTrials:

@@ -45,12 +45,18 @@ def test_unreachable_host_is_one_line_and_exit_1() -> None:
         "[Errno -2] Name or service not known; check the URL, the server and the file\n")
 
 
-def test_closed_port_is_one_line_and_exit_1() -> None:
+def test_closed_port_is_waited_for_within_the_outage_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that refuses connections may be restarting: opening waits for it (SWEEP_STORE_OUTAGE), then says so.
     result = CliRunner().invoke(main, ["submit", "x.toml", "--storage", "postgresql://sweep:pw@127.0.0.1:9/sweep"])
     assert result.exit_code == 2  # the study file is checked first
+    monkeypatch.setenv("SWEEP_STORE_OUTAGE", "1")
     result = CliRunner().invoke(main, ["worker", "--storage", "postgresql://sweep:pw@127.0.0.1:9/sweep"])
-    assert (result.exit_code, result.stderr.count("\n")) == (1, 1)
-    assert "port 9 failed: Connection refused; check the URL" in result.stderr
+    lines = result.stderr.splitlines()
+    assert (result.exit_code, len(lines)) == (1, 2), lines
+    assert lines[0].startswith("sweep: store unavailable: connection failed: ")
+    assert "port 9 failed: Connection refused" in lines[0]
+    assert lines[0].endswith("; retrying for up to 1 s (SWEEP_STORE_OUTAGE)")
+    assert lines[1].startswith("error: the study store has been unavailable for 1 s (SWEEP_STORE_OUTAGE = 1): ")
 
 
 @pytest.mark.postgres

@@ -167,3 +167,49 @@ def test_compiles_once_into_the_cache_folder(tmp_path) -> None:
         assert done.returncode == 0, done.stderr
     assert [p.name.startswith("fused_tail-") and p.suffix == ".so" for p in tmp_path.iterdir()] == [True]
 
+
+
+def test_tensors_of_the_wrong_shape_are_refused_before_any_address_is_taken(monkeypatch) -> None:
+    monkeypatch.setenv("SWEEP_FUSED", "1")
+    ws, bs = [torch.zeros(2, 8, 4), torch.zeros(2, 3, 8)], [torch.zeros(2, 1, 8), torch.zeros(2, 1, 3)]
+    ones = torch.ones(2, 1, 1)
+    with pytest.raises(ValueError, match=r"fused tail: first layer bias has shape \(2, 1, 7\), expected 16 values "):
+        fused.prepare(ws, [torch.zeros(2, 1, 7), bs[1]], scale=ones, shrink_w=ones, shrink_b=ones, scaled=True)
+    with pytest.raises(ValueError, match=r"fused tail: scale has shape \(3, 1, 1\), expected 2 values"):
+        fused.prepare(ws, bs, scale=torch.ones(3, 1, 1), shrink_w=ones, shrink_b=ones, scaled=True)
+    with pytest.raises(ValueError, match=r"first layer weight has shape \(2, 9\), expected \(2, 8\)"):
+        fused.prepare([torch.zeros(2, 9, 4), ws[1]], bs, scale=ones, shrink_w=ones, shrink_b=ones, scaled=True)
+
+
+def _one_step(c: Cohort, yb: torch.Tensor, **slots: torch.Tensor) -> None:
+    xb, _ = c.batch(torch.arange(16).view(1, 16))
+    losses = slots.get("losses", torch.zeros(len(c), 16, 1))
+    hits = slots.get("hits", torch.zeros(len(c), 16, 1, dtype=torch.bool))
+    with torch.no_grad():
+        step(c, xb, yb, 0.1, losses, hits)
+
+
+def test_a_label_out_of_range_raises_and_writes_nothing(monkeypatch, sets) -> None:
+    """A label indexes the logits in C: 10 (or -1) with 10 classes is an error, found before any weight moves."""
+    _, c = _cohorts(monkeypatch, [(0, 1e-3, 0, 0), (1, 1e-2, 0, 0)], sets)
+    before = [t.clone() for t in c.ws + c.bs + [c.scale]]
+    for bad in (10, -1, 1 << 40):
+        yb = torch.randint(0, 10, (1, 16))
+        yb[0, 5] = bad
+        with pytest.raises(ValueError, match=rf"fused tail: label {bad} is out of range, expected 0\.\.9"):
+            _one_step(c, yb)
+    for old, now in zip(before, c.ws + c.bs + [c.scale], strict=True):
+        assert torch.equal(old, now)
+
+
+def test_labels_and_slots_of_the_wrong_kind_are_refused(monkeypatch, sets) -> None:
+    _, c = _cohorts(monkeypatch, [(0, 1e-3, 0, 0), (1, 1e-2, 0, 0)], sets)
+    yb = torch.randint(0, 10, (1, 16))
+    with pytest.raises(ValueError, match="fused tail: expected int64 labels and float32 activations on the CPU, "
+                                         "got torch.int32"):
+        _one_step(c, yb.int())
+    with pytest.raises(ValueError, match=r"fused tail: losses must be torch.float32 \(K, B, 1\) slots .* got "
+                                         r"torch.float32 of shape \(1, 16, 1\)"):
+        _one_step(c, yb, losses=torch.zeros(1, 16, 1))  # one slot for two members: C would write past it
+    with pytest.raises(ValueError, match="fused tail: hits must be torch.bool"):
+        _one_step(c, yb, hits=torch.zeros(2, 16, 1))

@@ -1,0 +1,35 @@
+"""search.batch = "auto": N workers on one GPU share its memory instead of each claiming the same half."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sweep import config
+from sweep.errors import ConfigError
+from sweep.workers import batch as batches
+from tests.conftest import make_raw
+
+
+@pytest.mark.parametrize(("device", "workers", "want"), [("cuda", None, 64), ("cuda", "4", 16), ("cuda", "200", 1),
+                                                          ("cpu", "4", 64)])
+def test_auto_size_is_divided_by_the_workers_on_the_gpu(monkeypatch: pytest.MonkeyPatch, device: str,
+                                                       workers: str | None, want: int) -> None:
+    cfg = config.validate(make_raw(search={"batch": "auto"}), source="t")
+    prep = SimpleNamespace(device=torch.device(device), net=None, y_train=torch.zeros(100))
+    monkeypatch.setattr(batches.trainers, "unsupported", lambda net, cfg: None)
+    monkeypatch.setattr(batches.trainers, "auto_size", lambda device, net, cfg, *, n_fit: 64)  # half the free memory
+    if workers is None:
+        monkeypatch.delenv("SWEEP_WORKERS_PER_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("SWEEP_WORKERS_PER_DEVICE", workers)
+    assert batches.resolve_size(cfg, prep) == want  # type: ignore[arg-type]
+
+
+def test_a_wrong_worker_count_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEEP_WORKERS_PER_DEVICE", "two")
+    with pytest.raises(ConfigError, match=r"^SWEEP_WORKERS_PER_DEVICE must be a whole number of workers, 1 or more, "
+                                          r"got 'two'; set it to the number"):
+        batches.workers_per_device()
