@@ -24,6 +24,7 @@ from sweep.study import create_or_load as submit
 from sweep.workers import loop
 from sweep.workers.heartbeats import ask
 from sweep.workers.single import StopFlag
+from tests.workers.helpers import work_within
 
 pytestmark = pytest.mark.slow
 Build = Callable[..., StudyConfig]
@@ -33,20 +34,6 @@ Build = Callable[..., StudyConfig]
 def fast_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("SWEEP_GRACE_PERIOD", "2")
-
-
-def _work_within(seconds: float, **kwargs: Any) -> loop.WorkSummary:
-    """``loop.work`` in a thread, stopped (and the test failed) if it has not returned within ``seconds``."""
-    stop, out = StopFlag(), {}
-    thread = threading.Thread(target=lambda: out.update(s=loop.work(stop=stop, poll=0.2, **kwargs)), daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        stop.set(signal.SIGTERM)
-        thread.join(60)
-        pytest.fail(f"the worker was still waiting after {seconds} s")
-    assert "s" in out, "the worker raised"
-    return out["s"]
 
 
 def test_ask_writes_the_first_heartbeat(storage_url: str, tiny_cfg: Build) -> None:
@@ -64,7 +51,7 @@ def test_a_running_trial_with_no_heartbeat_is_failed_and_retried(storage_url: st
     submit(cfg, storage_url)
     # A worker killed between the ask and its first heartbeat, or a creation whose reply was lost: RUNNING, no row.
     orphan = optuna.load_study(study_name="t", storage=storage_url).ask()
-    summary = _work_within(90, storage=storage_url, study_name="t")
+    summary = work_within(90, storage=storage_url, study_name="t")
     ts = optuna.load_study(study_name="t", storage=storage_url).get_trials()
     assert [t.state for t in ts].count(TrialState.COMPLETE) == 2
     assert TrialState.RUNNING not in [t.state for t in ts]
@@ -79,7 +66,7 @@ def test_a_multi_study_worker_skips_a_broken_study(sqlite_url: str, tiny_cfg: Bu
     optuna.load_study(study_name="bad", storage=sqlite_url).set_user_attr("config", "{not json")
     submit(tiny_cfg(name="good", train={"epochs": 1}, search={"n_trials": 1}), sqlite_url)
     with caplog.at_level(logging.WARNING, logger="sweep"):
-        summary = _work_within(120, storage=sqlite_url, refit=False)
+        summary = work_within(120, storage=sqlite_url, refit=False)
     assert summary.finished == ["good"] and len(summary.trials) == 1
     lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(lines) == 1 and lines[0].startswith("study 'bad' skipped: ")
@@ -93,7 +80,7 @@ def test_a_failure_streak_skips_only_that_study(sqlite_url: str, tiny_cfg: Build
     submit(tiny_cfg(name="diverges", train={"epochs": 1, "lr": 1e6}, search={"n_trials": 2}), sqlite_url)
     submit(tiny_cfg(name="good", train={"epochs": 1}, search={"n_trials": 1}), sqlite_url)
     with caplog.at_level(logging.WARNING, logger="sweep"):
-        summary = _work_within(180, storage=sqlite_url, refit=False)
+        summary = work_within(180, storage=sqlite_url, refit=False)
     assert summary.finished == ["good"]
     assert any(r.getMessage().startswith("study 'diverges' skipped: ") for r in caplog.records)
 
