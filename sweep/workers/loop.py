@@ -20,18 +20,19 @@ ask-and-tell, with heartbeats from ``heartbeats.Heartbeats``.
 
 Faults. A worker killed with SIGKILL stops sending heartbeats; after the grace
 period the next admission fails its trial ("stale: no heartbeat for N s") and
-queues the same lambda, which the next worker picks up. A worker paused past the
+queues the same lambda, which the next worker picks up; a trial killed before its first
+heartbeat is adopted (``silent``) and goes stale the same way. A worker paused past the
 grace period finds its trial taken over when it resumes, drops the result with one
 line, and goes on. Store outages are ridden out by the storage (``sweep.storages.outage``).
 SIGTERM/SIGINT: the running trial ends after its current epoch as FAIL
-("interrupted"), its lambda is enqueued again, and the worker exits; a second
-signal stops at once.
+("interrupted"), its lambda is enqueued again, and the worker exits admitting nothing
+more; a second signal stops at once, and the lambda is queued again all the same.
+Without ``--study``, a study that cannot be run is skipped with one line (``work``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,23 +42,19 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import study as study_mod
-from sweep.config import StudyConfig, require_config
-from sweep.errors import StorageError, StudyNotFoundError, SweepError, first_line
+from sweep.errors import StorageError, SweepError, first_line
 from sweep.objectives.prepared import Prepared, prepare, suggest_lambda
 from sweep.objectives.scheme import make_objective
-from sweep.selection import selection_of, state_counts, stop_reason
 from sweep.storages.lock import StudyLock
 from sweep.storages.optuna_compat import frozen
-from sweep.storages.store import fail_stale, mask, open_storage, resolve_url
-from sweep.training.factories import check_fingerprints
+from sweep.storages.store import open_storage, resolve_url
 from sweep.workers.admission import SURPLUS, end_admission
 from sweep.workers.batch import resolve_size, run_batch
 from sweep.workers.heartbeats import ask, requeue, say_taken_over
+from sweep.workers.jobs import StudyJob, finished, free_slots, load_study, states, stop_verdict
 from sweep.workers.refit import refit_once
-from sweep.workers.silent import adopt_silent
 from sweep.workers.single import StopFlag, run_single, stop_on_signals
 from sweep.workers.testhook import pause_at
-from sweep.workers.trust import check_trusted
 
 __all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
 RAN, BUSY, DONE = "ran", "busy", "done"
@@ -75,80 +72,20 @@ class WorkSummary:
     interrupted_trial: int | None = None  # the trial it failed as "interrupted"
 
 
-@dataclass
-class _StudyJob:
-    """A study this worker runs trials of: loaded from the store, its data and objective made at its first trial."""
-
-    study: optuna.Study
-    cfg: StudyConfig
-    objective: Callable[[optuna.Trial], float] | None = None
-    prep: Prepared | None = None
-    failures: int = 0  # trials in a row that ended FAIL here
-
-
-def _load_study(store: optuna.storages.RDBStorage, name: str, url: str, trusted: tuple[str, ...]) -> _StudyJob:
-    try:
-        study = optuna.load_study(study_name=name, storage=store)
-    except KeyError:
-        raise StudyNotFoundError(
-            f"no study named {name!r} in {mask(url)}; submit it first with 'sweep submit STUDY.toml --storage URL'"
-        ) from None
-    cfg = require_config(study.user_attrs, name, where=mask(url), fix="a worker cannot run it")
-    check_trusted(cfg, trusted)  # before anything imports the study's factories
-    check_fingerprints(study.user_attrs.get("factories"), cfg)  # this process's factory code is the study's
-    study.pruner = study_mod.make_pruner(cfg)
-    return _StudyJob(study, cfg)
-
-
-def _states(study: optuna.Study) -> dict[str, int]:
-    return state_counts(study.get_trials(deepcopy=False))
-
-
-def _finished(job: _StudyJob, counts: dict[str, int], *, reason: str | None = None, complete: int = 0) -> bool:
-    """Target reached, grid used up, or (``search.stop = "resolved"``) the answer resolved.
-
-    ``reason`` (under the study lock): the stop rule's verdict, found before the lock was taken
-    (``_stop_verdict``); stored, so every worker sees the same decision in the ``stopped`` study
-    attribute. Without it only that attribute is read.
-    """
-    if counts["COMPLETE"] >= job.cfg.search.n_trials:
-        return True
-    if job.cfg.search.sampler == "grid" and study_mod.grid_exhausted(job.study, job.cfg):
-        return True
-    if job.cfg.search.stop != "resolved":
-        return False
-    if "stopped" in job.study.user_attrs:
-        return True
-    if reason is None:
-        return False
-    job.study.set_user_attr("stopped", {"reason": reason, "complete": complete,
-                                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
-    return True
-
-
-def _stop_verdict(job: _StudyJob) -> tuple[str | None, int]:
-    """The stop rule's reason to stop (None: go on) and the complete trials it saw. Outside the study lock: the
-    smoothing fit of ``stop = "resolved"`` takes seconds, and other workers' admissions must not wait on it."""
-    if job.cfg.search.stop != "resolved" or "stopped" in job.study.user_attrs:
-        return None, 0
-    sel = selection_of(job.study, job.cfg)
-    return (stop_reason(sel, job.cfg), len(sel.scores)) if sel is not None else (None, 0)
-
-
-def run_one(job: _StudyJob, store: optuna.storages.RDBStorage, *, stop: StopFlag,
+def run_one(job: StudyJob, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, list[int]]:
     """Run one trial (or one batch) of ``job`` if the study has a free slot: (RAN, the numbers of the trials that
     ended here), (BUSY, []) or (DONE, []). Trials failed as "interrupted" are appended to ``interrupted``."""
-    if _finished(job, _states(job.study)):  # COMPLETE never decreases: no lock needed to see this
+    if finished(job, states(job.study)):  # COMPLETE never decreases: no lock needed to see this
         return DONE, []
     objective, prep = _objective_of(job)
     size = resolve_size(job.cfg, prep)  # above 1: a population of trials asked and told together
-    verdict = _stop_verdict(job)
+    verdict = stop_verdict(job)
     lock = StudyLock(store, job.study.study_name).acquire()
     try:
         if stop:  # a signal came while the data loaded or the lock was awaited: no new trial
             return BUSY, []
-        free = _free_slots(job, verdict)
+        free = free_slots(job, verdict)
         if free is None:
             return DONE, []
         if free == 0:
@@ -162,7 +99,7 @@ def run_one(job: _StudyJob, store: optuna.storages.RDBStorage, *, stop: StopFlag
     return RAN, [t.number for t in ended]
 
 
-def _objective_of(job: _StudyJob) -> tuple[Callable[[optuna.Trial], float], Prepared]:
+def _objective_of(job: StudyJob) -> tuple[Callable[[optuna.Trial], float], Prepared]:
     """The study's objective and data, made once: outside the lock, so workers load data in parallel."""
     if job.prep is None:
         job.prep = prepare(job.cfg)
@@ -171,25 +108,7 @@ def _objective_of(job: _StudyJob) -> tuple[Callable[[optuna.Trial], float], Prep
     return job.objective, job.prep
 
 
-def _free_slots(job: _StudyJob, verdict: tuple[str | None, int]) -> int | None:
-    """Under the study lock: the slots free for new trials (target - COMPLETE - RUNNING; 0: all taken by running
-    trials), or None when the study is finished. Seeds the sampler for the trials about to be asked."""
-    # Dead workers' trials are failed (and their lambdas re-queued) before counting.
-    fail_stale(job.study)
-    adopt_silent(job.study)  # a trial left with no heartbeat at all goes stale one grace period from now
-    counts = _states(job.study)
-    if _finished(job, counts, reason=verdict[0], complete=verdict[1]):
-        return None
-    free = job.cfg.search.n_trials - counts["COMPLETE"] - counts["RUNNING"]
-    if free <= 0:
-        return 0
-    # Seeded by the next trial number: concurrent workers draw different lambdas, and a
-    # single process is reproducible and does not replay its start when resumed.
-    job.study.sampler = study_mod.make_sampler(job.cfg, offset=sum(counts.values()))
-    return free
-
-
-def _run_batch(job: _StudyJob, prep: Prepared, lock: StudyLock, *, size: int, stop: StopFlag) -> list[FrozenTrial]:
+def _run_batch(job: StudyJob, prep: Prepared, lock: StudyLock, *, size: int, stop: StopFlag) -> list[FrozenTrial]:
     """Ask ``size`` trials, train them as one population, tell each: the trials this worker reports.
 
     The lock is released once every member is asked (RUNNING): no overshoot across workers.
@@ -202,7 +121,7 @@ def _run_batch(job: _StudyJob, prep: Prepared, lock: StudyLock, *, size: int, st
     return [t for t in ended if not str(t.user_attrs.get("fail_reason", "")).startswith(("stale: ", SURPLUS))]
 
 
-def _run_single(job: _StudyJob, objective: Callable[[optuna.Trial], float], lock: StudyLock, *,
+def _run_single(job: StudyJob, objective: Callable[[optuna.Trial], float], lock: StudyLock, *,
                 stop: StopFlag) -> list[FrozenTrial]:
     """Ask one trial, end the admission, run it: the trial as stored, or [] when it is not this worker's to report
     (taken over after a pause, or dropped as surplus at admission)."""
@@ -221,7 +140,7 @@ def _run_single(job: _StudyJob, objective: Callable[[optuna.Trial], float], lock
     return [frozen(study, trial)]
 
 
-def _account(job: _StudyJob, ended: list[FrozenTrial], *, stop: StopFlag, on_trial: study_mod.ProgressCallback | None,
+def _account(job: StudyJob, ended: list[FrozenTrial], *, stop: StopFlag, on_trial: study_mod.ProgressCallback | None,
              interrupted: list[int], batch: bool) -> None:
     """After trials ended here: give interrupted trials' lambdas back, one progress line per trial, and stop
     the worker after too many failures in a row.
@@ -281,7 +200,7 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
     store = open_storage(storage)
     stop = stop if stop is not None else StopFlag()
     summary = WorkSummary()
-    jobs: dict[str, _StudyJob] = {}
+    jobs: dict[str, StudyJob] = {}
     skipped: set[str] = set()
     interrupted: list[int] = []  # trials this worker failed as "interrupted"
     while not stop:
@@ -314,13 +233,13 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
     return summary
 
 
-def _step(jobs: dict[str, _StudyJob], name: str, store: optuna.storages.RDBStorage, url: str, *,
+def _step(jobs: dict[str, StudyJob], name: str, store: optuna.storages.RDBStorage, url: str, *,
           trust: tuple[str, ...], stop: StopFlag, on_trial: study_mod.ProgressCallback | None, interrupted: list[int],
           summary: WorkSummary, refit: bool, given: tuple[Callable[[optuna.Trial], float] | None, Prepared | None] | None,
           ) -> str:
     """One trial (or batch) of study ``name``, loading it first; at its target, its refit. Returns RAN, BUSY or DONE."""
     if name not in jobs:
-        job = _load_study(store, name, url, trust)
+        job = load_study(store, name, url, trust)
         if given is not None and given[0] is not None:
             job.objective, job.prep = given
         jobs[name] = job

@@ -21,7 +21,7 @@ from sweep.errors import StudyConflictError
 from sweep.storages import lock as lock_mod
 from sweep.storages.store import open_storage
 from sweep.study import create_or_load as submit
-from sweep.workers import loop
+from sweep.workers import jobs, loop
 from sweep.workers.heartbeats import ask
 from sweep.workers.single import StopFlag
 from tests.workers.helpers import work_within
@@ -113,7 +113,7 @@ def test_a_live_refit_claim_is_respected(sqlite_url: str, tiny_cfg: Build) -> No
 def test_no_trial_is_admitted_after_a_stop_signal(sqlite_url: str, tiny_cfg: Build) -> None:
     submit(tiny_cfg(train={"epochs": 1}), sqlite_url)
     store = open_storage(sqlite_url)
-    job = loop._load_study(store, "t", sqlite_url, ())
+    job = jobs.load_study(store, "t", sqlite_url, ())
     stop = StopFlag()
     stop.set(signal.SIGINT)  # came while the worker loaded its data or waited for the lock
     loop.run_one(job, store, stop=stop)
@@ -170,7 +170,7 @@ def test_the_stop_rule_fit_runs_outside_the_study_lock(sqlite_url: str, tiny_cfg
             held[0] -= 1
         release(self)
 
-    real_selection = loop.selection_of
+    real_selection = jobs.selection_of
 
     def selection_of(*args: Any, **kwargs: Any) -> Any:
         seen.append(held[0])
@@ -178,7 +178,7 @@ def test_the_stop_rule_fit_runs_outside_the_study_lock(sqlite_url: str, tiny_cfg
 
     monkeypatch.setattr(lock_mod.StudyLock, "acquire", counted_acquire)
     monkeypatch.setattr(lock_mod.StudyLock, "release", counted_release)
-    monkeypatch.setattr(loop, "selection_of", selection_of)
+    monkeypatch.setattr(jobs, "selection_of", selection_of)
     submit(tiny_cfg(train={"epochs": 1}, search={"n_trials": 3, "stop": "resolved"}), sqlite_url)
     loop.work(sqlite_url, study_name="t", refit=False)
     assert seen and seen == [0] * len(seen)  # the fit ran, and never while this worker held the lock
