@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -57,6 +58,9 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
         if flag:
             raise KeyboardInterrupt
         flag.set(signum)
+        # Said at once (os.write: no lock a signal handler could deadlock on), so a user knows the next one is "now".
+        os.write(2, f"sweep: {signal.Signals(signum).name} received; the current trial ends after its epoch, "
+                    "a second signal ends it now (its lambda is queued again either way)\n".encode())
 
     for s in sigs:
         signal.signal(s, handler)
