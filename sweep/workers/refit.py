@@ -33,11 +33,11 @@ log = logging.getLogger("sweep")
 
 
 def claim_is_live(claim: dict, *, now: float, grace: float) -> bool:
-    """True while the claim's worker still refreshes it (a claim of version 0.3 or older, with no beat, never expires
-    by itself: it is read as dead once older than the grace period by its ``at`` time)."""
+    """True while the claim's worker still refreshes it. A claim written before claims had a ``beat`` is judged by
+    its ``at`` time: older than the grace period, it is dead (such claims were never refreshed)."""
     beat = claim.get("beat")
     if beat is None:
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
             beat = dt.datetime.fromisoformat(claim["at"]).timestamp()
     return beat is not None and now - float(beat) <= grace
 
