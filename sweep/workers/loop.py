@@ -114,8 +114,12 @@ def _run_batch(job: StudyJob, prep: Prepared, lock: StudyLock, *, size: int, sto
     The lock is released once every member is asked (RUNNING): no overshoot across workers.
     """
     study, target = job.study, job.cfg.search.n_trials
-    ended = run_batch(study, job.cfg, prep, size=size, stop=lambda: bool(stop),
-                      after_ask=lambda asked: end_admission(study, target, lock, asked))
+    stop.training = True  # a second signal ends the batch now (its lambdas queued again by run_batch)
+    try:
+        ended = run_batch(study, job.cfg, prep, size=size, stop=lambda: bool(stop),
+                          after_ask=lambda asked: end_admission(study, target, lock, asked))
+    finally:
+        stop.training = False
     # Members failed as stale while this worker was paused were taken over (one line said so): not ours to report.
     # So were members dropped as surplus at admission (one line said so too).
     return [t for t in ended if not str(t.user_attrs.get("fail_reason", "")).startswith(("stale: ", SURPLUS))]

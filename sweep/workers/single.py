@@ -36,6 +36,9 @@ class StopFlag:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
+        # While a trial trains a second signal ends it now; elsewhere (telling it, queueing its lambda again) it is
+        # ignored: the worker is on its way out, and an exception there would lose the lambda.
+        self.training = False
 
     def set(self, signum: int) -> None:
         self.signum = signum
@@ -56,7 +59,9 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
 
     def handler(signum: int, frame: object) -> None:
         if flag:
-            raise KeyboardInterrupt
+            if flag.training:
+                raise KeyboardInterrupt
+            return
         flag.set(signum)
         # Said at once (os.write: no lock a signal handler could deadlock on), so a user knows the next one is "now".
         os.write(2, f"sweep: {signal.Signals(signum).name} received; the current trial ends after its epoch, "
@@ -109,7 +114,11 @@ def run_single(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     with Heartbeats(storage_of(study)) as beats:
         beats.add(trial_id(trial))
         try:
-            value = objective(cast(optuna.Trial, _Stoppable(trial, stop)))
+            stop.training = True
+            try:
+                value = objective(cast(optuna.Trial, _Stoppable(trial, stop)))
+            finally:
+                stop.training = False
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
             state = TrialState.PRUNED
