@@ -74,12 +74,13 @@ def test_ctrl_c_on_run_with_workers(tmp_path: Path, sqlite_url: str) -> None:
     while sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in _trials(sqlite_url)) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, "two trials never got under way"
         time.sleep(0.2)
+    before = len(_trials(sqlite_url))  # a trial may have completed, and another begun, before the signal
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
     ts = trials(sqlite_url, "sig")
     _requeued(ts)
-    assert len([t for t in ts if t.state != TrialState.WAITING]) == 2  # no trial admitted after the signal
+    assert len([t for t in ts if t.state != TrialState.WAITING]) <= before  # no trial admitted after the signal
 
 
 def _trials(url: str) -> list[FrozenTrial]:
