@@ -97,6 +97,12 @@ class StudyConflictError(SweepError):
     """A study of that name exists with a different configuration."""
 
 
+class UntrustedFactoryError(SweepError):
+    """A stored study names a factory this worker was not told to trust (``--trust``, ``SWEEP_TRUSTED_FACTORIES``)."""
+
+    exit_code = 2
+
+
 class FactoryChangedError(StudyConflictError):
     """The source of a study's factory differs from the one the study was made with."""
 

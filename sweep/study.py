@@ -22,6 +22,7 @@ from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError
 from sweep.objectives.prepared import Prepared, prepare
 from sweep.objectives.scheme import refit, scheme_of
 from sweep.selection import best_score, refit_matches, rule_named, scores_of, selection_of
+from sweep.storages.lock import StudyLock
 from sweep.storages.optuna_compat import experimental_allowed
 from sweep.storages.store import mask, open_storage, resolve_url
 from sweep.training.factories import check_fingerprints, fingerprints
@@ -93,6 +94,14 @@ def create_or_load(cfg: StudyConfig, storage: str | None) -> optuna.Study:
     """
     prints = fingerprints(cfg)  # imports the factories: a bad one fails before the store is touched
     store = open_storage(storage)
+    # Check and create under the study lock: two submits of one new name with different configs cannot both pass
+    # the check before either has stored its config (the second now finds the first and is refused).
+    with StudyLock(store, cfg.name):
+        return _create_or_check(cfg, storage, store, prints)
+
+
+def _create_or_check(cfg: StudyConfig, storage: str | None, store: optuna.storages.BaseStorage,
+                     prints: dict[str, dict[str, str]]) -> optuna.Study:
     try:
         existing = optuna.load_study(study_name=cfg.name, storage=store)
     except KeyError:

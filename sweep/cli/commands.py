@@ -255,9 +255,14 @@ def submit(study_file: str, storage: str | None, overrides: tuple[str, ...], nam
 @click.option("--poll", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
               help="How often to look again while other workers hold the remaining trials.")
 @click.option("--no-refit", is_flag=True, hidden=True, help="Leave the refit to the caller (sweep run --workers).")
-def worker_cmd(storage: str | None, study_name: str | None, wait: bool, poll: float, no_refit: bool) -> None:
+@click.option("--trust", "trust", multiple=True, metavar="PREFIX",
+              help="Import factories under this module prefix (repeatable) [env SWEEP_TRUSTED_FACTORIES]; "
+                   "a study naming any other is skipped (refused with --study).")
+def worker_cmd(storage: str | None, study_name: str | None, wait: bool, poll: float, no_refit: bool,
+               trust: tuple[str, ...]) -> None:
     """Run trials of studies that still have budget; exit when there is no work left (or keep polling with --wait)."""
     from sweep.workers import loop as worker
+    from sweep.workers.trust import trusted_prefixes
 
     def on_trial(p: Any) -> None:
         lam = "-" if p.lam is None else f"{p.lam:.3g}"
@@ -266,6 +271,7 @@ def worker_cmd(storage: str | None, study_name: str | None, wait: bool, poll: fl
 
     with worker.stop_on_signals(worker.StopFlag()) as stop:
         summary = worker.work(storage, study_name=study_name, wait=wait, poll=poll, refit=not no_refit,
+                              trust=trusted_prefixes(trust),
                               on_trial=on_trial, stop=stop)
     click.echo(worker.describe(summary))
     if summary.interrupted is not None:

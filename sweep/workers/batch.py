@@ -24,7 +24,8 @@ from sweep.objectives.prepared import Prepared, suggest_lambda
 from sweep.storages.optuna_compat import storage_of, trial_id
 from sweep.storages.writes import set_user_attrs
 from sweep.training import trainers
-from sweep.workers.heartbeats import Heartbeats, ask, say_taken_over, tell_once
+from sweep.workers.heartbeats import Heartbeats, ask, requeue, say_taken_over, tell_once
+from sweep.workers.testhook import pause_at
 
 __all__ = ["resolve_size", "run_batch", "workers_per_device"]
 
@@ -90,12 +91,16 @@ class _OpenTrials:
     def tell(self, i: int, state: TrialState, value: float | None = None) -> None:
         tell_once(self._study, self.close(i), state, value)
 
-    def fail_all(self, reason: str) -> None:
-        """End every open trial FAIL with ``reason``, not RUNNING; one that cannot be told is left to the heartbeat."""
+    def fail_all(self, reason: str, *, again: bool = False) -> None:
+        """End every open trial FAIL with ``reason``, not RUNNING; one that cannot be told is left to the heartbeat.
+        ``again``: queue each one's lambda again (a second stop signal is no verdict on them)."""
         for i in list(self.live):
             try:
-                self.live[i].set_user_attr("fail_reason", reason)
+                trial = self.live[i]
+                trial.set_user_attr("fail_reason", reason)
                 self.tell(i, TrialState.FAIL)
+                if again:
+                    requeue(self._study, trial.number, dict(trial.params))
             except Exception:  # noqa: BLE001 - the heartbeat will fail it later
                 pass
 
@@ -120,12 +125,16 @@ def run_batch(study: optuna.Study, cfg: StudyConfig, prep: Prepared, *, size: in
                 for i in [i for i in batch.live if batch.live[i].number in dropped]:  # told FAIL by the worker
                     batch.close(i)
             if batch.live:
-                train_trials(study, cfg, prep, batch.live, lams, tell=batch.tell, stop=stop, taken_over=batch.taken_over)
+                train_trials(study, cfg, prep, batch.live, lams, tell=batch.tell, stop=_with_hook(stop),
+                             taken_over=batch.taken_over)
         except BaseException as err:
             # Whatever stopped the batch (a stop signal, Ctrl-C, a storage error): its open trials end FAIL, not RUNNING.
             if isinstance(err, StoreOutageError):
                 raise  # the store is gone: the heartbeats stop, and the next worker retries these trials
-            batch.fail_all("interrupted" if isinstance(err, TrialInterrupted) else f"batch stopped: {type(err).__name__}: {err}")
+            if isinstance(err, (TrialInterrupted, KeyboardInterrupt)):  # the first signal, or a second one
+                batch.fail_all("interrupted", again=isinstance(err, KeyboardInterrupt))  # the first: loop._account
+            else:
+                batch.fail_all(f"batch stopped: {type(err).__name__}: {err}")
             if not isinstance(err, TrialInterrupted):
                 raise
     numbers = {t.number for t in batch.asked}
@@ -142,7 +151,16 @@ def _ask_all(batch: _OpenTrials, study: optuna.Study, cfg: StudyConfig, start: d
         batch.add(i, trial)
         try:
             lams[i] = suggest_lambda(trial, cfg.search)
+            pause_at("after_suggest")
             set_user_attrs(trial, {**start, "population": size})
         except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
             batch.taken_over(i)
     return lams
+
+
+def _with_hook(stop: Callable[[], bool] | None) -> Callable[[], bool]:
+    """``stop``, asked once per epoch, with the test hook's "mid_epoch" point (``testhook``) in front of it."""
+    def asked() -> bool:
+        pause_at("mid_epoch")
+        return stop is not None and stop()
+    return asked

@@ -24,9 +24,10 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from sweep.storages.optuna_compat import BaseHeartbeat, heartbeat_storage, tell_past_stop
+from sweep.storages.optuna_compat import BaseHeartbeat, heartbeat_storage, storage_of, tell_past_stop, trial_id
+from sweep.workers.testhook import pause_at
 
-__all__ = ["Heartbeats", "ask", "say_taken_over", "tell_once"]
+__all__ = ["Heartbeats", "ask", "requeue", "say_taken_over", "tell_once"]
 log = logging.getLogger("sweep")
 
 
@@ -56,9 +57,9 @@ class Heartbeats:
         while not self._stop.wait(self._interval):
             with self._lock:
                 ids = sorted(self._ids)
-            for trial_id in ids:
+            for live in ids:
                 with contextlib.suppress(Exception):  # a missed beat is retried next interval
-                    storage.record_heartbeat(trial_id)
+                    storage.record_heartbeat(live)
 
     def __enter__(self) -> Heartbeats:
         if self._storage is not None:
@@ -74,11 +75,25 @@ class Heartbeats:
 
 
 def ask(study: optuna.Study) -> optuna.Trial:
-    """``study.ask()``, stored RUNNING: the caller's ``Heartbeats`` keeps it alive."""
+    """``study.ask()``, stored RUNNING, with its first heartbeat at once: the caller's ``Heartbeats`` keeps it alive.
+
+    Optuna's stale-trial query skips a RUNNING trial with no heartbeat row, so the first beat is written here,
+    single trials and batches alike, not when training starts (``silent.adopt_silent`` covers a death in between).
+    """
     with warnings.catch_warnings():
         # Optuna warns that heartbeats are meant for study.optimize; Heartbeats covers ask-and-tell.
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        return study.ask()
+        trial = study.ask()
+    beats = heartbeat_storage(storage_of(study))
+    if beats is not None:
+        beats.record_heartbeat(trial_id(trial))
+    pause_at("after_ask")
+    return trial
+
+
+def requeue(study: optuna.Study, number: int, params: dict[str, object]) -> None:
+    """Give an interrupted trial's lambda back to the study, as the stale-trial retry does (the next ask takes it)."""
+    study.enqueue_trial(dict(params), user_attrs={"retried_from": number}, skip_if_exists=False)
 
 
 def say_taken_over(trial: optuna.Trial) -> None:
@@ -89,10 +104,12 @@ def say_taken_over(trial: optuna.Trial) -> None:
 def tell_once(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None) -> bool:
     """Tell the store how ``trial`` ended; False (with a warning) when another worker had already failed it
     as stale while this one was paused, so this result is discarded. The one place both trial paths tell."""
+    pause_at("before_tell")
     try:
         told = tell_past_stop(study, trial, state, value)
     except UpdateFinishedTrialError:
         told = None
+    pause_at("after_tell")
     if told is None or told.state != state:
         say_taken_over(trial)
         return False

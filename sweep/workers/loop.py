@@ -20,20 +20,20 @@ ask-and-tell, with heartbeats from ``heartbeats.Heartbeats``.
 
 Faults. A worker killed with SIGKILL stops sending heartbeats; after the grace
 period the next admission fails its trial ("stale: no heartbeat for N s") and
-queues the same lambda, which the next worker picks up. A worker paused past the
+queues the same lambda, which the next worker picks up; a trial killed before its first
+heartbeat is adopted (``silent``) and goes stale the same way. A worker paused past the
 grace period finds its trial taken over when it resumes, drops the result with one
 line, and goes on. Store outages are ridden out by the storage (``sweep.storages.outage``).
 SIGTERM/SIGINT: the running trial ends after its current epoch as FAIL
-("interrupted"), its lambda is enqueued again, and the worker exits; a second
-signal stops at once.
+("interrupted"), its lambda is enqueued again, and the worker exits admitting nothing
+more; a second signal stops at once, and the lambda is queued again all the same.
+Without ``--study``, a study that cannot be run is skipped with one line (``work``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import os
-import socket
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,22 +42,23 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import study as study_mod
-from sweep.config import StudyConfig, require_config
-from sweep.errors import StudyNotFoundError, SweepError
+from sweep.errors import StorageError, SweepError, first_line
 from sweep.objectives.prepared import Prepared, prepare, suggest_lambda
 from sweep.objectives.scheme import make_objective
-from sweep.selection import refit_matches, selection_of, state_counts, stop_reason
 from sweep.storages.lock import StudyLock
 from sweep.storages.optuna_compat import frozen
-from sweep.storages.store import fail_stale, mask, open_storage, resolve_url
-from sweep.training.factories import check_fingerprints
+from sweep.storages.store import open_storage, resolve_url
 from sweep.workers.admission import SURPLUS, end_admission
 from sweep.workers.batch import resolve_size, run_batch
-from sweep.workers.heartbeats import ask, say_taken_over
+from sweep.workers.heartbeats import ask, requeue, say_taken_over
+from sweep.workers.jobs import StudyJob, finished, free_slots, load_study, states, stop_verdict
+from sweep.workers.refit import refit_once
 from sweep.workers.single import StopFlag, run_single, stop_on_signals
+from sweep.workers.testhook import pause_at
 
 __all__ = ["StopFlag", "WorkSummary", "describe", "run_one", "stop_on_signals", "work"]
 RAN, BUSY, DONE = "ran", "busy", "done"
+log = logging.getLogger("sweep")
 
 
 @dataclass
@@ -71,68 +72,20 @@ class WorkSummary:
     interrupted_trial: int | None = None  # the trial it failed as "interrupted"
 
 
-@dataclass
-class _StudyJob:
-    """A study this worker runs trials of: loaded from the store, its data and objective made at its first trial."""
-
-    study: optuna.Study
-    cfg: StudyConfig
-    objective: Callable[[optuna.Trial], float] | None = None
-    prep: Prepared | None = None
-    failures: int = 0  # trials in a row that ended FAIL here
-
-
-def _load_study(store: optuna.storages.RDBStorage, name: str, url: str) -> _StudyJob:
-    try:
-        study = optuna.load_study(study_name=name, storage=store)
-    except KeyError:
-        raise StudyNotFoundError(
-            f"no study named {name!r} in {mask(url)}; submit it first with 'sweep submit STUDY.toml --storage URL'"
-        ) from None
-    cfg = require_config(study.user_attrs, name, where=mask(url), fix="a worker cannot run it")
-    check_fingerprints(study.user_attrs.get("factories"), cfg)  # this process's factory code is the study's
-    study.pruner = study_mod.make_pruner(cfg)
-    return _StudyJob(study, cfg)
-
-
-def _states(study: optuna.Study) -> dict[str, int]:
-    return state_counts(study.get_trials(deepcopy=False))
-
-
-def _finished(job: _StudyJob, counts: dict[str, int], *, decide: bool = False) -> bool:
-    """Target reached, grid used up, or (``search.stop = "resolved"``) the answer resolved.
-
-    ``decide`` (under the study lock): test the stop rule and store why it stopped, so every
-    worker sees the same decision in the ``stopped`` study attribute; without it only that attribute is read.
-    """
-    if counts["COMPLETE"] >= job.cfg.search.n_trials:
-        return True
-    if job.cfg.search.sampler == "grid" and study_mod.grid_exhausted(job.study, job.cfg):
-        return True
-    if job.cfg.search.stop != "resolved":
-        return False
-    if "stopped" in job.study.user_attrs:
-        return True
-    sel = selection_of(job.study, job.cfg) if decide else None
-    reason = stop_reason(sel, job.cfg) if sel is not None else None
-    if reason is None:
-        return False
-    job.study.set_user_attr("stopped", {"reason": reason, "complete": len(sel.scores) if sel else 0,
-                                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
-    return True
-
-
-def run_one(job: _StudyJob, store: optuna.storages.RDBStorage, *, stop: StopFlag,
+def run_one(job: StudyJob, store: optuna.storages.RDBStorage, *, stop: StopFlag,
             on_trial: study_mod.ProgressCallback | None = None, interrupted: list[int] | None = None) -> tuple[str, list[int]]:
     """Run one trial (or one batch) of ``job`` if the study has a free slot: (RAN, the numbers of the trials that
     ended here), (BUSY, []) or (DONE, []). Trials failed as "interrupted" are appended to ``interrupted``."""
-    if _finished(job, _states(job.study)):  # COMPLETE never decreases: no lock needed to see this
+    if finished(job, states(job.study)):  # COMPLETE never decreases: no lock needed to see this
         return DONE, []
     objective, prep = _objective_of(job)
     size = resolve_size(job.cfg, prep)  # above 1: a population of trials asked and told together
+    verdict = stop_verdict(job)
     lock = StudyLock(store, job.study.study_name).acquire()
     try:
-        free = _free_slots(job)
+        if stop:  # a signal came while the data loaded or the lock was awaited: no new trial
+            return BUSY, []
+        free = free_slots(job, verdict)
         if free is None:
             return DONE, []
         if free == 0:
@@ -146,7 +99,7 @@ def run_one(job: _StudyJob, store: optuna.storages.RDBStorage, *, stop: StopFlag
     return RAN, [t.number for t in ended]
 
 
-def _objective_of(job: _StudyJob) -> tuple[Callable[[optuna.Trial], float], Prepared]:
+def _objective_of(job: StudyJob) -> tuple[Callable[[optuna.Trial], float], Prepared]:
     """The study's objective and data, made once: outside the lock, so workers load data in parallel."""
     if job.prep is None:
         job.prep = prepare(job.cfg)
@@ -155,37 +108,24 @@ def _objective_of(job: _StudyJob) -> tuple[Callable[[optuna.Trial], float], Prep
     return job.objective, job.prep
 
 
-def _free_slots(job: _StudyJob) -> int | None:
-    """Under the study lock: the slots free for new trials (target - COMPLETE - RUNNING; 0: all taken by running
-    trials), or None when the study is finished. Seeds the sampler for the trials about to be asked."""
-    # Dead workers' trials are failed (and their lambdas re-queued) before counting.
-    fail_stale(job.study)
-    counts = _states(job.study)
-    if _finished(job, counts, decide=True):
-        return None
-    free = job.cfg.search.n_trials - counts["COMPLETE"] - counts["RUNNING"]
-    if free <= 0:
-        return 0
-    # Seeded by the next trial number: concurrent workers draw different lambdas, and a
-    # single process is reproducible and does not replay its start when resumed.
-    job.study.sampler = study_mod.make_sampler(job.cfg, offset=sum(counts.values()))
-    return free
-
-
-def _run_batch(job: _StudyJob, prep: Prepared, lock: StudyLock, *, size: int, stop: StopFlag) -> list[FrozenTrial]:
+def _run_batch(job: StudyJob, prep: Prepared, lock: StudyLock, *, size: int, stop: StopFlag) -> list[FrozenTrial]:
     """Ask ``size`` trials, train them as one population, tell each: the trials this worker reports.
 
     The lock is released once every member is asked (RUNNING): no overshoot across workers.
     """
     study, target = job.study, job.cfg.search.n_trials
-    ended = run_batch(study, job.cfg, prep, size=size, stop=lambda: bool(stop),
-                      after_ask=lambda asked: end_admission(study, target, lock, asked))
+    stop.training = True  # a second signal ends the batch now (its lambdas queued again by run_batch)
+    try:
+        ended = run_batch(study, job.cfg, prep, size=size, stop=lambda: bool(stop),
+                          after_ask=lambda asked: end_admission(study, target, lock, asked))
+    finally:
+        stop.training = False
     # Members failed as stale while this worker was paused were taken over (one line said so): not ours to report.
     # So were members dropped as surplus at admission (one line said so too).
     return [t for t in ended if not str(t.user_attrs.get("fail_reason", "")).startswith(("stale: ", SURPLUS))]
 
 
-def _run_single(job: _StudyJob, objective: Callable[[optuna.Trial], float], lock: StudyLock, *,
+def _run_single(job: StudyJob, objective: Callable[[optuna.Trial], float], lock: StudyLock, *,
                 stop: StopFlag) -> list[FrozenTrial]:
     """Ask one trial, end the admission, run it: the trial as stored, or [] when it is not this worker's to report
     (taken over after a pause, or dropped as surplus at admission)."""
@@ -193,6 +133,7 @@ def _run_single(job: _StudyJob, objective: Callable[[optuna.Trial], float], lock
     trial = ask(study)  # stored RUNNING: the slot is taken
     try:
         suggest_lambda(trial, job.cfg.search)  # drawn now, as a batch draws: end_admission compares lambdas
+        pause_at("after_suggest")
     except UpdateFinishedTrialError:  # the store was out past the grace: another worker failed it
         say_taken_over(trial)
         return []
@@ -203,7 +144,7 @@ def _run_single(job: _StudyJob, objective: Callable[[optuna.Trial], float], lock
     return [frozen(study, trial)]
 
 
-def _account(job: _StudyJob, ended: list[FrozenTrial], *, stop: StopFlag, on_trial: study_mod.ProgressCallback | None,
+def _account(job: StudyJob, ended: list[FrozenTrial], *, stop: StopFlag, on_trial: study_mod.ProgressCallback | None,
              interrupted: list[int], batch: bool) -> None:
     """After trials ended here: give interrupted trials' lambdas back, one progress line per trial, and stop
     the worker after too many failures in a row.
@@ -235,29 +176,7 @@ def _requeue_if_interrupted(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Give an interrupted trial's lambda back to the study, as the stale-trial retry does; True if it was one."""
     if trial.state != TrialState.FAIL or trial.user_attrs.get("fail_reason") != "interrupted":
         return False
-    study.enqueue_trial(dict(trial.params), user_attrs={"retried_from": trial.number}, skip_if_exists=False)
-    return True
-
-
-def refit_once(job: _StudyJob, store: optuna.storages.RDBStorage) -> bool:
-    """Refit the chosen lambda unless it is stored or another worker claimed it; True if this one did."""
-    study = job.study
-    sel = selection_of(study, job.cfg)
-    if sel is None:
-        return False
-    rule = job.cfg.search.rule
-    pick = sel.picks[rule]
-    with StudyLock(store, study.study_name):
-        attrs = optuna.load_study(study_name=study.study_name, storage=store).user_attrs
-        if refit_matches(attrs.get("refit", {}).get(rule), pick):
-            return False
-        claim = attrs.get("refit_claim", {})
-        if claim.get("trial") == pick.trial and claim.get("lambda") == pick.lam:
-            return False  # another worker is refitting (a duplicate would store the same figures anyway)
-        study.set_user_attr("refit_claim", {"trial": pick.trial, "lambda": pick.lam,
-                                            "by": f"{socket.gethostname()}:{os.getpid()}",
-                                            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
-    study_mod.refit_best(study, job.cfg)
+    requeue(study, trial.number, dict(trial.params))
     return True
 
 
@@ -269,7 +188,7 @@ def _sweep_studies(store: optuna.storages.RDBStorage) -> list[str]:
 def work(storage: str | None = None, *, study_name: str | None = None, wait: bool = False, poll: float = 5.0,
          refit: bool = True, on_trial: study_mod.ProgressCallback | None = None,
          stop: StopFlag | None = None, objective: Callable[[optuna.Trial], float] | None = None,
-         prep: Prepared | None = None) -> WorkSummary:
+         prep: Prepared | None = None, trust: tuple[str, ...] = ()) -> WorkSummary:
     """Run trials until the named study (or every lambda-sweep study) has its target of complete trials.
 
     While all free slots are taken by other workers' running trials the worker polls
@@ -277,36 +196,37 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
     ``wait`` it keeps polling for new studies instead of returning. ``stop`` (set by a
     signal) ends the current trial cleanly and returns. ``objective``: the named study's
     objective, already made by the caller (``sweep.workers.run.run`` makes it before touching the store).
+    ``trust``: the factory prefixes this worker may import (``sweep.workers.trust``). Without ``study_name``
+    a study that cannot be run (a broken stored config, an untrusted or changed factory, too many failures
+    in a row) is skipped with one line and the others go on; with it, its error ends the worker.
     """
     url = resolve_url(storage)
     store = open_storage(storage)
     stop = stop if stop is not None else StopFlag()
     summary = WorkSummary()
-    jobs: dict[str, _StudyJob] = {}
+    jobs: dict[str, StudyJob] = {}
+    skipped: set[str] = set()
     interrupted: list[int] = []  # trials this worker failed as "interrupted"
     while not stop:
-        names = [study_name] if study_name else _sweep_studies(store)
+        names = [study_name] if study_name else [n for n in _sweep_studies(store) if n not in skipped]
         progressed = busy = False
         for name in names:
             if stop:
                 break
-            if name not in jobs:
-                jobs[name] = _load_study(store, name, url)
-                if objective is not None and name == study_name:
-                    jobs[name].objective, jobs[name].prep = objective, prep
-            job = jobs[name]
             if name in summary.finished:
                 continue
-            state, numbers = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=interrupted)
-            if state == RAN:
-                summary.trials.extend(numbers)
-                progressed = True
-            elif state == BUSY:
-                busy = True
-            else:
-                summary.finished.append(name)
-                if refit and refit_once(job, store):
-                    summary.refits.append(name)
+            try:
+                state = _step(jobs, name, store, url, trust=trust, stop=stop, on_trial=on_trial,
+                              interrupted=interrupted, summary=summary, refit=refit,
+                              given=(objective, prep) if name == study_name else None)
+            except SweepError as err:
+                if study_name is not None or isinstance(err, StorageError):
+                    raise  # one study asked for, or the store itself failing: this worker stops
+                skipped.add(name)
+                log.warning("study %r skipped: %s", name, first_line(err))
+                continue
+            progressed |= state == RAN
+            busy |= state == BUSY
         if progressed:
             continue
         if not busy and not wait:
@@ -315,6 +235,27 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
     summary.interrupted = stop.signum
     summary.interrupted_trial = interrupted[-1] if interrupted else None
     return summary
+
+
+def _step(jobs: dict[str, StudyJob], name: str, store: optuna.storages.RDBStorage, url: str, *,
+          trust: tuple[str, ...], stop: StopFlag, on_trial: study_mod.ProgressCallback | None, interrupted: list[int],
+          summary: WorkSummary, refit: bool, given: tuple[Callable[[optuna.Trial], float] | None, Prepared | None] | None,
+          ) -> str:
+    """One trial (or batch) of study ``name``, loading it first; at its target, its refit. Returns RAN, BUSY or DONE."""
+    if name not in jobs:
+        job = load_study(store, name, url, trust)
+        if given is not None and given[0] is not None:
+            job.objective, job.prep = given
+        jobs[name] = job
+    job = jobs[name]
+    state, numbers = run_one(job, store, stop=stop, on_trial=on_trial, interrupted=interrupted)
+    if state == RAN:
+        summary.trials.extend(numbers)
+    elif state == DONE:
+        summary.finished.append(name)
+        if refit and refit_once(job.study, job.cfg, store):
+            summary.refits.append(name)
+    return state
 
 
 def describe(summary: WorkSummary) -> str:

@@ -24,6 +24,7 @@ from sweep.objectives.scheme import make_objective
 from sweep.storages.store import resolve_url
 from sweep.study import ProgressCallback, create_or_load, refit_best
 from sweep.workers.loop import StopFlag, work
+from sweep.workers.trust import factories_of
 
 
 def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallback | None = None,
@@ -36,10 +37,12 @@ def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallb
     objective = make_objective(cfg, prep)  # so do fold problems (more folds than a class has examples)
     study = create_or_load(cfg, storage)
     stop = stop if stop is not None else StopFlag()
+    trust = tuple(factories_of(cfg).values())  # the user's own study file: its factories, and only those
     with tempfile.TemporaryDirectory(prefix="sweep-workers-") as logs:
-        procs = spawn_workers(storage, cfg.name, workers - 1, log_dir=logs) if workers > 1 else []
+        procs = spawn_workers(storage, cfg.name, workers - 1, log_dir=logs, trust=trust) if workers > 1 else []
         try:
-            work(storage, study_name=cfg.name, refit=False, on_trial=on_trial, stop=stop, objective=objective, prep=prep)
+            work(storage, study_name=cfg.name, refit=False, on_trial=on_trial, stop=stop, objective=objective, prep=prep,
+                 trust=trust)
         except BaseException:
             join_workers(procs, terminate=True)
             raise
@@ -49,7 +52,8 @@ def run(cfg: StudyConfig, storage: str | None = None, *, on_trial: ProgressCallb
     return study
 
 
-def spawn_workers(storage: str | None, study_name: str, n: int, *, log_dir: str) -> list[tuple[subprocess.Popen, str]]:
+def spawn_workers(storage: str | None, study_name: str, n: int, *, log_dir: str,
+                  trust: tuple[str, ...] = ()) -> list[tuple[subprocess.Popen, str]]:
     """Start ``n`` ``sweep worker`` processes on one study (the URL goes by environment, not argv, so no password
     shows in ``ps``); their stderr goes to files in ``log_dir`` so a failure can be reported."""
     url = resolve_url(storage)
@@ -62,7 +66,8 @@ def spawn_workers(storage: str | None, study_name: str, n: int, *, log_dir: str)
     for i in range(n):
         log = os.path.join(log_dir, f"worker-{i + 1}.log")
         with open(log, "wb") as err:
-            cmd = [sys.executable, "-m", "sweep", "worker", "--study", study_name, "--no-refit"]
+            cmd = [sys.executable, "-m", "sweep", "worker", "--study", study_name, "--no-refit",
+                   *[arg for path in trust for arg in ("--trust", path)]]
             procs.append((subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err), log))
     return procs
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -23,7 +24,8 @@ from optuna.trial import TrialState
 
 from sweep.errors import StoreOutageError, TrainingDivergedError, TrialInterrupted, first_line
 from sweep.storages.optuna_compat import storage_of, trial_id
-from sweep.workers.heartbeats import Heartbeats, say_taken_over, tell_once
+from sweep.workers.heartbeats import Heartbeats, requeue, say_taken_over, tell_once
+from sweep.workers.testhook import pause_at
 
 log = logging.getLogger("sweep")
 
@@ -34,6 +36,9 @@ class StopFlag:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
+        # While a trial trains a second signal ends it now; elsewhere (telling it, queueing its lambda again) it is
+        # ignored: the worker is on its way out, and an exception there would lose the lambda.
+        self.training = False
 
     def set(self, signum: int) -> None:
         self.signum = signum
@@ -54,8 +59,13 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
 
     def handler(signum: int, frame: object) -> None:
         if flag:
-            raise KeyboardInterrupt
+            if flag.training:
+                raise KeyboardInterrupt
+            return
         flag.set(signum)
+        # Said at once (os.write: no lock a signal handler could deadlock on), so a user knows the next one is "now".
+        os.write(2, f"sweep: {signal.Signals(signum).name} received; the current trial ends after its epoch, "
+                    "a second signal ends it now (its lambda is queued again either way)\n".encode())
 
     for s in sigs:
         signal.signal(s, handler)
@@ -76,12 +86,24 @@ class _Stoppable:
 
     def report(self, value: float, step: int) -> None:
         self._trial.report(value, step)
+        pause_at("mid_epoch")
         if self._stop:
             self._trial.set_user_attr("fail_reason", "interrupted")
             raise TrialInterrupted(f"trial {self._trial.number} interrupted after step {step}")
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._trial, name)
+
+
+def _fail_now(study: optuna.Study, trial: optuna.Trial, err: BaseException) -> None:
+    """End ``trial`` FAIL at once. A second signal (``sweep run`` forwards SIGTERM after the terminal's SIGINT;
+    Slurm's requeue follows ``scancel --signal=TERM``) is no verdict on the lambda: it is queued again."""
+    interrupted = isinstance(err, KeyboardInterrupt)
+    with contextlib.suppress(Exception):
+        trial.set_user_attr("fail_reason", "interrupted" if interrupted else f"{type(err).__name__}: {first_line(err)}")
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        if interrupted:
+            requeue(study, trial.number, dict(trial.params))
 
 
 def run_single(study: optuna.Study, objective: Callable[[optuna.Trial], float], trial: optuna.Trial, *,
@@ -92,7 +114,11 @@ def run_single(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     with Heartbeats(storage_of(study)) as beats:
         beats.add(trial_id(trial))
         try:
-            value = objective(cast(optuna.Trial, _Stoppable(trial, stop)))
+            stop.training = True
+            try:
+                value = objective(cast(optuna.Trial, _Stoppable(trial, stop)))
+            finally:
+                stop.training = False
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
             state = TrialState.PRUNED
@@ -103,12 +129,9 @@ def run_single(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             say_taken_over(trial)
             return False
         except BaseException as err:
-            # Whatever else stopped the trial (Ctrl-C twice, a bug, the store gone for good): FAIL, not RUNNING.
+            # Whatever else stopped the trial (a second signal, a bug, the store gone for good): FAIL, not RUNNING.
             if not isinstance(err, StoreOutageError):
-                with contextlib.suppress(Exception):
-                    reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {first_line(err)}"
-                    trial.set_user_attr("fail_reason", reason)
-                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                _fail_now(study, trial, err)
             raise
         finally:
             beats.discard(trial_id(trial))

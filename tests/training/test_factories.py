@@ -185,6 +185,7 @@ def test_own_model_and_data_with_run_best_and_a_worker(tmp_path: Path, storage_u
     study.write_text(STUDY.format(name="own", module="own_factories"), encoding="utf-8")
     env = procs.env(storage_url)
     env["PYTHONPATH"] = os.pathsep.join([str(mods), env["PYTHONPATH"]])
+    env["SWEEP_TRUSTED_FACTORIES"] = "own_factories"  # a worker imports only factories it was told to trust (#28)
 
     # A worker process trains a submitted study of the factories
     assert run("submit", str(study), "--name", "own-w", env=env, cwd=tmp_path).returncode == 0

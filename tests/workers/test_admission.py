@@ -18,7 +18,8 @@ from sweep.objectives.prepared import suggest_lambda
 from sweep.storages.store import open_storage
 from sweep.study import create_or_load as submit
 from sweep.workers.admission import SURPLUS
-from sweep.workers.loop import RAN, _load_study, run_one
+from sweep.workers.jobs import load_study
+from sweep.workers.loop import RAN, run_one
 from sweep.workers.single import StopFlag
 from tests.procs import end_lock_sessions, study_file, trials
 
@@ -62,7 +63,7 @@ def test_an_admission_that_lost_its_lock_drops_what_overshoots(batch: int, tmp_p
     submit(cfg, storage_url)
     store = open_storage(storage_url)
     _lose_the_lock_at_admission(monkeypatch, storage_url, cfg, others=2)  # the other worker takes both slots
-    assert run_one(_load_study(store, "dist", storage_url), store, stop=StopFlag()) == (RAN, [])
+    assert run_one(load_study(store, "dist", storage_url, ()), store, stop=StopFlag()) == (RAN, [])
     ts = trials(storage_url, "dist")
     ours = [t for t in ts if t.number >= 2]
     assert [t.state for t in ts if t.number < 2] == [TrialState.RUNNING] * 2  # the other worker's, untouched
@@ -85,7 +86,7 @@ def test_an_admission_that_lost_its_lock_keeps_what_fits_with_its_own_lambdas(ba
     submit(cfg, storage_url)
     store = open_storage(storage_url)
     _lose_the_lock_at_admission(monkeypatch, storage_url, cfg, others=1)  # with our first lambda
-    state, numbers = run_one(_load_study(store, "dist", storage_url), store, stop=StopFlag())
+    state, numbers = run_one(load_study(store, "dist", storage_url, ()), store, stop=StopFlag())
     ts = trials(storage_url, "dist")
     assert (state, numbers) == (RAN, [2, 3][:batch - 1])  # the first asked had the other's lambda
     assert [t.state for t in ts] == [TrialState.RUNNING, TrialState.FAIL] + [TrialState.COMPLETE] * (batch - 1)
