@@ -83,13 +83,18 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'sweeps.db'}"
         return
+    yield from fresh_postgres_database(tmp_path, prefix="sweep_test")
+
+
+def fresh_postgres_database(tmp_path: Path, *, prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database for one test (its URL), dropped afterwards; skips without a server."""
     url = postgres_url()
     if url is None:
         pytest.skip("SWEEP_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server and sets it)")
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url)
-    db = f"sweep_test_{abs(hash(str(tmp_path))) % 10**8}"
+    db = f"{prefix}_{abs(hash(str(tmp_path))) % 10**8}"
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
     yield str(sqlalchemy.engine.make_url(url).set(database=db).render_as_string(hide_password=False))

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
-from tests.conftest import postgres_url
+from tests.conftest import fresh_postgres_database
 from tests.procs import ROOT, env, study_file, sweep, trials
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -64,17 +63,7 @@ def slurm() -> None:
 @pytest.fixture
 def pg(tmp_path: Path) -> Iterator[str]:
     """A fresh PostgreSQL database for one test."""
-    url = postgres_url()
-    if url is None:
-        pytest.skip("SWEEP_TEST_POSTGRES_URL is not set (scripts/test.sh starts a PostgreSQL server and sets it)")
-    engine = sqlalchemy.create_engine(url)
-    db = f"sweep_slurm_{abs(hash(str(tmp_path))) % 10**8}"
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
-    yield str(sqlalchemy.engine.make_url(url).set(database=db).render_as_string(hide_password=False))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-    engine.dispose()
+    yield from fresh_postgres_database(tmp_path, prefix="sweep_slurm")
 
 
 @pytest.fixture
