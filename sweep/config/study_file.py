@@ -15,158 +15,19 @@ A study file has a top-level ``name`` and four sections::
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from sweep.config.common import NAME_MAX, _Section
+from sweep.config.search import SearchConfig
+from sweep.config.sections import DataConfig, ModelConfig
+from sweep.config.train import TrainConfig
 from sweep.errors import ConfigError, StudyConflictError
-
-PARAM = "lambda"  # the name of the searched parameter in every study
-# NumPy's and Optuna's seeded generators take seeds in 0..2**32-1; torch takes more, numpy is the limit.
-SEED_MAX = 2**32 - 1
-# A grid study holds its points in memory (GridSampler) and checks them all on every admission.
-GRID_MAX = 1_000_000
-NAME_MAX = 200  # study names; Optuna's column is wider, this keeps tables and file names readable
-DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-
-Dataset = Literal["mnist", "fashion-mnist", "mnist-sample"]
-Penalty = Literal["l2", "l2-loss", "l2-decoupled", "l1", "elastic-net"]
-Sampler = Literal["tpe", "gp", "random", "qmc", "grid", "marglik"]
-Pruner = Literal["none", "median", "hyperband"]
-Validation = Literal["holdout", "cv", "evidence"]
-Rule = Literal["min", "1se", "1se-paired", "smooth"]
-Stop = Literal["n_trials", "resolved"]
-Arch = Literal["simplenet", "mlp", "cnn"]
-FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # package.module:function
-
-
-def _check_factory(v: str | None) -> str | None:
-    if v is not None and not FACTORY_PATH.match(v):
-        raise ValueError("must be an import path 'package.module:function'")
-    return v
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class DataConfig(_Section):
-    """``[data]``: which dataset, where it lives, and the holdout split."""
-
-    dataset: Dataset = "mnist-sample"
-    data_dir: str | None = None
-    # Below 1: a fraction of the training set; 1 or more: a count (10,000 of 60,000 by default).
-    holdout: float = Field(default=1 / 6, gt=0)
-    split_seed: Seed = 0
-    # A callable returning (x_train, y_train, x_test, y_test) instead of a named dataset (docs/models.md).
-    factory: str | None = None
-
-    _factory = field_validator("factory")(_check_factory)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataConfig:
-        # Compared with the defaults, not with the keys given: a stored config (JSON) gives every key.
-        if self.factory is not None and (self.dataset != "mnist-sample" or self.data_dir is not None):
-            raise ValueError("set either data.factory or data.dataset/data_dir, not both")
-        return self
-
-
-class ModelConfig(_Section):
-    """``[model]``: a built-in network (``arch``; ``hidden`` sizes) or a user's factory (docs/models.md)."""
-
-    arch: Arch = "simplenet"
-    # simplenet: the hidden width (784-hidden-10); mlp: a list of widths, one per hidden layer.
-    hidden: int | list[int] = 128
-    factory: str | None = None  # "package.module:function" returning a fresh torch.nn.Module
-
-    _factory = field_validator("factory")(_check_factory)
-
-    @field_validator("hidden", mode="before")
-    @classmethod
-    def _check_hidden(cls, v: Any) -> Any:
-        widths = v if isinstance(v, list) else [v]
-        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
-            raise ValueError("must be a whole number >= 1 or a list of them")
-        return v
-
-    @model_validator(mode="after")
-    def _check_arch(self) -> ModelConfig:
-        # Compared with the defaults, not with the keys given: a stored config (JSON) gives every key.
-        if self.factory is not None and (self.arch != "simplenet" or self.hidden != 128):
-            raise ValueError("set either model.factory or model.arch/hidden, not both")
-        if self.arch == "simplenet" and isinstance(self.hidden, list):
-            raise ValueError(f"hidden must be one width for arch 'simplenet', got {self.hidden}; "
-                             "for several hidden layers set arch = 'mlp'")
-        if self.arch == "cnn" and self.hidden != 128:
-            raise ValueError("hidden does not apply to arch 'cnn' (LeNet-5's sizes are fixed); remove it")
-        return self
-
-
-class TrainConfig(_Section):
-    """``[train]``: one fit: SGD settings, the penalty form, the device and the seed."""
-
-    lr: float = Field(default=0.01, gt=0)
-    batch_size: int = Field(default=64, ge=1)
-    epochs: int = Field(default=5, ge=1)
-    penalty: Penalty = "l2"
-    l1_ratio: float = Field(default=0.5, ge=0, le=1)
-    decay_bias: bool = True  # false: decay only tensors with p.dim() >= 2 (weight matrices, conv kernels)
-    momentum: float = Field(default=0.0, ge=0, lt=1)  # SGD momentum; 0 is the seed's plain SGD
-    device: str = "auto"
-    seed: Seed = 0
-
-    @model_validator(mode="after")
-    def _check_device(self) -> TrainConfig:
-        if not DEVICE.fullmatch(self.device):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        return self
-
-
-class SearchConfig(_Section):
-    """``[search]``: the lambda range, sampler, pruner, validation scheme, rule, stop rule and batch size."""
-
-    sampler: Sampler = "tpe"
-    n_trials: int = Field(default=20, ge=1)
-    lambda_low: float = Field(default=1e-5, gt=0)
-    lambda_high: float = Field(default=1e-2, gt=0)
-    pruner: Pruner = "median"
-    seed: Seed = 0
-    # How a lambda is scored (see docs/cv.md): one holdout split, stratified k-fold CV of the training
-    # set, or the Laplace evidence on the whole training set (docs/evidence.md); ``repeats`` training
-    # seeds per split or fold; ``rule`` picks the refit's lambda.
-    validation: Validation = "holdout"
-    folds: int = Field(default=5, ge=2)
-    repeats: int = Field(default=1, ge=1)
-    rule: Rule = "min"
-    # "resolved": stop before n_trials once more trials cannot change the answer beyond the noise (docs/selection.md).
-    stop: Stop = "n_trials"
-    # Trials trained together as one population (sweep.workers.batch); "auto" sizes it to the device's memory.
-    batch: int | Literal["auto"] = 1
-
-    @field_validator("batch", mode="before")
-    @classmethod
-    def _check_batch(cls, v: Any) -> Any:
-        # One plain message instead of pydantic's per-branch union errors.
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-            return v
-        raise ValueError("must be a whole number >= 1 or 'auto'")
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> SearchConfig:
-        if self.lambda_low >= self.lambda_high:
-            raise ValueError(
-                f"lambda_low must be below lambda_high, got {self.lambda_low:g} >= {self.lambda_high:g}"
-            )
-        if self.sampler == "grid" and self.n_trials > GRID_MAX:
-            raise ValueError(f"a grid has at most {GRID_MAX} points (n_trials), got {self.n_trials}; "
-                             "use sampler 'tpe' or 'random' for longer searches")
-        return self
 
 
 class StudyConfig(_Section):

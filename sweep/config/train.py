@@ -1,0 +1,27 @@
+"""``[train]``: one fit's recipe: optimiser settings, the penalty form, the device and the seed."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from sweep.config.common import DEVICE, Penalty, Seed, _Section
+
+
+class TrainConfig(_Section):
+    """``[train]``: one fit: SGD settings, the penalty form, the device and the seed."""
+
+    lr: float = Field(default=0.01, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    epochs: int = Field(default=5, ge=1)
+    penalty: Penalty = "l2"
+    l1_ratio: float = Field(default=0.5, ge=0, le=1)
+    decay_bias: bool = True  # false: decay only tensors with p.dim() >= 2 (weight matrices, conv kernels)
+    momentum: float = Field(default=0.0, ge=0, lt=1)  # SGD momentum; 0 is the seed's plain SGD
+    device: str = "auto"
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _check_device(self) -> TrainConfig:
+        if not DEVICE.fullmatch(self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        return self
