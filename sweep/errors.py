@@ -70,7 +70,19 @@ class StorageError(SweepError):
 
 
 class StoreOutageError(StorageError):
-    """The store stayed unreachable for longer than the outage budget (``SWEEP_STORE_OUTAGE``)."""
+    """The store stayed unreachable for longer than the outage budget (``SWEEP_STORE_OUTAGE``).
+
+    ``what``: the outage (how long, the budget, the store's last error); ``then``: what stops and the fix, which
+    depends on who met it (a worker, ``sweep run``: ``saying``).
+    """
+
+    def __init__(self, what: str, then: str) -> None:
+        super().__init__(f"{what}; {then}")
+        self.what = what
+
+    def saying(self, then: str) -> StoreOutageError:
+        """The same outage with another consequence and fix."""
+        return StoreOutageError(self.what, then)
 
 
 class StoreNotFoundError(StorageError):

@@ -281,9 +281,9 @@ def test_unreachable_host(tmp_path: Path) -> None:
     refused = 'connection failed: connection to server at "127.0.0.1", port 9 failed: Connection refused'
     assert code == 1
     assert err == (f"sweep: store unavailable: {refused}; retrying for up to 1 s (SWEEP_STORE_OUTAGE)\n"
-                   f"error: the study store has been unavailable for 1 s (SWEEP_STORE_OUTAGE = 1): {refused}; this "
-                   "worker stops, and its running trials are retried once their heartbeats are older than the grace "
-                   "period; check the database server and disk, then start the worker again\n")
+                   f"error: the study store has been unavailable for 1 s (SWEEP_STORE_OUTAGE = 1): {refused}; the run "
+                   "stops; check the database server and disk, then run the same command again to resume (its "
+                   "running trials are retried then)\n")
     assert "s3cret" not in err
     # A host name that does not resolve is a typo, not an outage: at once.
     code, err = run_cli("run", study(tmp_path, GOOD), "--storage", "postgresql://sweep:s3cret@db.invalid:5432/sweep")

@@ -27,7 +27,12 @@ from sweep.storages.classify import transient
 OUTAGE_SECONDS = 120  # env SWEEP_STORE_OUTAGE overrides
 log = logging.getLogger("sweep")
 T = TypeVar("T")
-__all__ = ["OUTAGE_SECONDS", "Outage", "outage_budget", "transient"]
+__all__ = ["OUTAGE_SECONDS", "RUN_STOPS", "WORKER_STOPS", "Outage", "outage_budget", "transient"]
+# What an outage past the budget stops, and the fix: a worker's words, and sweep run's (``StoreOutageError.saying``).
+WORKER_STOPS = ("this worker stops, and its running trials are retried once their heartbeats are older than the "
+                "grace period; check the database server and disk, then start the worker again")
+RUN_STOPS = ("the run stops; check the database server and disk, then run the same command again to resume "
+             "(its running trials are retried then)")
 
 def outage_budget() -> float:
     """Seconds a worker waits for the store before it gives up (``SWEEP_STORE_OUTAGE``)."""
@@ -87,9 +92,7 @@ class Outage:
                 if lasted >= self.budget:
                     raise StoreOutageError(
                         f"the study store has been unavailable for {lasted:.0f} s (SWEEP_STORE_OUTAGE = "
-                        f"{self.budget:g}): {first_line(err.__cause__ or err)}; this worker stops, and its running "
-                        "trials are retried once their heartbeats are older than the grace period; check the "
-                        "database server and disk, then start the worker again") from None
+                        f"{self.budget:g}): {first_line(err.__cause__ or err)}", WORKER_STOPS) from None
                 time.sleep(min(delay, max(0.0, self.budget - lasted)))
                 delay = min(delay * 2, 5.0)
                 continue

@@ -30,8 +30,10 @@ from sweep.workers.testhook import pause_at
 __all__ = ["resolve_size", "run_batch", "workers_per_device"]
 
 
-def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
+def resolve_size(cfg: StudyConfig, prep: Prepared, *, per_device: int | None = None) -> int:
     """Trials per batch; 1 means the single-trial path (``single.run_single``).
+
+    ``per_device``: the worker processes on this worker's GPU (None: ``SWEEP_WORKERS_PER_DEVICE``).
 
     Populations train any network (``training.trainers`` picks the trainer); a trial of a CV or
     repeated study is several members (``objectives.batched.members_per_trial``). Networks with buffers
@@ -49,16 +51,16 @@ def resolve_size(cfg: StudyConfig, prep: Prepared) -> int:
         if prep.device.type == "cuda":
             # auto_size offers half the device's free memory to this process; N workers on one GPU would each
             # take that same half, so each takes its share of it (SWEEP_WORKERS_PER_DEVICE, default 1).
-            members //= workers_per_device()
+            members //= per_device or workers_per_device()
         return max(1, members // members_per_trial(cfg))
     return int(batch)
 
 
-def workers_per_device() -> int:
-    """How many worker processes share this worker's GPU (``SWEEP_WORKERS_PER_DEVICE``, default 1)."""
+def workers_per_device(default: int = 1) -> int:
+    """How many worker processes share this worker's GPU (``SWEEP_WORKERS_PER_DEVICE``; ``default`` when unset)."""
     text = os.environ.get("SWEEP_WORKERS_PER_DEVICE", "").strip()
     if not text:
-        return 1
+        return default
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"SWEEP_WORKERS_PER_DEVICE must be a whole number of workers, 1 or more, got {text!r}; "
                           "set it to the number of workers started on each GPU, or unset it")

@@ -37,6 +37,7 @@ class StudyJob:
     objective: Callable[[optuna.Trial], float] | None = None
     prep: Prepared | None = None
     failures: int = 0  # trials in a row that ended FAIL here
+    per_device: int | None = None  # worker processes on this one's GPU (None: SWEEP_WORKERS_PER_DEVICE)
 
 
 def load_study(store: optuna.storages.RDBStorage, name: str, url: str, trusted: tuple[str, ...]) -> StudyJob:

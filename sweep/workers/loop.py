@@ -79,7 +79,7 @@ def run_one(job: StudyJob, store: optuna.storages.RDBStorage, *, stop: StopFlag,
     if finished(job, states(job.study)):  # COMPLETE never decreases: no lock needed to see this
         return DONE, []
     objective, prep = _objective_of(job)
-    size = resolve_size(job.cfg, prep)  # above 1: a population of trials asked and told together
+    size = resolve_size(job.cfg, prep, per_device=job.per_device)  # above 1: a population of trials asked and told together
     verdict = stop_verdict(job)
     lock = StudyLock(store, job.study.study_name).acquire()
     try:
@@ -188,7 +188,7 @@ def _sweep_studies(store: optuna.storages.RDBStorage) -> list[str]:
 def work(storage: str | None = None, *, study_name: str | None = None, wait: bool = False, poll: float = 5.0,
          refit: bool = True, on_trial: study_mod.ProgressCallback | None = None,
          stop: StopFlag | None = None, objective: Callable[[optuna.Trial], float] | None = None,
-         prep: Prepared | None = None, trust: tuple[str, ...] = ()) -> WorkSummary:
+         prep: Prepared | None = None, trust: tuple[str, ...] = (), per_device: int | None = None) -> WorkSummary:
     """Run trials until the named study (or every lambda-sweep study) has its target of complete trials.
 
     While all free slots are taken by other workers' running trials the worker polls
@@ -199,6 +199,8 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
     ``trust``: the factory prefixes this worker may import (``sweep.workers.trust``). Without ``study_name``
     a study that cannot be run (a broken stored config, an untrusted or changed factory, too many failures
     in a row) is skipped with one line and the others go on; with it, its error ends the worker.
+    ``per_device``: worker processes sharing this one's GPU, for ``search.batch = "auto"`` (None: the environment's
+    ``SWEEP_WORKERS_PER_DEVICE``).
     """
     url = resolve_url(storage)
     store = open_storage(storage)
@@ -217,7 +219,7 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
                 continue
             try:
                 state = _step(jobs, name, store, url, trust=trust, stop=stop, on_trial=on_trial,
-                              interrupted=interrupted, summary=summary, refit=refit,
+                              interrupted=interrupted, summary=summary, refit=refit, per_device=per_device,
                               given=(objective, prep) if name == study_name else None)
             except SweepError as err:
                 if study_name is not None or isinstance(err, StorageError):
@@ -239,11 +241,13 @@ def work(storage: str | None = None, *, study_name: str | None = None, wait: boo
 
 def _step(jobs: dict[str, StudyJob], name: str, store: optuna.storages.RDBStorage, url: str, *,
           trust: tuple[str, ...], stop: StopFlag, on_trial: study_mod.ProgressCallback | None, interrupted: list[int],
-          summary: WorkSummary, refit: bool, given: tuple[Callable[[optuna.Trial], float] | None, Prepared | None] | None,
+          summary: WorkSummary, refit: bool, per_device: int | None,
+          given: tuple[Callable[[optuna.Trial], float] | None, Prepared | None] | None,
           ) -> str:
     """One trial (or batch) of study ``name``, loading it first; at its target, its refit. Returns RAN, BUSY or DONE."""
     if name not in jobs:
         job = load_study(store, name, url, trust)
+        job.per_device = per_device
         if given is not None and given[0] is not None:
             job.objective, job.prep = given
         jobs[name] = job

@@ -57,6 +57,8 @@ def test_closed_port_is_waited_for_within_the_outage_budget(monkeypatch: pytest.
     assert "port 9 failed: Connection refused" in lines[0]
     assert lines[0].endswith("; retrying for up to 1 s (SWEEP_STORE_OUTAGE)")
     assert lines[1].startswith("error: the study store has been unavailable for 1 s (SWEEP_STORE_OUTAGE = 1): ")
+    assert lines[1].endswith("; this worker stops, and its running trials are retried once their heartbeats are older "
+                             "than the grace period; check the database server and disk, then start the worker again")
 
 
 @pytest.mark.postgres

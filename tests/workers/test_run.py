@@ -112,3 +112,39 @@ def test_replicate_studies_with_neighbouring_seeds_draw_different_lambdas(tiny_c
     assert draw(1, 2) != draw(0, 3)
     assert draw(0, 1) != draw(1, 0)
     assert len({sampler_seed(s, k) for s in range(20) for k in range(20)}) == 400
+
+
+class _Child:
+    """A ``sweep worker`` process as ``spawn_workers`` starts it, recorded instead of run."""
+
+    started: list[dict[str, str]] = []
+
+    def __init__(self, cmd: list[str], *, env: dict[str, str], **kwargs: object) -> None:
+        _Child.started.append(env)
+
+    def poll(self) -> int:
+        return 0
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(("env", "want"), [(None, "3"), ("8", "8")])
+def test_run_with_workers_tells_each_how_many_share_the_device(tiny_cfg, sqlite_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 env: str | None, want: str) -> None:
+    # search.batch = "auto" on a GPU: N local workers each take 1/N of the memory one would (SWEEP_WORKERS_PER_DEVICE),
+    # unless the user said how many share it.
+    from sweep.workers import run as run_mod
+
+    if env is None:
+        monkeypatch.delenv("SWEEP_WORKERS_PER_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("SWEEP_WORKERS_PER_DEVICE", env)
+    _Child.started = []
+    in_process: list[int | None] = []
+    monkeypatch.setattr(run_mod.subprocess, "Popen", _Child)
+    monkeypatch.setattr(run_mod, "work", lambda *args, per_device=None, **kwargs: in_process.append(per_device))
+    run_study(tiny_cfg(name="share"), sqlite_url, workers=3, refit_after=False)
+    assert [child["SWEEP_WORKERS_PER_DEVICE"] for child in _Child.started] == [want, want]
+    assert in_process == [int(want)]
