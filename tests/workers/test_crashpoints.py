@@ -41,10 +41,11 @@ n_trials = 2
 pruner = "none"
 batch = {batch}
 """
-# Every point for single trials and batches on SQLite (the refit is the same after either: once); on PostgreSQL
-# the three that differ most there (no heartbeat yet under the advisory lock, mid-training, the claim).
+# Every point for single trials and batches on SQLite (the refit is the same after either: once); every point on
+# PostgreSQL too, each once, single trials and batches in turn (its advisory lock and row locks are what differ).
 CASES = ([("sqlite", p, b) for b in (1, 2) for p in POINTS if (p, b) != ("mid_refit", 2)]
-         + [("postgresql", "after_ask", 1), ("postgresql", "mid_epoch", 2), ("postgresql", "mid_refit", 1)])
+         + [("postgresql", "after_ask", 1), ("postgresql", "after_suggest", 2), ("postgresql", "mid_epoch", 2),
+            ("postgresql", "before_tell", 1), ("postgresql", "after_tell", 2), ("postgresql", "mid_refit", 1)])
 
 
 @pytest.fixture(autouse=True)
