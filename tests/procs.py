@@ -57,9 +57,11 @@ def sweep(*args: str) -> list[str]:
     return [sys.executable, "-m", "sweep", *args]
 
 
-def start(*args: str, storage: str, log: Path) -> subprocess.Popen:
+def start(*args: str, storage: str, log: Path, extra: dict[str, str] | None = None) -> subprocess.Popen:
+    """A ``sweep`` process on ``storage``, its output in ``log``; ``extra``: more environment (test hooks)."""
     with open(log, "wb") as f:
-        return subprocess.Popen(sweep(*args), env=env(storage), stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        return subprocess.Popen(sweep(*args), env={**env(storage), **(extra or {})}, stdout=f, stderr=subprocess.STDOUT,
+                                cwd=ROOT)
 
 
 def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:

@@ -6,6 +6,8 @@ import base64
 import re
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +82,29 @@ def test_worker_killed_mid_trial_is_retried(tmp_path: Path, storage_url: str) ->
     assert [t.state for t in ts] == [TrialState.FAIL, TrialState.COMPLETE]  # exactly the target, nothing left over
 
 
+def _wait_for(done: Callable[[], bool], proc: subprocess.Popen, what: str, *, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert proc.poll() is None, f"the worker exited (code {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
 def test_sigterm_fails_the_trial_as_interrupted_and_queues_its_lambda(tmp_path: Path, sqlite_url: str) -> None:
-    cfg = config.load(study_file(tmp_path, n_trials=1, epochs=12))
+    cfg = config.load(study_file(tmp_path, n_trials=1, epochs=2))
     submit(cfg, sqlite_url)
-    log = tmp_path / "w.log"
-    proc = start("worker", storage=sqlite_url, log=log)
-    first = wait_until_mid_trial(sqlite_url, "dist", proc)
+    log, paused, release = tmp_path / "w.log", tmp_path / "paused", tmp_path / "release"
+    # The worker holds after its first epoch's report until released (sweep.workers.testhook), so the signal lands
+    # mid-trial however slowly this process looks: a short trial polled for can end before the signal is sent, and
+    # then the worker rightly says it stopped "between trials".
+    proc = start("worker", storage=sqlite_url, log=log, extra={
+        "SWEEP_TEST_PAUSE_AT": "mid_epoch", "SWEEP_TEST_PAUSE_FILE": str(paused), "SWEEP_TEST_RELEASE_FILE": str(release)})
+    _wait_for(paused.exists, proc, "the first epoch's report")
+    [first] = [t for t in trials(sqlite_url, "dist") if t.state == TrialState.RUNNING]
+    assert sorted(first.intermediate_values) == [1]
     proc.send_signal(signal.SIGTERM)
+    _wait_for(lambda: "SIGTERM received" in log.read_text(), proc, "the signal's line")  # its handler has run
+    release.touch()
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     assert log.read_text().splitlines()[-1] == (
         "error: stopped by SIGTERM; trial 0 was failed as 'interrupted' and its lambda queued again")
