@@ -68,17 +68,17 @@ def pg(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def array(slurm: None, pg: str, tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """``array(name, tasks, n_trials)``: submit the study, sbatch the array as docs/slurm.md does; its job id.
+    """``array(name, tasks, n_trials, extra_env)``: submit the study, sbatch the array as docs/slurm.md does; its job id.
     Every job started here is cancelled (by id) at the end and waited for, so the next test finds the node free."""
     started: list[str] = []
     url_file = tmp_path / "store-url"
     url_file.write_text(pg + "\n")
     url_file.chmod(0o600)
 
-    def start(name: str, tasks: int, n_trials: int) -> str:
+    def start(name: str, tasks: int, n_trials: int, extra: dict[str, str] | None = None) -> str:
         path = study_file(tmp_path, name, n_trials=n_trials, epochs=EPOCHS)
         _sh(*sweep("submit", str(path), "--storage", pg), timeout=120)
-        environ = env()
+        environ = {**env(), **(extra or {})}
         environ.pop("SWEEP_STORAGE", None)  # the URL goes by file, as the docs say
         environ["SWEEP_STORAGE_FILE"] = str(url_file)
         environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
@@ -192,6 +192,62 @@ def test_tasks_stopped_by_scancel_signal_and_by_requeue_hand_back_their_trials(a
         assert "start 2)" in text, text  # it started again, joined the study and ended with exit 0
     assert "requeueing job" in log(tmp_path, 1)  # the script asked for it; for scontrol requeue Slurm did
     done = assert_exact(pg, "slurm-preempt", 8)
+    interrupted = [t for t in done if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted"]
+    assert len(interrupted) == 2, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in done]
+    for t in interrupted:  # each handed-back lambda was trained to completion exactly once, later
+        again = [d for d in done if d.state == TrialState.COMPLETE and d.params["lambda"] == t.params["lambda"]]
+        assert len(again) == 1 and again[0].user_attrs.get("retried_from") == t.number
+
+
+def minutes(elapsed: str) -> int:
+    """Whole minutes of a RunTime such as 0:41, 1:02:03 or 1-00:00:00 (scontrol's D-HH:MM:SS)."""
+    days, _, clock = elapsed.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 1440 + parts[0] * 60 + parts[1]
+
+
+def test_tasks_at_their_time_limit_hand_back_their_trials(array, pg: str, tmp_path: Path) -> None:
+    # The time limit, brought near with `scontrol update TimeLimit` on running tasks (Slurm keeps limits in minutes
+    # and looks at them every 30 s or so). Task 1: its limit less than the script's --signal lead (120 s) away, so
+    # Slurm sends TERM to the worker ahead of it and the script requeues the task. Task 2: its limit already past,
+    # so Slurm ends the task itself (TERM to every process, SIGKILL after KillWait): TIMEOUT, not requeued.
+    # Each worker holds after its first epoch's report until the test releases it (sweep.workers.testhook), so
+    # the TERM lands mid-trial however long Slurm takes to send it; both hand their trial back. Task 2 gets two
+    # TERMs at once (the --signal one, due too, and the time limit's): the second ends its trial at once.
+    release = tmp_path / "release"
+    job = array("slurm-timelimit", tasks=2, n_trials=4, extra={
+        "SWEEP_TEST_PAUSE_AT": "mid_epoch", "SWEEP_TEST_PAUSE_FILE": str(tmp_path / "paused"),
+        "SWEEP_TEST_RELEASE_FILE": str(release)})
+    wait_for("both tasks held mid-trial", mid_trial(pg, "slurm-timelimit", 2), tmp_path=tmp_path)
+    one = tasks_of(job)[1]
+    # 2 to 3 minutes left: under the lead, so TERM comes at Slurm's next look, and time to end the epoch after it.
+    _sh("scontrol", "update", f"JobId={job}_1", f"TimeLimit={minutes(one['RunTime']) + 3}")
+
+    def a_minute_in() -> dict[str, str] | None:
+        task = tasks_of(job)[2]
+        return task if minutes(task["RunTime"]) >= 1 else None
+
+    wait_for("task 2 a minute in", a_minute_in, tmp_path=tmp_path)
+    _sh("scontrol", "update", f"JobId={job}_2", "TimeLimit=1")  # by task: the last task's own id is the array's
+    for i in (1, 2):
+        wait_for(f"task {i}'s TERM", lambda i=i: "SIGTERM received" in log(tmp_path, i), tmp_path=tmp_path)
+    release.touch()  # within KillWait (30 s) of task 2's TERM: its worker ends its epoch before SIGKILL
+    wait_for("task 1 requeued", lambda: tasks_of(job)[1]["JobState"] == "PENDING", tmp_path=tmp_path)
+    # Its next start would get the same short limit: give it back a long one, as a real partition's would be.
+    _sh("scontrol", "update", f"JobId={job}_1", "TimeLimit=60")
+
+    def both_ended() -> dict[int, dict[str, str]] | None:
+        t = all_done(job, 2)()
+        return t if t and t[1]["Restarts"] == "1" else None
+
+    ts = wait_for("the array to end, task 1 on its second start", both_ended, tmp_path=tmp_path)
+    assert (ts[1]["JobState"], ts[1]["ExitCode"]) == ("COMPLETED", "0:0"), ts
+    assert ts[2]["JobState"] == "TIMEOUT" and ts[2]["Restarts"] == "0", ts
+    assert "requeueing job" in log(tmp_path, 1) and "requeueing job" not in log(tmp_path, 2)
+    assert "Traceback" not in log(tmp_path, 1) + log(tmp_path, 2)
+    done = assert_exact(pg, "slurm-timelimit", 4)
     interrupted = [t for t in done if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted"]
     assert len(interrupted) == 2, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in done]
     for t in interrupted:  # each handed-back lambda was trained to completion exactly once, later
