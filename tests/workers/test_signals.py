@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import config
 from sweep.study import create_or_load as submit
-from tests.procs import ROOT, env, start, sweep, trials, wait_until_mid_trial
+from tests.procs import ROOT, env, start, sweep, trials
 
 pytestmark = pytest.mark.slow
 
@@ -51,15 +51,21 @@ def test_a_second_signal_keeps_the_lambda(tmp_path: Path, sqlite_url: str, batch
     path = tmp_path / "sig.toml"
     path.write_text(STUDY.format(n=2, batch=batch), encoding="utf-8")
     submit(config.load(path), sqlite_url)
-    proc = start("worker", "--study", "sig", storage=sqlite_url, log=tmp_path / "w.log")
-    wait_until_mid_trial(sqlite_url, "sig", proc)
+    # The worker holds after its first epoch's report (sweep.workers.testhook, never released here): both signals
+    # land within that epoch however slowly this process sends them, not one on each side of the epoch's end.
+    log, paused = tmp_path / "w.log", tmp_path / "paused"
+    proc = start("worker", "--study", "sig", storage=sqlite_url, log=log, extra={
+        "SWEEP_TEST_PAUSE_AT": "mid_epoch", "SWEEP_TEST_PAUSE_FILE": str(paused),
+        "SWEEP_TEST_RELEASE_FILE": str(tmp_path / "release")})
+    deadline = time.monotonic() + 180
+    while not paused.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.05)
     proc.send_signal(first)
-    log = tmp_path / "w.log"
-    deadline = time.monotonic() + 60
     while "received; the current trial ends" not in log.read_text():  # handled: a second one is not merged into it
         assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
         time.sleep(0.01)
-    proc.send_signal(second)  # within the same epoch (30 of them): read as "stop now"
+    proc.send_signal(second)  # within the same epoch: read as "stop now"
     assert proc.wait(timeout=120) == 130, log.read_text()[-2000:]  # stopped at once, not after the epoch
     _requeued(trials(sqlite_url, "sig"))
 
