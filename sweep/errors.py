@@ -76,8 +76,8 @@ class StoreOutageError(StorageError):
     depends on who met it (a worker, ``sweep run``: ``saying``).
     """
 
-    def __init__(self, what: str, then: str) -> None:
-        super().__init__(f"{what}; {then}")
+    def __init__(self, what: str, then: str = "") -> None:
+        super().__init__(f"{what}; {then}" if then else what)  # one argument too: unpickling passes the message
         self.what = what
 
     def saying(self, then: str) -> StoreOutageError:
