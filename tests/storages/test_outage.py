@@ -153,6 +153,9 @@ def test_past_the_budget_one_error_line() -> None:
     text = str(info.value)
     assert text.startswith("the study store has been unavailable for ") and "\n" not in text
     assert "(SWEEP_STORE_OUTAGE = 0.5): connection refused; this worker stops" in text
+    # sweep run says what stops and the fix in its own words, after the same outage (sweep.workers.run).
+    run = str(info.value.saying("the run stops; run it again"))
+    assert run == text[: text.index("; this worker stops")] + "; the run stops; run it again"
 
 
 def test_permanent_failures_are_not_retried() -> None:
