@@ -9,7 +9,8 @@ refused (``check_fingerprints``), as a changed study file is.
 
 A data factory returns four arrays, or a (train, test) pair of map-style torch Datasets (or
 DataLoaders over them) whose items are (x, y): they are read once into tensors (``_materialise``),
-so the data must fit in memory; streaming them is not done.
+so the data must fit in memory; streaming them is not done (one that would not fit is refused from its
+first item, ``_check_fits``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import functools
 import hashlib
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sweep.config import StudyConfig
-from sweep.errors import FactoryChangedError, FactoryImportError, FactoryTypeError, InvalidDataError, first_line
+from sweep.errors import FactoryChangedError, FactoryImportError, FactoryTypeError, InvalidDataError, TooLargeError, first_line
 
 PATH_HINT = "install its package or add its folder to PYTHONPATH, on every machine that runs 'sweep run' or 'sweep worker'"
 
@@ -135,6 +137,8 @@ def _materialise(ds: Dataset | DataLoader, name: str, source: str) -> tuple[torc
             raise InvalidDataError(f"{source}: item {i} of the {name} dataset is a {type(item).__name__}, expected an "
                                    "(x, y) pair; make __getitem__ return (example, integer label)")
         x, y = _tensor(item[0], f"{name} example {i}", source), _tensor(item[1], f"{name} label {i}", source)
+        if not xs:
+            _check_fits(len(ds), x, name, source)
         if xs and x.shape != xs[0].shape:
             raise InvalidDataError(f"{source}: {name} example {i} has shape {tuple(x.shape)} but example 0 "
                                    f"{tuple(xs[0].shape)}; return examples of one shape")
@@ -145,6 +149,18 @@ def _materialise(ds: Dataset | DataLoader, name: str, source: str) -> tuple[torc
     if not xs:
         raise InvalidDataError(f"{source}: the {name} dataset is empty; return at least one example")
     return torch.stack(xs), torch.stack(ys)
+
+
+def _check_fits(n: int, first: torch.Tensor, name: str, source: str) -> None:
+    """Refuse, from its first item, a dataset whose examples would not fit in memory once read: the data is loaded,
+    not streamed, and the items and their stack are held at once (float32 at least: the dtype training reads)."""
+    need = 2 * n * first.numel() * max(first.element_size(), 4)
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        gib = 2**30
+        raise TooLargeError(f"{source}: the {name} dataset's {n:,} examples of shape {tuple(first.shape)} need about "
+                            f"{need / gib:.1f} GiB to load, more than this machine's {have / gib:.1f} GiB of memory; "
+                            "data is loaded into memory, not streamed: return a subset or smaller examples")
 
 
 @functools.lru_cache(maxsize=2)

@@ -11,21 +11,26 @@
 
 ``check`` finds which on a few examples (two members, one epoch) and remembers it per network,
 so a population never fails at its first step.
+
+``search.batch = "auto"`` (``auto_size``) keeps a population of a torch.func network only where ``measure``
+times it faster per model than one at a time, on this device, over a few steps when the study starts: whether
+it is depends on the network and the machine (a convolutional population was slower than one at a time on a
+quiet 2-core CPU and faster on a loaded one; docs/models.md).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from sweep.config import TrainConfig
 from sweep.errors import first_line
-from sweep.training import functional, population, rng, sequential
+from sweep.training import fit, functional, population, rng, sequential
 from sweep.training.models import Net
 
 log = logging.getLogger("sweep")
@@ -72,23 +77,78 @@ def unsupported(net: Net, cfg: TrainConfig) -> str | None:
     return None
 
 
-def auto_size(device: torch.device, net: Net, cfg: TrainConfig, *, n_fit: int) -> int:
-    """Members per population for ``search.batch = "auto"``; 1 (trials one at a time) where a population is
-    not faster: a network vmap cannot batch (``check`` found it), and convolutions on a CPU, where vmap's
-    grouped convolutions measured slower than single training (docs/models.md, Speed)."""
+def auto_size(device: torch.device, net: Net, cfg: TrainConfig, *, x: torch.Tensor, y: torch.Tensor,
+              timer: Callable[[], float] = time.perf_counter) -> int:
+    """Members per population for ``search.batch = "auto"``, never a population slower than one at a time.
+
+    SimpleNet and the mlp on the hand-written population: sized by ``population.auto_size`` (measured faster at
+    every K, docs/models.md). A network vmap cannot batch: 1 (member by member gains nothing). Any other: a
+    candidate size (``CPU_AUTO_SIZE`` on a CPU, what fits half the free memory on CUDA), kept only where
+    ``measure`` finds that population faster per model than one at a time on the fit set ``x``, ``y``."""
+    n_fit = int(y.shape[0])
     if uses_mlp_fast_path(net, cfg):
         widths = [math.prod(net.in_shape), *net.hidden, net.classes]
         return population.auto_size(device, widths=widths, batch_size=cfg.batch_size, n_fit=n_fit)
-    traits = _TRAITS.get((net, cfg))
-    if traits is not None and traits.no_vmap is not None:
+    if check(net, x[:4], y[:4], cfg).no_vmap is not None:
         return 1
     if device.type != "cuda":
-        convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in net.build(0).modules())
-        return 1 if convolutions else population.CPU_AUTO_SIZE
-    # A member's training footprint: its parameters 4 times (weights, grads, optimiser state x2) plus its order.
-    params = sum(p.numel() for p in net.build(0).parameters())
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(population.CUDA_AUTO_CAP, int(free // 2 // (16 * params + 8 * n_fit))))
+        k = population.CPU_AUTO_SIZE
+    else:  # a member's training footprint: its parameters 4 times (weights, grads, optimiser state x2) plus its order
+        params = sum(p.numel() for p in net.build(0).parameters())
+        free, _ = torch.cuda.mem_get_info(device)
+        k = max(1, min(population.CUDA_AUTO_CAP, int(free // 2 // (16 * params + 8 * n_fit))))
+    return k if k > 1 and measure(net, cfg, x, y, k, timer=timer).faster else 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per model of ``AUTO_STEPS`` training steps: one at a time, and as a population of ``k``."""
+
+    k: int
+    one: float
+    population: float
+
+    @property
+    def faster(self) -> bool:
+        return self.population < self.one
+
+
+AUTO_STEPS, AUTO_ROUNDS = 3, 2  # batches per timing; timings of each (the best kept: the machine may be shared)
+_TIMINGS: dict[tuple[Net, TrainConfig, str, int], Timing] = {}
+
+
+def measure(net: Net, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, k: int, *,
+            timer: Callable[[], float] = time.perf_counter) -> Timing:
+    """Time ``AUTO_STEPS`` steps of one member alone and of a population of ``k``, alternated ``AUTO_ROUNDS`` times
+    after a warm-up, on the first examples of ``x``; remembered per network, device and ``k`` in this process."""
+    key = (net, cfg, str(x.device), k)
+    if key in _TIMINGS:
+        return _TIMINGS[key]
+    n = min(int(y.shape[0]), AUTO_STEPS * cfg.batch_size)
+    xs, ys, tiny = x[:n], y[:n], cfg.model_copy(update={"epochs": 1})
+    lams, seeds = [float(v) for v in torch.logspace(-5, -2, k)], [cfg.seed] * k
+    runs = (lambda: fit.fit(xs, ys, None, None, lam=lams[0], cfg=tiny, seed=cfg.seed, net=net),
+            lambda: fit_population(xs, ys, None, None, net=net, cfg=tiny, lams=lams, seeds=seeds))
+    for run in runs:  # warm-up: first-call set-up (autograd, vmap, thread pool, CUDA kernels) outside the timings
+        run()
+    best = [math.inf, math.inf]
+    for _ in range(AUTO_ROUNDS):
+        for i, run in enumerate(runs):
+            _sync(x.device)
+            start = timer()
+            run()
+            _sync(x.device)
+            best[i] = min(best[i], timer() - start)
+    timing = _TIMINGS[key] = Timing(k, best[0], best[1] / k)
+    log.info("search.batch = 'auto': %s trained %d steps in %.1f ms per model one at a time, %.1f ms as a population "
+             "of %d on %s; training %s", net.source, n // cfg.batch_size or 1, timing.one * 1e3, timing.population * 1e3,
+             k, x.device, f"{k} at a time" if timing.faster else "one at a time")
+    return timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor | None, y_val: torch.Tensor | None,

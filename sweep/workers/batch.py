@@ -47,7 +47,7 @@ def resolve_size(cfg: StudyConfig, prep: Prepared, *, per_device: int | None = N
         warnings.warn(f"search.batch = {batch!r}: {reason}; training trials one at a time", UserWarning, stacklevel=2)
         return 1
     if batch == "auto":
-        members = trainers.auto_size(prep.device, prep.net, cfg.train, n_fit=int(prep.y_train.shape[0]))
+        members = trainers.auto_size(prep.device, prep.net, cfg.train, x=prep.x_train, y=prep.y_train)
         if prep.device.type == "cuda":
             # auto_size offers half the device's free memory to this process; N workers on one GPU would each
             # take that same half, so each takes its share of it (SWEEP_WORKERS_PER_DEVICE, default 1).

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sweep import config
-from sweep.errors import FactoryChangedError, FactoryImportError, FactoryTypeError, InvalidDataError
+from sweep.errors import FactoryChangedError, FactoryImportError, FactoryTypeError, InvalidDataError, TooLargeError
 from sweep.training import factories
 from tests import procs
 
@@ -170,6 +170,27 @@ def test_datasets_and_loaders_are_read_once_into_the_same_tensors(tmp_path: Path
     with pytest.raises(InvalidDataError, match=r"train example 3 has shape \(1, 2, 3\) but example 0 \(1, 2, 2\); "
                                                "return examples of one shape"):
         factories.load_data("fac_datasets:ragged")
+
+
+class Endless(torch.utils.data.Dataset):
+    """A dataset far larger than any machine's memory; only its first items can be read."""
+
+    def __len__(self) -> int:
+        return 10**12
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if i > 0:
+            raise AssertionError("read past the first item: the size should have been refused first")
+        return torch.zeros(1, 28, 28), 0
+
+
+def test_a_dataset_too_large_for_memory_is_refused_from_its_first_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    with pytest.raises(TooLargeError, match=rf"^data.factory = 'f:load': the train dataset's 1,000,000,000,000 examples of "
+                                            rf"shape \(1, 28, 28\) need about 5841255.2 GiB to load, more than this "
+                                            rf"machine's {have:.1f} GiB of memory; data is loaded into memory, not "
+                                            r"streamed: return a subset or smaller examples$"):
+        factories._materialise(Endless(), "train", "data.factory = 'f:load'")
 
 
 def run(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

@@ -161,12 +161,3 @@ def test_transformer_members_are_reproducible_and_agree_with_their_trials_alone_
         assert m.history[-1].train_loss == pytest.approx(a.history[-1].train_loss, rel=0.05)
         assert abs(m.history[-1].val_acc - a.history[-1].val_acc) <= 0.1
     assert any(m.history[-1].train_loss != a.history[-1].train_loss for m, a in zip(runs[0], alone, strict=True))
-
-
-def test_auto_picks_one_at_a_time_where_a_population_is_not_faster(split) -> None:
-    x, y, _, _ = split
-    cfg, cpu = TrainConfig(epochs=1, device="cpu"), torch.device("cpu")
-    trainers.check(GRU, x[:4], y[:4], cfg)
-    assert trainers.auto_size(cpu, GRU, cfg, n_fit=100) == 1  # member by member gains nothing
-    assert trainers.auto_size(cpu, BN2_DROPOUT, cfg, n_fit=100) == 1  # grouped convolutions: slower on a CPU
-    assert trainers.auto_size(cpu, BN1, cfg, n_fit=100) > 1

@@ -18,9 +18,9 @@ from tests.conftest import make_raw
 def test_auto_size_is_divided_by_the_workers_on_the_gpu(monkeypatch: pytest.MonkeyPatch, device: str,
                                                        workers: str | None, want: int) -> None:
     cfg = config.validate(make_raw(search={"batch": "auto"}), source="t")
-    prep = SimpleNamespace(device=torch.device(device), net=None, y_train=torch.zeros(100))
+    prep = SimpleNamespace(device=torch.device(device), net=None, x_train=torch.zeros(100, 784), y_train=torch.zeros(100))
     monkeypatch.setattr(batches.trainers, "unsupported", lambda net, cfg: None)
-    monkeypatch.setattr(batches.trainers, "auto_size", lambda device, net, cfg, *, n_fit: 64)  # half the free memory
+    monkeypatch.setattr(batches.trainers, "auto_size", lambda device, net, cfg, *, x, y: 64)  # half the free memory
     if workers is None:
         monkeypatch.delenv("SWEEP_WORKERS_PER_DEVICE", raising=False)
     else:
