@@ -115,6 +115,9 @@ class BestRecord:
                 out["val_score" + key[7:]] = out.pop(key)
         for key in [k for k in out if k == "lam" or k.startswith("lam_")]:
             out["lambda" + key[3:]] = out.pop(key)
+        for key in ("metric", "direction", "flat", "flat_reason", "test_score"):  # after 0.2's keys, in their order
+            if key in out:
+                out[key] = out.pop(key)
         return out
 
 

@@ -227,6 +227,8 @@ def _train_epoch(m: _Members, step: Step, cfg: TrainConfig, x_fit: torch.Tensor,
     figures = [[v / d for v in col] for col, d in zip(sums, (n, n, n_val, n_val), strict=False)]
     if len(figures) == 2:
         figures += [[math.nan] * len(m)] * 2
+    if not losses.loss_of(cfg).classifies:  # a regression has no accuracy
+        figures[1] = figures[3] = [math.nan] * len(m)
     return [(train_loss, train_acc, val_loss, val_acc) for train_loss, train_acc, val_loss, val_acc in zip(*figures, strict=True)]
 
 
