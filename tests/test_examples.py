@@ -132,6 +132,11 @@ def test_diabetes_regression_study_chooses_by_rmse(sqlite_url: str, tmp_path: Pa
     assert fig.layout.yaxis.title.text == "RMSE" and "Validation RMSE against lambda" in fig.layout.title.text
     (trials,) = [t for t in fig.data if t.meta["role"] == "trials"]
     assert sorted(trials.y) == sorted(t.value for t in done)
+    from sweep.report.records import collect_history
+
+    (rec,) = load_records([name], sqlite_url)
+    bests = [p.best for p in collect_history(rec)]
+    assert bests == sorted(bests, reverse=True) and bests[-1] == record["val_score"]  # the best so far: the smallest
 
 
 def test_a_linear_model_on_the_diabetes_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

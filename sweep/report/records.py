@@ -114,6 +114,7 @@ class StudyRecord:
     evidence: tuple[EvidencePoint, ...] = ()  # 'sweep evidence': log evidence per complete trial's lambda
     evidence_pick: EvidenceChoice | None = None  # the evidence's lambda beside the study rule's
     metric: str = "accuracy"  # how the figures name the study's metric (``sweep.selection.metrics``' label)
+    sign: int = 1  # -1: the metric is minimised
 
     @property
     def complete(self) -> tuple[TrialRecord, ...]:
@@ -200,10 +201,11 @@ def collect_choices(study: optuna.Study, sel: Selection | None = None) -> dict[s
 def collect_history(record: StudyRecord) -> tuple[HistoryPoint, ...]:
     """Best value so far against trial number, over complete trials (what ``plot_optimization_history`` shows)."""
     out: list[HistoryPoint] = []
-    best = -math.inf
+    better = max if record.sign > 0 else min  # a minimised metric's best is its smallest value
+    best = -record.sign * math.inf
     for t in sorted(record.complete, key=lambda t: t.number):
         value = t.val_acc if t.val_acc is not None else -math.inf  # record.complete keeps only trials with a value
-        best = max(best, value)
+        best = better(best, value)
         out.append(HistoryPoint(t.number, value, best))
     return tuple(out)
 
@@ -247,4 +249,5 @@ def collect_study(study: optuna.Study) -> StudyRecord:
     return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study, sel), counts=counts,
                        wall_seconds=_wall_seconds(study), setup=_setup(study),
                        plausible=sel.plausible if sel is not None else None, smooth=smooth,
-                       evidence=evidence, evidence_pick=pick, metric=metric.label)
+                       evidence=evidence, evidence_pick=pick, metric=metric.label,
+                       sign=metric.sign)
