@@ -95,6 +95,10 @@ def prepare(cfg: StudyConfig) -> Prepared:
     fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed,
                                           stratify=losses.loss_of(cfg.train).classifies)
     check_memory(cfg, device, n_fit=len(fit_idx), in_features=int(x_train[0].numel()), classes=classes)
+    weights = cfg.train.class_weights
+    if isinstance(weights, list) and len(weights) != classes:
+        raise ConfigError(f"train.class_weights has {len(weights)} weights, the data has {classes} classes; "
+                          "give one weight per class, or 'balanced'")
     if cfg.metric == "auroc" and classes != 2:
         raise ConfigError(f"search.metric = 'auroc' scores two classes, the data has {classes}; "
                           "choose balanced-accuracy or macro-f1, or give the data two classes")

@@ -61,7 +61,13 @@ def _cross_entropy(cfg: TrainConfig, y: torch.Tensor) -> LossFn:
     weight = class_weight_tensor(cfg, y)
     if weight is None and not cfg.label_smoothing:
         return F.cross_entropy  # the plain loss, exactly as before
-    return lambda out, yb: F.cross_entropy(out, yb, weight=weight, label_smoothing=cfg.label_smoothing)
+
+    def loss(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        # Classes above the fit's largest label (a few examples, as the population check trains on) weigh 1.
+        w = None if weight is None else F.pad(weight, (0, out.shape[-1] - weight.shape[0]), value=1.0)
+        return F.cross_entropy(out, yb, weight=w, label_smoothing=cfg.label_smoothing)
+
+    return loss
 
 
 def _mse(cfg: TrainConfig, y: torch.Tensor) -> LossFn:

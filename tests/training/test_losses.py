@@ -86,3 +86,11 @@ def test_the_data_checks_follow_the_targets(monkeypatch: pytest.MonkeyPatch) -> 
         factories.load_data("fake_targets:labels", "values")
     with pytest.raises(InvalidDataError, match="or set train.loss = 'mse' for real-valued targets"):
         factories.load_data("fake_targets:real", "classes")
+
+
+def test_balanced_weights_of_a_few_examples_missing_a_class_still_weigh_every_class() -> None:
+    cfg = TrainConfig(class_weights="balanced")
+    few = torch.tensor([0, 0, 1, 0])  # no label 2 among them (the population check trains on a few examples)
+    out = torch.randn(4, 3, generator=GEN)
+    expected = F.cross_entropy(out, few, weight=torch.tensor([4 / 6, 2.0, 1.0]))
+    torch.testing.assert_close(losses.make_loss(cfg, few)(out, few), expected)
