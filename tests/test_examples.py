@@ -123,6 +123,12 @@ def test_diabetes_regression_study_chooses_by_rmse(sqlite_url: str, tmp_path: Pa
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert record["val_score"] == min(t.value for t in done) and record["lambda"] in [t.params["lambda"] for t in done]
     assert all(len(t.user_attrs["val_boot"]) == 200 and t.user_attrs["val_acc"] is None for t in done)
+    env = CliRunner().invoke(main, ["best", name, "--storage", sqlite_url, "--format", "env"]).stdout.splitlines()
+    assert "SWEEP_METRIC=rmse" in env and f"SWEEP_VAL_SCORE={record['val_score']!r}" in env
+    show = CliRunner().invoke(main, ["show", name, "--storage", sqlite_url]).stdout.splitlines()
+    assert "val rmse" in show[0] and len(show) == 1 + len(study.trials)
+    rows = json.loads(CliRunner().invoke(main, ["show", name, "--storage", sqlite_url, "--format", "json"]).stdout)
+    assert [r["val_score"] for r in rows if r["state"] == "complete"] == [t.value for t in done]
     html = tmp_path / "r.html"
     assert CliRunner().invoke(main, ["report", name, "--storage", sqlite_url, "-o", str(html)]).exit_code == 0
     from sweep.report.figures import plot_accuracy_vs_lambda
