@@ -179,3 +179,21 @@ def test_seven_versus_rest_underfit_and_scored_by_accuracy_says_its_answer_is_fl
     assert flat == "flat: every complete trial scores 0.9000 (2 complete trials, lambda 1e-05 to 0.001): the pick is a tie-break"
     record = json.loads(CliRunner().invoke(main, ["best", "flat", "--storage", sqlite_url, "--format", "json"]).stdout)
     assert record["flat"] is True and record["flat_reason"] == flat.removeprefix("flat: ")
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("scheme", [["search.validation='cv'", "search.folds=3"], ["search.repeats=2"]], ids=["cv", "repeats"])
+def test_diabetes_cv_and_repeats_score_every_fit_by_rmse(sqlite_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                         scheme: list[str], batch: int) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    cfg = config.load(ROOT / "studies" / "examples-diabetes.toml",
+                      ["search.n_trials=2", f"search.batch={batch}", "train.epochs=2", "search.sampler='grid'", *scheme])
+    study = run_study(cfg, sqlite_url, refit_after=False)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and study.direction == optuna.study.StudyDirection.MINIMIZE
+    for t in done:
+        scores = t.user_attrs["fold_scores"]
+        assert len(scores) == (3 if "cv" in scheme[0] else 2) and all(0.3 < s < 3 for s in scores)  # RMSEs, not accuracies
+        assert t.value == pytest.approx(sum(scores) / len(scores)) and t.user_attrs["val_score"] == t.value
+        assert t.user_attrs["val_acc"] is None and t.user_attrs["metric"] == "rmse"
+    assert done[0].value != done[1].value
