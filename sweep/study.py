@@ -21,7 +21,8 @@ from sweep.config import PARAM, StudyConfig, diff, require_config
 from sweep.errors import NoCompleteTrialsError, StorageError, StudyConflictError, TrainingDivergedError
 from sweep.objectives.prepared import Prepared, prepare
 from sweep.objectives.scheme import refit, scheme_of
-from sweep.selection import best_score, refit_matches, rule_named, scores_of, selection_of
+from sweep.objectives.scoring import metric_of
+from sweep.selection import best_score, refit_matches, rule_named, scores_of, selection_of, sign_of
 from sweep.storages.lock import StudyLock
 from sweep.storages.optuna_compat import experimental_allowed
 from sweep.storages.store import mask, open_storage, resolve_url
@@ -117,7 +118,7 @@ def _create_or_check(cfg: StudyConfig, storage: str | None, store: optuna.storag
             )
         check_fingerprints(existing.user_attrs.get("factories"), cfg)
     study = optuna.create_study(
-        study_name=cfg.name, storage=store, direction="maximize", load_if_exists=True,
+        study_name=cfg.name, storage=store, direction=metric_of(cfg).direction, load_if_exists=True,
         sampler=make_sampler(cfg), pruner=make_pruner(cfg),  # workers reseed it per trial
     )
     if existing is None:
@@ -128,7 +129,7 @@ def _create_or_check(cfg: StudyConfig, storage: str | None, store: optuna.storag
             study.set_user_attr("created_by", f"lambda-sweep {__version__}")
             study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
             with experimental_allowed():
-                study.set_metric_names(["val_acc"])
+                study.set_metric_names(["val_acc" if metric_of(cfg).name == "accuracy" else metric_of(cfg).name])
         except Exception:
             optuna.delete_study(study_name=cfg.name, storage=store)  # no half-made study left behind
             raise
@@ -160,7 +161,7 @@ def grid_exhausted(study: optuna.Study, cfg: StudyConfig) -> bool:
 
 def progress(study: optuna.Study, last: optuna.trial.FrozenTrial, target: int) -> Progress:
     """What the run loop reports after trial ``last``: its figures and the best lambda so far."""
-    scores = scores_of(study.get_trials(deepcopy=False))
+    scores = scores_of(study.get_trials(deepcopy=False), sign_of(study))
     best = best_score(scores) if scores else None
     return Progress(
         trial=last.number, state=last.state.name, lam=last.params.get(PARAM), value=last.value,

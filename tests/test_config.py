@@ -75,3 +75,30 @@ def test_diff_names_changed_keys() -> None:
     b = config.validate({"name": "x", "train": {"epochs": 7}, "search": {"seed": 3}}, source="t")
     assert config.diff(a, b) == ["search.seed", "train.epochs"]
     assert config.from_json(a.to_json()) == a
+
+
+def test_the_metric_defaults_to_the_losss_and_a_stored_config_without_the_new_keys_reads_as_before() -> None:
+    assert config.validate({"name": "x"}, source="t").metric == "accuracy"
+    regression = {"name": "x", "data": {"factory": "a.b:c"}, "train": {"loss": "mse"}}
+    assert config.validate(regression, source="t").metric == "rmse"
+    old = config.validate({"name": "x"}, source="t").model_dump(mode="json")
+    for section, key in (("train", "loss"), ("train", "label_smoothing"), ("train", "class_weights"), ("search", "metric")):
+        del old[section][key]
+    assert config.from_json(__import__("json").dumps(old)) == config.validate({"name": "x"}, source="t")
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"train": {"loss": "mse"}, "data": {"factory": "a.b:c"}, "search": {"metric": "accuracy"}},
+     "search.metric = 'accuracy' scores class labels but train.loss = 'mse' trains on real-valued targets; "
+     "choose one of rmse, mae, r2"),
+    ({"search": {"metric": "r2"}}, "choose one of accuracy, balanced-accuracy, macro-f1, log-loss, auroc"),
+    ({"train": {"loss": "mse"}}, "needs real-valued targets, and data.dataset = 'mnist-sample' holds class labels"),
+    ({"train": {"loss": "mse", "label_smoothing": 0.1}, "data": {"factory": "a.b:c"}}, "takes neither"),
+    ({"train": {"class_weights": [1.0, -1.0]}}, "one weight >= 0 per class"),
+    ({"train": {"loss": "hinge"}}, "train.loss"),
+    ({"search": {"metric": "auroc", "validation": "evidence"}}, "the Laplace evidence"),
+])
+def test_losses_and_metrics_are_checked_in_one_line(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match="^t: ") as err:
+        config.validate({"name": "x", **raw}, source="t")
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -102,3 +102,98 @@ def test_a_transformer_study_with_dropout_is_reproducible(tmp_path: Path, monkey
     again = network_study("examples-transformer.toml", f"sqlite:///{tmp_path / 'b.db'}", monkeypatch)
     assert [t.state for t in first.get_trials()] == [TrialState.COMPLETE] * 2
     assert figures(first) == figures(again)
+
+
+# Regression: the diabetes study (examples/diabetes.py), mse and rmse, on tiny settings, one trial at a time and as a population.
+@pytest.mark.parametrize("batch", [1, 4])
+def test_diabetes_regression_study_chooses_by_rmse(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   batch: int) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    name = f"diabetes-{batch}"
+    result = CliRunner().invoke(main, ["run", str(ROOT / "studies" / "examples-diabetes.toml"), "--storage", sqlite_url,
+                                       "--name", name, "--set", "search.n_trials=4", "--set", f"search.batch={batch}",
+                                       "--set", "train.epochs=5"])
+    assert result.exit_code == 0, result.output
+    assert "validation RMSE" in result.stdout and "test RMSE" in result.stdout
+    record = json.loads(CliRunner().invoke(main, ["best", name, "--storage", sqlite_url, "--format", "json"]).stdout)
+    assert (record["metric"], record["direction"]) == ("rmse", "minimize")
+    assert record["test_acc"] is None and 0 < record["test_score"] < 2  # standardised target: 1.0 predicts the mean
+    study = optuna.load_study(study_name=name, storage=sqlite_url)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert record["val_score"] == min(t.value for t in done) and record["lambda"] in [t.params["lambda"] for t in done]
+    assert all(len(t.user_attrs["val_boot"]) == 200 and t.user_attrs["val_acc"] is None for t in done)
+    env = CliRunner().invoke(main, ["best", name, "--storage", sqlite_url, "--format", "env"]).stdout.splitlines()
+    assert "SWEEP_METRIC=rmse" in env and f"SWEEP_VAL_SCORE={record['val_score']!r}" in env
+    show = CliRunner().invoke(main, ["show", name, "--storage", sqlite_url]).stdout.splitlines()
+    assert "val rmse" in show[0] and len(show) == 1 + len(study.trials)
+    rows = json.loads(CliRunner().invoke(main, ["show", name, "--storage", sqlite_url, "--format", "json"]).stdout)
+    assert [r["val_score"] for r in rows if r["state"] == "complete"] == [t.value for t in done]
+    html = tmp_path / "r.html"
+    assert CliRunner().invoke(main, ["report", name, "--storage", sqlite_url, "-o", str(html)]).exit_code == 0
+    from sweep.report.figures import plot_accuracy_vs_lambda
+    from sweep.report.html import load_records
+
+    fig = plot_accuracy_vs_lambda(load_records([name], sqlite_url))
+    assert fig.layout.yaxis.title.text == "RMSE" and "Validation RMSE against lambda" in fig.layout.title.text
+    (trials,) = [t for t in fig.data if t.meta["role"] == "trials"]
+    assert sorted(trials.y) == sorted(t.value for t in done)
+    from sweep.report.records import collect_history
+
+    (rec,) = load_records([name], sqlite_url)
+    bests = [p.best for p in collect_history(rec)]
+    assert bests == sorted(bests, reverse=True) and bests[-1] == record["val_score"]  # the best so far: the smallest
+
+
+def test_a_linear_model_on_the_diabetes_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    cfg = config.load(ROOT / "studies" / "examples-diabetes.toml", ["model.hidden=[]", "train.epochs=20"])
+    prep = prepare(cfg)
+    assert [type(m).__name__ for m in prep.net.build(0)] == ["Flatten", "Linear"]
+    result = fit(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lam=1e-3, cfg=cfg.train, net=prep.net)
+    assert result.final.val_loss < 0.8  # a linear model explains about half the variance of the standardised target
+
+
+SEVEN = ["search.n_trials=2", "search.batch=2", "train.epochs=2", "search.lambda_high=1e-3"]
+
+
+def test_seven_versus_rest_scored_by_balanced_accuracy(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    study = run_study(config.load(ROOT / "studies" / "examples-seven-vs-rest.toml", SEVEN), sqlite_url)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and all(t.user_attrs["metric"] == "balanced-accuracy" for t in done)
+    assert all(0.5 < t.value <= 1 and t.value < t.user_attrs["val_acc"] for t in done)  # the minority class is harder
+
+
+def test_seven_versus_rest_underfit_and_scored_by_accuracy_says_its_answer_is_flat(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The seed's kind of regime (a low rate, few epochs): every lambda predicts "not a 7", accuracy 0.9000.
+    monkeypatch.syspath_prepend(str(ROOT))
+    args = ["run", str(ROOT / "studies" / "examples-seven-vs-rest.toml"), "--storage", sqlite_url, "--name", "flat"]
+    for kv in [*SEVEN, "search.metric='accuracy'", "train.lr=0.003"]:
+        args += ["--set", kv]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    best, flat = result.stdout.strip().splitlines()[-2:]
+    assert best.startswith("best lambda ") and "validation accuracy 0.9000" in best
+    assert flat == "flat: every complete trial scores 0.9000 (2 complete trials, lambda 1e-05 to 0.001): the pick is a tie-break"
+    record = json.loads(CliRunner().invoke(main, ["best", "flat", "--storage", sqlite_url, "--format", "json"]).stdout)
+    assert record["flat"] is True and record["flat_reason"] == flat.removeprefix("flat: ")
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("scheme", [["search.validation='cv'", "search.folds=3"], ["search.repeats=2"]], ids=["cv", "repeats"])
+def test_diabetes_cv_and_repeats_score_every_fit_by_rmse(sqlite_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                         scheme: list[str], batch: int) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    cfg = config.load(ROOT / "studies" / "examples-diabetes.toml",
+                      ["search.n_trials=2", f"search.batch={batch}", "train.epochs=2", "search.sampler='grid'", *scheme])
+    study = run_study(cfg, sqlite_url, refit_after=False)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and study.direction == optuna.study.StudyDirection.MINIMIZE
+    for t in done:
+        scores = t.user_attrs["fold_scores"]
+        assert len(scores) == (3 if "cv" in scheme[0] else 2) and all(0.3 < s < 3 for s in scores)  # RMSEs, not accuracies
+        assert t.value == pytest.approx(sum(scores) / len(scores)) and t.user_attrs["val_score"] == t.value
+        assert t.user_attrs["val_acc"] is None and t.user_attrs["metric"] == "rmse"
+    assert done[0].value != done[1].value

@@ -18,10 +18,10 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
-from sweep.cli.output import EchoHandler, TrialProgress, best_line, echo_rows
+from sweep.cli.output import EchoHandler, TrialProgress, best_line, echo_rows, flat_line
 from sweep.errors import EmptyStoreError, SweepError
 from sweep.report.tables import fmt
-from sweep.selection import RULES, rules_help
+from sweep.selection import RULES, metric_named, rules_help
 from sweep.storages.store import storage_failure
 
 
@@ -98,7 +98,14 @@ def run(study_file: str, storage: str | None, overrides: tuple[str, ...], name: 
     rec = best_record(cfg.name, storage=storage, rule=cfg.search.rule)
     if rec.stopped:
         click.echo(f"stopped before n_trials = {cfg.search.n_trials}: {rec.stopped}")
-    click.echo(best_line(rec))
+    _echo_pick(rec)
+
+
+def _echo_pick(rec: Any) -> None:
+    """The best line, and the flat answer's line beside it when there is one."""
+    click.echo(best_line(rec, metric_named(rec.metric).label))
+    if flat_line(rec):
+        click.echo(flat_line(rec))
 
 
 TABLE_FORMAT = click.option("--format", "fmt_", type=click.Choice(["table", "json", "csv"]), default="table",
@@ -135,9 +142,11 @@ def show(name: str, storage: str | None, fmt_: str) -> None:
     rows = trial_rows(name, storage)  # errors before any output
     if echo_rows(rows, fmt_):
         return
-    click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'val acc':>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
+    metric = rows[0].get("metric", "accuracy") if rows else "accuracy"  # val_score: another metric's column
+    key, head = ("val_acc", "val acc") if metric == "accuracy" else ("val_score", f"val {metric}")
+    click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {head:>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
     for r in rows:
-        click.echo(f"{r['number']:>5} {r['state']:9} {fmt(r['lambda'], '.3g'):>9} {fmt(r['val_acc']):>8} "
+        click.echo(f"{r['number']:>5} {r['state']:9} {fmt(r['lambda'], '.3g'):>9} {fmt(r[key]):>8} "
                    f"{fmt(r['train_acc']):>9} {r['epochs']:>6} {fmt(r['seconds'], '.1f'):>8}  {r['note']}")
 
 
@@ -157,13 +166,21 @@ def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
     rec = best_record(name, storage=storage, rule=rule)
     if fmt == "value":
         click.echo(repr(rec.lam))
+        if flat_line(rec):  # beside the number, on stderr: $(sweep best NAME) still reads the number alone
+            click.echo(flat_line(rec), err=True)
     elif fmt == "json":
         click.echo(json.dumps(rec.as_dict(), indent=2))
     else:
         click.echo(f"SWEEP_LAMBDA={rec.lam!r}")
         click.echo(f"SWEEP_RULE={rec.rule}")
-        click.echo(f"SWEEP_VAL_ACC={rec.val_acc!r}")
-        click.echo(f"SWEEP_TEST_ACC={'' if rec.test_acc is None else repr(rec.test_acc)}")
+        if rec.metric == "accuracy":
+            click.echo(f"SWEEP_VAL_ACC={rec.val_acc!r}")
+            click.echo(f"SWEEP_TEST_ACC={'' if rec.test_acc is None else repr(rec.test_acc)}")
+        else:  # another metric names its figures as the JSON does
+            click.echo(f"SWEEP_METRIC={rec.metric}")
+            click.echo(f"SWEEP_VAL_SCORE={rec.val_acc!r}")
+            click.echo(f"SWEEP_TEST_SCORE={'' if rec.test_score is None else repr(rec.test_score)}")
+        click.echo(f"SWEEP_FLAT={'1' if rec.flat else ''}")
         record = rec.as_dict()  # every rule's lambda the record publishes, in registry order, then the range
         for key in [k for k in record if k.startswith("lambda_")] + ["plausible_low", "plausible_high"]:
             value = record[key]
@@ -180,7 +197,7 @@ def refit_cmd(name: str, storage: str | None, rule: str) -> None:
     from sweep.study import refit_for
 
     refit_for(load_study(name, storage), rule)
-    click.echo(best_line(best_record(name, storage=storage, rule=rule)))
+    _echo_pick(best_record(name, storage=storage, rule=rule))
 
 
 @main.command()

@@ -58,15 +58,22 @@ class TrialProgress:
             self.bar.__exit__(None, None, None)
 
 
-def best_line(rec: Any) -> str:
-    """What ``sweep run`` and ``sweep refit`` print: the pick, its figures, the plausible range."""
+def best_line(rec: Any, label: str = "accuracy") -> str:
+    """What ``sweep run`` and ``sweep refit`` print: the pick, its figures in the study's metric (``label``: how
+    ``sweep.selection.metrics`` names it), the plausible range."""
     where = f"trial {rec.trial}" if rec.trial is not None else "smoothed curve"
+    test = rec.test_acc if rec.metric == "accuracy" else rec.test_score
     if rec.validation in ("evidence", "marglik"):
         score = f"log evidence {rec.val_acc:.1f} nats"  # no validation split: the trial's value is its evidence
     else:
-        score = f"validation accuracy {rec.val_acc:.4f} ± {rec.val_se:.4f}"
-    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): {score}, test accuracy {fmt(rec.test_acc)} "
+        score = f"validation {label} {rec.val_acc:.4f} ± {rec.val_se:.4f}"
+    return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): {score}, test {label} {fmt(test)} "
             f"(refit on the whole training set); plausible lambdas {rec.plausible_low:.3g} to {rec.plausible_high:.3g}")
+
+
+def flat_line(rec: Any) -> str | None:
+    """The flat answer's line, printed beside the pick when the trials cannot be told apart (``selection.flat``)."""
+    return None if not rec.flat else f"flat: {rec.flat_reason}"
 
 
 def echo_rows(rows: list[dict[str, Any]], fmt_: str) -> bool:

@@ -24,6 +24,15 @@ Validation = Literal["holdout", "cv", "evidence"]
 Rule = Literal["min", "1se", "1se-paired", "smooth"]
 Stop = Literal["n_trials", "resolved"]
 Arch = Literal["simplenet", "mlp", "cnn"]
+Loss = Literal["cross-entropy", "mse"]
+Metric = Literal["accuracy", "balanced-accuracy", "macro-f1", "log-loss", "auroc", "rmse", "mae", "r2"]
+# What each loss and metric needs as targets: class labels or real values. The config checks a study's pair
+# with these; the registries (sweep.training.losses, sweep.selection.metrics) hold the rest and a test keeps them
+# in agreement. The first metric of a target kind is that kind's default (search.metric unset).
+LOSS_TARGETS: dict[str, str] = {"cross-entropy": "classes", "mse": "values"}
+METRIC_TARGETS: dict[str, str] = {"accuracy": "classes", "balanced-accuracy": "classes", "macro-f1": "classes",
+                                  "log-loss": "classes", "auroc": "classes", "rmse": "values", "mae": "values",
+                                  "r2": "values"}
 FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # package.module:function
 
 

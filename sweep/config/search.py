@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sweep.config.common import GRID_MAX, Pruner, Rule, Sampler, Seed, Stop, Validation, _Section
+from sweep.config.common import GRID_MAX, Metric, Pruner, Rule, Sampler, Seed, Stop, Validation, _Section
 
 
 class SearchConfig(_Section):
@@ -25,6 +25,8 @@ class SearchConfig(_Section):
     folds: int = Field(default=5, ge=2)
     repeats: int = Field(default=1, ge=1)
     rule: Rule = "min"
+    # The score a lambda is chosen by (sweep.selection.metrics); None: the loss's own (accuracy, or rmse for mse).
+    metric: Metric | None = None
     # "resolved": stop before n_trials once more trials cannot change the answer beyond the noise (docs/selection.md).
     stop: Stop = "n_trials"
     # Trials trained together as one population (sweep.workers.batch); "auto" sizes it to the device's memory.

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from sweep.config.common import NAME_MAX, _Section
+from sweep.config.common import LOSS_TARGETS, METRIC_TARGETS, NAME_MAX, _Section
 from sweep.config.search import SearchConfig
 from sweep.config.sections import DataConfig, ModelConfig
 from sweep.config.train import TrainConfig
@@ -48,6 +48,33 @@ class StudyConfig(_Section):
         if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in v):
             raise ValueError("must not contain control characters (newlines, tabs, ...)")
         return v
+
+    @property
+    def metric(self) -> str:
+        """The metric a lambda is chosen by: ``search.metric``, or the default for ``train.loss``'s targets."""
+        if self.search.metric is not None:
+            return self.search.metric
+        kind = LOSS_TARGETS[self.train.loss]
+        return next(m for m, k in METRIC_TARGETS.items() if k == kind)
+
+    @model_validator(mode="after")
+    def _check_metric(self) -> StudyConfig:
+        kind, needs = LOSS_TARGETS[self.train.loss], METRIC_TARGETS[self.metric]
+        if kind != needs:
+            fits = ", ".join(m for m, k in METRIC_TARGETS.items() if k == kind)
+            words = {"classes": "class labels", "values": "real-valued targets"}
+            raise ValueError(f"search.metric = {self.metric!r} scores {words[needs]} but "
+                             f"train.loss = {self.train.loss!r} trains on {words[kind]}; "
+                             f"choose one of {fits}")
+        if kind == "values" and self.data.factory is None:
+            raise ValueError(f"train.loss = {self.train.loss!r} needs real-valued targets, and data.dataset = "
+                             f"{self.data.dataset!r} holds class labels; name a data.factory (examples/diabetes.py)")
+        evidence = self.search.validation == "evidence" or self.search.sampler == "marglik"
+        if evidence and (self.train.loss != "cross-entropy" or self.metric != "accuracy"):
+            raise ValueError("the Laplace evidence (search.validation = 'evidence', sampler 'marglik') scores a "
+                             f"cross-entropy fit by its evidence, got train.loss = {self.train.loss!r} and search.metric "
+                             f"= {self.metric!r}; use search.validation = 'holdout' or 'cv'")
+        return self
 
     @model_validator(mode="after")
     def _check_evidence(self) -> StudyConfig:

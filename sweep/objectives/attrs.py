@@ -28,6 +28,7 @@ import torch
 
 from sweep.config import StudyConfig
 from sweep.errors import TrainingDivergedError
+from sweep.selection.metrics import ACCURACY, Metric
 from sweep.training.fit import EpochStats, FitResult, fit
 from sweep.training.models import Net
 
@@ -49,18 +50,23 @@ def group_se(group_means: Sequence[float]) -> float:
     return sample_std(group_means) / math.sqrt(len(group_means)) if group_means else 0.0
 
 
-def epoch_record(s: EpochStats) -> dict[str, float]:
+def finite(v: float) -> float | None:
+    """A figure as the store keeps it: None for NaN (a regression has no accuracy), JSON has no NaN."""
+    return v if math.isfinite(v) else None
+
+
+def epoch_record(s: EpochStats) -> dict[str, float | None]:
     """One epoch as the ``history`` attribute stores it."""
-    return {"epoch": s.epoch, "train_loss": s.train_loss, "train_acc": s.train_acc,
-            "val_loss": s.val_loss, "val_acc": s.val_acc, "seconds": round(s.seconds, 4)}
+    return {"epoch": s.epoch, "train_loss": s.train_loss, "train_acc": finite(s.train_acc),
+            "val_loss": s.val_loss, "val_acc": finite(s.val_acc), "seconds": round(s.seconds, 4)}
 
 
 def single_fit_attrs(history: Sequence[EpochStats], *, n_val: int) -> dict[str, Any]:
     """What one complete holdout fit stores (single trials and batch members alike)."""
     final = history[-1]
-    return {"history": [epoch_record(s) for s in history], "val_acc": final.val_acc, "val_loss": final.val_loss,
-            "train_acc": final.train_acc, "train_loss": final.train_loss,
-            "val_se": binomial_se(final.val_acc, n_val), "n_val": n_val,
+    return {"history": [epoch_record(s) for s in history], "val_acc": finite(final.val_acc), "val_loss": final.val_loss,
+            "train_acc": finite(final.train_acc), "train_loss": final.train_loss,
+            "val_se": binomial_se(final.val_acc, n_val) if math.isfinite(final.val_acc) else None, "n_val": n_val,
             "seconds": round(sum(s.seconds for s in history), 4)}
 
 
@@ -69,20 +75,24 @@ def _mean_history(runs: Sequence[Sequence[EpochStats]]) -> list[dict[str, float]
     out = []
     for epoch_stats in zip(*runs, strict=True):
         records = [epoch_record(s) for s in epoch_stats]
-        out.append({k: float(np.mean([r[k] for r in records])) for k in records[0]})
+        out.append({k: None if records[0][k] is None else float(np.mean([r[k] for r in records])) for k in records[0]})
     return out
 
 
-def many_fits_attrs(runs: Sequence[Sequence[EpochStats]], *, per_group: int, seconds: float) -> dict[str, Any]:
+def many_fits_attrs(runs: Sequence[Sequence[EpochStats]], *, per_group: int, seconds: float,
+                    scores: Sequence[float] | None = None, metric: str = "accuracy") -> dict[str, Any]:
     """What a trial of several fits stores (CV: fold-major, ``per_group`` seeds per fold; repeats: one seed per group).
+    ``scores``: each fit's ``metric`` (default: its accuracy); another metric's mean is ``val_score``.
 
     Also used for a pruned trial's fits so far: it keeps what it measured.
     """
     finals = [r[-1] for r in runs]
-    scores = [f.val_acc for f in finals]
+    accs = [f.val_acc for f in finals]
+    scores = list(scores) if scores is not None else accs
     groups = [float(np.mean(scores[i:i + per_group])) for i in range(0, len(scores), per_group)]
-    return {"fold_scores": scores, "val_acc": float(np.mean(scores)), "val_std": sample_std(scores),
-            "val_se": group_se(groups), "train_acc": float(np.mean([f.train_acc for f in finals])),
+    extra = {} if metric == "accuracy" else {"metric": metric, "val_score": float(np.mean(scores))}
+    return {"fold_scores": scores, "val_acc": finite(float(np.mean(accs))), "val_std": sample_std(scores),
+            "val_se": group_se(groups), "train_acc": finite(float(np.mean([f.train_acc for f in finals]))), **extra,
             "val_loss": float(np.mean([f.val_loss for f in finals])),
             "train_loss": float(np.mean([f.train_loss for f in finals])),
             "history": _mean_history(runs), "seconds": round(seconds, 4)}
@@ -100,16 +110,19 @@ def correct_bits(model: torch.nn.Module, x_val: torch.Tensor, y_val: torch.Tenso
     return base64.b64encode(np.packbits(hits.cpu().numpy()).tobytes()).decode("ascii")
 
 
-def epoch_reporter(trial: optuna.Trial) -> Callable[[EpochStats], None]:
-    """Per-epoch report and prune, keeping the history (also of a pruned trial) in the store."""
-    history: list[dict[str, float]] = []
+def epoch_reporter(trial: optuna.Trial, metric: Metric = ACCURACY) -> Callable[[EpochStats], None]:
+    """Per-epoch report (the figure ``metric`` gives pruners) and prune, keeping the history (also of a pruned trial)
+    in the store."""
+    history: list[dict[str, float | None]] = []
 
     def on_epoch(s: EpochStats) -> None:
         history.append(epoch_record(s))
-        trial.report(s.val_acc, s.epoch)
+        value = metric.epoch(s.val_loss, s.val_acc)
+        trial.report(value, s.epoch)
         trial.set_user_attr("history", history)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {s.epoch}: val_acc {s.val_acc:.4f}")
+            what = "val_acc" if metric is ACCURACY else f"{metric.epoch_label}"
+            raise optuna.TrialPruned(f"pruned after epoch {s.epoch}: {what} {value:.4f}")
 
     return on_epoch
 

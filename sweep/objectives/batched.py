@@ -38,11 +38,12 @@ from optuna.trial import TrialState
 
 from sweep.config import StudyConfig
 from sweep.errors import TrialInterrupted
-from sweep.objectives.attrs import correct_bits, epoch_record, many_fits_attrs, single_fit_attrs
+from sweep.objectives.attrs import epoch_record, many_fits_attrs, single_fit_attrs
 from sweep.objectives.cv import cv_attrs, fold_pairs, report_fold
-from sweep.objectives.holdout import repeats_attrs, repeats_final_attrs
+from sweep.objectives.holdout import model_attrs, repeats_attrs, repeats_final_attrs
 from sweep.objectives.prepared import Prepared, seeds
 from sweep.objectives.scheme import Scheme, scheme_of
+from sweep.objectives.scoring import FitScore, fit_score, metric_of, trial_value
 from sweep.storages.optuna_compat import PrunerView, remember_report
 from sweep.storages.writes import report_many, set_user_attrs
 from sweep.training import trainers
@@ -155,7 +156,8 @@ class _TrialFigures:
     """What one trial of the batch has measured so far."""
 
     runs: dict[tuple[int, int], list[EpochStats]] = field(default_factory=dict)  # (fold, seed index) -> history
-    correct: dict[int, str] = field(default_factory=dict)  # seed index -> val_correct bits (holdout: paired SEs)
+    models: dict[int, Any] = field(default_factory=dict)  # seed index -> its model (holdout: paired units)
+    scores: dict[tuple[int, int], float] = field(default_factory=dict)  # (fold, seed index) -> metric (CV, not accuracy)
     history: list[dict[str, float]] = field(default_factory=list)  # the reported (first-seed) epochs, holdout
 
     def fold_major(self, repeats: int) -> list[list[EpochStats]]:
@@ -197,6 +199,7 @@ class _Batch:
         self.view = PrunerView(study, max_age=PRUNER_READ_SECONDS)
         self.reports = _Reports(study, live, self.drop)
         self.figures = {i: _TrialFigures() for i in live}
+        self.metric = metric_of(cfg)
 
     def drop(self, i: int) -> None:
         """Trial ``i`` was taken over by another worker: the batch goes on without it."""
@@ -210,16 +213,21 @@ class _Batch:
         owners = [(i, fold, j) for i in sorted(self.live) for fold in wave for j in range(self.repeats)]
         members = [Member(lams[i], self.layout.seeds[j], fit_set=fold) for i, fold, j in owners]
         cv = self.layout.scheme == "cv"
+        scored = self.metric.name != "accuracy"  # CV folds of another metric are scored on their models
         results = trainers.train_population(self.layout.sets, members, net=self.prep.net, cfg=self.cfg.train,
-                                            on_epoch=lambda ep: self.on_epoch(ep, owners), return_models=not cv)
+                                            on_epoch=lambda ep: self.on_epoch(ep, owners),
+                                            return_models=not cv or scored)
         for (i, fold, j), res in zip(owners, results, strict=True):
             if i in self.live and res.state == "complete":
                 self.figures[i].runs[fold, j] = res.history
-                if res.model is not None:  # per-example correctness, as the holdout objectives store it
-                    self.figures[i].correct[j] = correct_bits(res.model, self.prep.x_val, self.prep.y_val)
+                if res.model is not None and not cv:  # per-example units, as the holdout objectives store them
+                    self.figures[i].models[j] = res.model
+                elif res.model is not None and scored:
+                    s = self.layout.sets[fold]
+                    self.figures[i].scores[fold, j] = fit_score(self.cfg, res.model, s.x_val, s.y_val).value
         if cv:
             _report_folds(self.live, self.figures, wave, self.view, folds=self.cfg.search.folds, repeats=self.repeats,
-                          tell=self.tell, drop=self.drop)
+                          tell=self.tell, drop=self.drop, metric=self.metric.name)
 
     def on_epoch(self, ep: PopulationEpoch, owners: list[Owner]) -> list[int]:
         """The population's epoch callback: fail the trials of failed members, report and prune holdout
@@ -248,7 +256,7 @@ class _Batch:
         firsts = {owners[m][0]: s for m, s in ep.stats.items() if owners[m][2] == 0 and owners[m][0] in live}
         for i, s in firsts.items():
             self.figures[i].history.append(epoch_record(s))
-            self.reports.add(i, s.val_acc, s.epoch)
+            self.reports.add(i, self.metric.epoch(s.val_loss, s.val_acc), s.epoch)
         self.reports.flush(force=False)
         self.view.refresh()
         pruned = [i for i in firsts if i in live and self.view.should_prune(live[i])]
@@ -263,21 +271,25 @@ class _Batch:
         """Store trial ``i``'s attributes, as its single objective does, and tell it COMPLETE."""
         figures, scheme = self.figures[i], self.layout.scheme
         runs = figures.fold_major(self.repeats) if scheme == "cv" else list(figures.runs.values())
-        n_val = int(self.prep.y_val.shape[0])
+        n_val, metric = int(self.prep.y_val.shape[0]), self.metric.name
+        models = [figures.models[j] for j in range(self.repeats)] if len(figures.models) == self.repeats else []
+        fits: list[FitScore] = [fit_score(self.cfg, m, self.prep.x_val, self.prep.y_val) for m in models]
         if scheme == "cv":
-            attrs = many_fits_attrs(runs, per_group=self.repeats, seconds=_seconds(runs))
+            scores = None if metric == "accuracy" else [v for _, v in sorted(figures.scores.items())]
+            attrs = many_fits_attrs(runs, per_group=self.repeats, seconds=_seconds(runs), scores=scores, metric=metric)
         elif scheme == "repeats":
-            attrs = repeats_final_attrs(runs, n_val=n_val, seconds=_seconds(runs))
+            attrs = repeats_final_attrs(runs, n_val=n_val, seconds=_seconds(runs), metric=metric,
+                                        scores=None if metric == "accuracy" else [f.value for f in fits])
         else:
             attrs = single_fit_attrs(runs[0], n_val=n_val)
-        if scheme != "cv" and len(figures.correct) == self.repeats:
-            attrs["val_correct"] = [figures.correct[j] for j in range(self.repeats)]  # one bitset per seed
+        if models:
+            attrs.update(model_attrs(self.cfg, self.prep, models, fits))  # one bitset (or score) per seed
         try:
             set_user_attrs(self.live[i], attrs)
         except UpdateFinishedTrialError:
             self.drop(i)
             return
-        self.tell(i, TrialState.COMPLETE, float(attrs["val_acc"]))
+        self.tell(i, TrialState.COMPLETE, trial_value(attrs))
 
 
 def _seconds(runs: Sequence[Sequence[EpochStats]]) -> float:
@@ -285,15 +297,17 @@ def _seconds(runs: Sequence[Sequence[EpochStats]]) -> float:
 
 
 def _report_folds(live: dict[int, optuna.Trial], figures: dict[int, _TrialFigures], wave: list[int], view: PrunerView,
-                  *, folds: int, repeats: int, tell: Tell, drop: Callable[[int], None]) -> None:
+                  *, folds: int, repeats: int, tell: Tell, drop: Callable[[int], None], metric: str = "accuracy") -> None:
     """After a wave: each trial reports its folds one by one and is pruned as the CV objective would be."""
     for fold in wave:
         view.refresh()
         for i in sorted(live):
             runs = [r for (f, _), r in sorted(figures[i].runs.items()) if f <= fold]  # fold-major, as the objective
+            scores = None if metric == "accuracy" else [v for (f, _), v in sorted(figures[i].scores.items()) if f <= fold]
             trial: Any = _Asked(live[i], view)
             try:
-                pruned = report_fold(trial, runs, fold=fold, folds=folds, per_group=repeats, seconds=_seconds(runs))
+                pruned = report_fold(trial, runs, fold=fold, folds=folds, per_group=repeats, seconds=_seconds(runs),
+                                     scores=scores, metric=metric)
             except UpdateFinishedTrialError:
                 drop(i)
                 continue

@@ -24,6 +24,7 @@ from sweep.objectives.attrs import (
     single_fit_attrs,
 )
 from sweep.objectives.prepared import Prepared, seeds, suggest_lambda
+from sweep.objectives.scoring import FitScore, fit_score, metric_of, score_attrs, trial_value
 from sweep.storages.writes import set_user_attrs
 from sweep.training.fit import EpochStats
 
@@ -37,14 +38,28 @@ def make_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna
         lam = suggest_lambda(trial, cfg.search)
         seed = cfg.train.seed  # one seed for all lambdas: differences come from lambda, not luck
         set_user_attrs(trial, {"device": str(prep.device), "seed": seed})
-        result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial), net=prep.net)
+        result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, on_epoch=epoch_reporter(trial, metric_of(cfg)),
+                              net=prep.net)
         attrs = single_fit_attrs(result.history, n_val=n_val)
-        if result.model is not None:  # per-example correctness, for paired comparisons between lambdas
-            attrs["val_correct"] = [correct_bits(result.model, prep.x_val, prep.y_val)]
+        if result.model is not None:  # per-example correctness or scores, for paired comparisons between lambdas
+            attrs.update(model_attrs(cfg, prep, [result.model]))
         set_user_attrs(trial, attrs)
-        return result.final.val_acc
+        return trial_value(attrs)
 
     return objective
+
+
+def model_attrs(cfg: StudyConfig, prep: Prepared, models: Sequence[Any],
+                fits: Sequence[FitScore] | None = None) -> dict[str, Any]:
+    """What a holdout trial stores of its fits' models (one per seed): the per-example correct bits of a
+    classifier (``val_correct``) and its metric's figures (``scoring.score_attrs``; ``fits``: already scored)."""
+    attrs: dict[str, Any] = {}
+    if metric_of(cfg).target == "classes":
+        attrs["val_correct"] = [correct_bits(m, prep.x_val, prep.y_val) for m in models]
+    if fits is None:
+        fits = [fit_score(cfg, m, prep.x_val, prep.y_val) for m in models]
+    attrs.update(score_attrs(cfg, fits))
+    return attrs
 
 
 def repeats_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
@@ -54,11 +69,13 @@ def repeats_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
             "repeats": len(train_seeds), "validation": "holdout", "n_val": int(prep.y_val.shape[0])}
 
 
-def repeats_final_attrs(runs: Sequence[Sequence[EpochStats]], *, n_val: int, seconds: float) -> dict[str, Any]:
+def repeats_final_attrs(runs: Sequence[Sequence[EpochStats]], *, n_val: int, seconds: float,
+                        scores: Sequence[float] | None = None, metric: str = "accuracy") -> dict[str, Any]:
     """What a complete holdout trial with repeats stores: one group per seed, so the SE is
-    std(seed scores)/sqrt(repeats), beside the binomial SE of the mean accuracy."""
-    attrs = many_fits_attrs(runs, per_group=1, seconds=seconds)
-    attrs["val_se_binomial"] = binomial_se(attrs["val_acc"], n_val)
+    std(seed scores)/sqrt(repeats), beside the binomial SE of the mean accuracy (a classifier's)."""
+    attrs = many_fits_attrs(runs, per_group=1, seconds=seconds, scores=scores, metric=metric)
+    if attrs["val_acc"] is not None:
+        attrs["val_se_binomial"] = binomial_se(attrs["val_acc"], n_val)
     return attrs
 
 
@@ -72,18 +89,21 @@ def make_repeated_holdout_objective(cfg: StudyConfig, prep: Prepared) -> Callabl
         lam = suggest_lambda(trial, cfg.search)
         set_user_attrs(trial, repeats_attrs(cfg, prep))
         runs: list[list[EpochStats]] = []
-        bits: list[str] = []
+        models: list[Any] = []
         start = time.perf_counter()
         for j, seed in enumerate(train_seeds):
             result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, net=prep.net,
-                                  on_epoch=epoch_reporter(trial) if j == 0 else None)
+                                  on_epoch=epoch_reporter(trial, metric_of(cfg)) if j == 0 else None)
             runs.append(result.history)
             if result.model is not None:
-                bits.append(correct_bits(result.model, prep.x_val, prep.y_val))
-        attrs = repeats_final_attrs(runs, n_val=n_val, seconds=time.perf_counter() - start)
-        if len(bits) == len(runs):
-            attrs["val_correct"] = bits  # one bitset per seed
+                models.append(result.model)
+        fits = [fit_score(cfg, m, prep.x_val, prep.y_val) for m in models]
+        metric = metric_of(cfg).name
+        attrs = repeats_final_attrs(runs, n_val=n_val, seconds=time.perf_counter() - start, metric=metric,
+                                    scores=None if metric == "accuracy" else [f.value for f in fits])
+        if len(models) == len(runs):
+            attrs.update(model_attrs(cfg, prep, models, fits))  # one bitset (or score) per seed
         set_user_attrs(trial, attrs)
-        return float(attrs["val_acc"])
+        return trial_value(attrs)
 
     return objective

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 import torch
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from sweep.config import PARAM, SearchConfig, StudyConfig
-from sweep.errors import DataError, TooLargeError
-from sweep.training import data, factories, models, population, trainers
+from sweep.errors import ConfigError, DataError, TooLargeError
+from sweep.training import data, factories, losses, models, population, trainers
 from sweep.training.fit import resolve_device
 from sweep.training.model import CLASSES
 
@@ -89,11 +89,19 @@ def prepare(cfg: StudyConfig) -> Prepared:
         x_train, y_train = data.to_device(ds.train, device)
         x_test, y_test = data.to_device(ds.test, device)
     else:
-        arrays = factories.load_data(cfg.data.factory)
+        arrays = factories.load_data(cfg.data.factory, losses.loss_of(cfg.train).target)
         labels, classes = arrays.y_train, arrays.classes
         x_train, y_train, x_test, y_test = (t.to(device) for t in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test))
-    fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed)
+    fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed,
+                                          stratify=losses.loss_of(cfg.train).classifies)
     check_memory(cfg, device, n_fit=len(fit_idx), in_features=int(x_train[0].numel()), classes=classes)
+    weights = cfg.train.class_weights
+    if isinstance(weights, list) and len(weights) != classes:
+        raise ConfigError(f"train.class_weights has {len(weights)} weights, the data has {classes} classes; "
+                          "give one weight per class, or 'balanced'")
+    if cfg.metric == "auroc" and classes != 2:
+        raise ConfigError(f"search.metric = 'auroc' scores two classes, the data has {classes}; "
+                          "choose balanced-accuracy or macro-f1, or give the data two classes")
     net = models.net_for(cfg.model, in_shape=tuple(x_train.shape[1:]), classes=classes)
     x_train, x_test = models.builtin_input(net, x_train), models.builtin_input(net, x_test)
     models.check_output(net, x_train[:2], seed=cfg.train.seed)
@@ -105,8 +113,14 @@ def prepare(cfg: StudyConfig) -> Prepared:
 
 
 def fold_indices(labels: torch.Tensor, *, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Stratified k-fold (fit, validation) index pairs of ``labels``: disjoint validation folds covering every example."""
+    """Stratified k-fold (fit, validation) index pairs of ``labels``: disjoint validation folds covering every example.
+    Real-valued targets (floats) have no classes: a plain seeded KFold."""
     y = labels.cpu().numpy()
+    if labels.is_floating_point():
+        if folds > y.shape[0]:
+            raise DataError(f"search.folds = {folds} but the training set has {y.shape[0]} examples; lower search.folds")
+        plain = KFold(n_splits=folds, shuffle=True, random_state=seed)
+        return [(torch.from_numpy(np.sort(a)), torch.from_numpy(np.sort(b))) for a, b in plain.split(np.zeros(y.shape[0]))]
     smallest = int(np.unique(y, return_counts=True)[1].min()) if y.size else 0
     if folds > smallest:
         raise DataError(

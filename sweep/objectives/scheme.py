@@ -16,10 +16,12 @@ import optuna
 
 from sweep.config import StudyConfig
 from sweep.errors import TrainingDivergedError
+from sweep.objectives.attrs import finite
 from sweep.objectives.cv import make_cv_objective
 from sweep.objectives.evidence import make_evidence_objective, make_marglik_objective
 from sweep.objectives.holdout import make_holdout_objective, make_repeated_holdout_objective
 from sweep.objectives.prepared import Prepared
+from sweep.objectives.scoring import metric_of, outputs
 from sweep.training.fit import evaluate, fit
 
 Scheme = Literal["marglik", "evidence", "cv", "repeats", "holdout"]
@@ -54,7 +56,10 @@ def refit(cfg: StudyConfig, prep: Prepared, lam: float) -> dict[str, float | int
     result = fit(prep.x_train, prep.y_train, None, None, lam=lam, cfg=cfg.train, seed=seed, net=prep.net)
     if result.model is None:  # fit returns its model whenever it finishes; keep mypy and readers sure of it
         raise TrainingDivergedError(f"the refit of lambda {lam:g} returned no model")
-    test_loss, test_acc = evaluate(result.model, prep.x_test, prep.y_test)
-    return {"lambda": lam, "seed": seed, "test_acc": test_acc, "test_loss": test_loss,
-            "train_acc": result.final.train_acc, "device": str(prep.device),
+    test_loss, test_acc = evaluate(result.model, prep.x_test, prep.y_test, cfg.train)
+    metric = metric_of(cfg)
+    score = {} if metric.name == "accuracy" else {
+        "metric": metric.name, "test_score": metric.score(prep.y_test.cpu().numpy(), outputs(result.model, prep.x_test))}
+    return {"lambda": lam, "seed": seed, "test_acc": finite(test_acc), "test_loss": test_loss, **score,
+            "train_acc": finite(result.final.train_acc), "device": str(prep.device),
             "seconds": round(sum(h.seconds for h in result.history), 4)}

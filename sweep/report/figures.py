@@ -51,7 +51,7 @@ def _rgba(colour: str, alpha: float) -> str:
     return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
 
 
-def _add_uncertainty(fig: go.Figure, rec: StudyRecord, colour: str, many: bool) -> None:
+def _add_uncertainty(fig: go.Figure, rec: StudyRecord, colour: str, many: bool, word: str = "accuracy") -> None:
     """The plausible range as a shaded band, the smoothed curve with its band (both from ``sweep.selection``)."""
     name = escape(rec.name)
     ys = [t.val_acc for t in rec.complete if t.val_acc is not None]
@@ -71,32 +71,33 @@ def _add_uncertainty(fig: go.Figure, rec: StudyRecord, colour: str, many: bool) 
         fig.add_trace(go.Scatter(
             x=list(c.lams) + list(reversed(c.lams)), y=list(c.upper) + list(reversed(c.lower)), mode="lines",
             fill="toself", fillcolor=_rgba(colour, 0.15), line={"width": 0}, hoverinfo="skip",
-            name=_label(rec, "smoothed accuracy, 90% band", many), meta={"role": "smooth-band", "study": name},
+            name=_label(rec, f"smoothed {word}, 90% band", many), meta={"role": "smooth-band", "study": name},
         ))
         fig.add_trace(go.Scatter(
             x=list(c.lams), y=list(c.mean), mode="lines", line={"color": colour, "width": 2},
-            name=_label(rec, "smoothed accuracy (Gaussian process)", many), customdata=[[name]] * len(c.lams),
-            hovertemplate="%{customdata[0]}<br>lambda %{x:.3g}<br>smoothed accuracy %{y:.4f}<extra></extra>",
+            name=_label(rec, f"smoothed {word} (Gaussian process)", many), customdata=[[name]] * len(c.lams),
+            hovertemplate=f"%{{customdata[0]}}<br>lambda %{{x:.3g}}<br>smoothed {word} %{{y:.4f}}<extra></extra>",
             meta={"role": "smooth", "study": name},
         ))
 
 
 def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
-    """Validation accuracy against lambda: a point per trial with its error bar, the plausible range, the
-    smoothed curve with its band, each rule's pick, the test figure."""
+    """Validation accuracy (or the studies' metric, ``search.metric``) against lambda: a point per trial with its
+    error bar, the plausible range, the smoothed curve with its band, each rule's pick, the test figure."""
     fig = go.Figure()
     many = len(records) > 1
+    word = records[0].metric if len({r.metric for r in records}) == 1 else "score"
     for i, rec in enumerate(records):
         colour, name = _colour(i), escape(rec.name)
-        _add_uncertainty(fig, rec, colour, many)
+        _add_uncertainty(fig, rec, colour, many, word)
         done = sorted(rec.complete, key=lambda t: t.lam or 0.0)
         fig.add_trace(go.Scatter(
             x=[t.lam for t in done], y=[t.val_acc for t in done], mode="markers",
-            name=_label(rec, "validation accuracy (trial)", many), marker={"color": colour, "size": 9},
+            name=_label(rec, f"validation {word} (trial)", many), marker={"color": colour, "size": 9},
             error_y={"type": "data", "array": [t.val_err or 0.0 for t in done], "visible": True, "thickness": 1},
             customdata=[[t.number, t.state, t.val_err or 0.0, name] for t in done],
             hovertemplate="%{customdata[3]}<br>trial %{customdata[0]} (%{customdata[1]})<br>lambda %{x:.3g}"
-                          "<br>validation accuracy %{y:.4f} ± %{customdata[2]:.4f}<extra></extra>",
+                          f"<br>validation {word} %{{y:.4f}} ± %{{customdata[2]:.4f}}<extra></extra>",
             meta={"role": "trials", "study": name},
         ))
         pruned = rec.pruned
@@ -107,7 +108,7 @@ def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
                 marker={"color": "rgba(140,140,140,0.8)", "symbol": "circle-open", "size": 8},
                 customdata=[[t.number, t.state, name] for t in pruned],
                 hovertemplate="%{customdata[2]}<br>trial %{customdata[0]} (%{customdata[1]})<br>lambda %{x:.3g}"
-                              "<br>last validation accuracy %{y:.4f}<extra></extra>",
+                              f"<br>last validation {word} %{{y:.4f}}<extra></extra>",
                 meta={"role": "pruned", "study": name},
             ))
         for rule, choice in rec.choices.items():
@@ -119,7 +120,7 @@ def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
                 marker={"symbol": symbol, "size": 16, "color": colour, "line": {"width": 1.5, "color": "black"}},
                 customdata=[["smoothed curve" if choice.trial is None else f"trial {choice.trial}", name]],
                 hovertemplate=f"%{{customdata[1]}}<br>{label} (rule {escape(rule)}): %{{customdata[0]}}"
-                              "<br>lambda %{x:.3g}<br>validation accuracy %{y:.4f}<extra></extra>",
+                              f"<br>lambda %{{x:.3g}}<br>validation {word} %{{y:.4f}}<extra></extra>",
                 meta={"role": f"choice-{rule}", "study": name},
             ))
             if not many:  # one study: a vertical guide per rule; with several they would crowd the chart
@@ -127,17 +128,17 @@ def plot_accuracy_vs_lambda(records: list[StudyRecord]) -> go.Figure:
             if choice.test_acc is not None:
                 fig.add_trace(go.Scatter(
                     x=[choice.lam], y=[choice.test_acc], mode="markers",
-                    name=_label(rec, f"test accuracy, refit at {label} ({choice.test_acc:.4f})", many),
+                    name=_label(rec, f"test {word}, refit at {label} ({choice.test_acc:.4f})", many),
                     # one study: red, so the test figure does not read as a validation point; several: the study colour
                     marker={"symbol": "x", "size": 13, "color": colour if many else TEST_COLOUR,
                             "line": {"width": 1, "color": "black"}},
                     customdata=[[name]],
                     hovertemplate=f"%{{customdata[0]}}<br>refit on the whole training set at {label}"
-                                  "<br>lambda %{x:.3g}<br>test accuracy %{y:.4f}<extra></extra>",
+                                  f"<br>lambda %{{x:.3g}}<br>test {word} %{{y:.4f}}<extra></extra>",
                     meta={"role": f"test-{rule}", "study": name},
                 ))
-    fig.update_layout(title=_title(records, "Validation accuracy against lambda"), xaxis=LAMBDA_AXIS,
-                      yaxis={"title": {"text": "accuracy"}}, **LAYOUT)
+    fig.update_layout(title=_title(records, f"Validation {word} against lambda"), xaxis=LAMBDA_AXIS,
+                      yaxis={"title": {"text": word}}, **LAYOUT)
     return fig
 
 

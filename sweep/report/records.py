@@ -20,7 +20,16 @@ from optuna.trial import TrialState
 
 from sweep.config import PARAM, stored_config
 from sweep.errors import SweepError
-from sweep.selection import RULES, EvidenceChoice, Selection, evidence_pick, refit_matches, selection_of, state_counts
+from sweep.selection import (
+    RULES,
+    EvidenceChoice,
+    Selection,
+    evidence_pick,
+    refit_matches,
+    selection_of,
+    state_counts,
+    study_metric,
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,8 @@ class StudyRecord:
     smooth: SmoothCurve | None = None
     evidence: tuple[EvidencePoint, ...] = ()  # 'sweep evidence': log evidence per complete trial's lambda
     evidence_pick: EvidenceChoice | None = None  # the evidence's lambda beside the study rule's
+    metric: str = "accuracy"  # how the figures name the study's metric (``sweep.selection.metrics``' label)
+    sign: int = 1  # -1: the metric is minimised
 
     @property
     def complete(self) -> tuple[TrialRecord, ...]:
@@ -143,19 +154,24 @@ def _curve(trial: optuna.trial.FrozenTrial) -> tuple[EpochPoint, ...]:
     return tuple(EpochPoint(int(step), None, _num(v), None, None) for step, v in sorted(trial.intermediate_values.items()))
 
 
-def collect_trials(study: optuna.Study) -> tuple[TrialRecord, ...]:
-    """Every trial of ``study`` as a ``TrialRecord`` (pruned trials keep their last reported value)."""
+def collect_trials(study: optuna.Study, metric: str = "accuracy") -> tuple[TrialRecord, ...]:
+    """Every trial of ``study`` as a ``TrialRecord`` (pruned trials keep their last reported value).
+
+    ``val_acc`` is the trial's value in the study's ``metric``. Another metric than accuracy has no per-epoch
+    figure in its own units (pruners read a proxy, docs/metrics.md) and no training figure: a pruned trial has
+    no point and ``train_acc`` is None, rather than a figure in other units beside it."""
+    accuracy = metric == "accuracy"
     out = []
     for t in study.get_trials(deepcopy=False):
         curve = _curve(t)
         val = _num(t.value) if t.state == TrialState.COMPLETE else None
-        if val is None and curve:
+        if val is None and curve and accuracy:
             val = curve[-1].val_acc  # pruned: the last value it reported
-        if val is None:
+        if val is None and accuracy:
             val = _num(t.user_attrs.get("val_acc"))
         folds = tuple(f for f in (_num(x) for x in t.user_attrs.get("fold_scores") or ()) if f is not None)
-        train = _num(t.user_attrs.get("train_acc"))
-        if train is None and curve:
+        train = _num(t.user_attrs.get("train_acc")) if accuracy else None
+        if train is None and curve and accuracy:
             train = curve[-1].train_acc
         out.append(TrialRecord(
             number=t.number, state=t.state.name, lam=_num(t.params.get(PARAM)), val_acc=val,
@@ -176,7 +192,8 @@ def collect_choices(study: optuna.Study, sel: Selection | None = None) -> dict[s
         pick = sel.picks[rule]
         refit = refits.get(rule) if isinstance(refits, dict) else None
         # A refit stored for an earlier pick (the study has grown since) is not this pick's test figure.
-        test = _num(refit.get("test_acc")) if refit_matches(refit, pick) and isinstance(refit, dict) else None
+        figure = "test_score" if isinstance(refit, dict) and "test_score" in refit else "test_acc"  # the metric's
+        test = _num(refit.get(figure)) if refit_matches(refit, pick) and isinstance(refit, dict) else None
         out[rule] = Choice(rule, pick.lam, pick.trial, pick.val_acc, pick.val_se, test)
     return out
 
@@ -184,10 +201,11 @@ def collect_choices(study: optuna.Study, sel: Selection | None = None) -> dict[s
 def collect_history(record: StudyRecord) -> tuple[HistoryPoint, ...]:
     """Best value so far against trial number, over complete trials (what ``plot_optimization_history`` shows)."""
     out: list[HistoryPoint] = []
-    best = -math.inf
+    better = max if record.sign > 0 else min  # a minimised metric's best is its smallest value
+    best = -record.sign * math.inf
     for t in sorted(record.complete, key=lambda t: t.number):
         value = t.val_acc if t.val_acc is not None else -math.inf  # record.complete keeps only trials with a value
-        best = max(best, value)
+        best = better(best, value)
         out.append(HistoryPoint(t.number, value, best))
     return tuple(out)
 
@@ -215,7 +233,8 @@ def _setup(study: optuna.Study) -> dict[str, Any]:
 
 def collect_study(study: optuna.Study) -> StudyRecord:
     """The whole ``StudyRecord`` of ``study``."""
-    trials = collect_trials(study)
+    metric = study_metric(study)
+    trials = collect_trials(study, metric.name)
     counts = state_counts(study.get_trials(deepcopy=False))
     sel = selection_of(study)
     smooth = None
@@ -230,4 +249,5 @@ def collect_study(study: optuna.Study) -> StudyRecord:
     return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study, sel), counts=counts,
                        wall_seconds=_wall_seconds(study), setup=_setup(study),
                        plausible=sel.plausible if sel is not None else None, smooth=smooth,
-                       evidence=evidence, evidence_pick=pick)
+                       evidence=evidence, evidence_pick=pick, metric=metric.label,
+                       sign=metric.sign)

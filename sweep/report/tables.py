@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.config import PARAM
-from sweep.selection import best_score, load_study, scores_of, state_counts
+from sweep.selection import best_score, load_study, scores_of, sign_of, state_counts, study_metric
 from sweep.storages.store import open_storage
 
 
@@ -29,9 +29,10 @@ def study_rows(storage: str | None) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=summary.study_name, storage=store)
         trials = study.get_trials(deepcopy=False)
         counts = state_counts(trials)
-        scores = scores_of(trials)
+        scores = scores_of(trials, sign_of(study))
         top = best_score(scores) if scores else None
         rows.append({
+            "metric": study_metric(study).name,
             "study": summary.study_name,
             "complete": counts["COMPLETE"],
             "running": counts["RUNNING"],
@@ -46,9 +47,17 @@ def study_rows(storage: str | None) -> list[dict[str, Any]]:
 def trial_rows(name: str, storage: str | None) -> list[dict[str, Any]]:
     """One row per trial of study ``name``."""
     study = load_study(name, storage)
+    metric = study_metric(study).name
     rows = []
     for t in study.get_trials(deepcopy=False):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+        if metric != "accuracy":  # val_acc keeps its meaning (a classifier's accuracy); the metric has its own keys
+            rows.append({"number": t.number, "state": t.state.name.lower(), "lambda": t.params.get(PARAM),
+                         "metric": metric, "val_score": t.value if t.state == TrialState.COMPLETE else last,
+                         "val_acc": t.user_attrs.get("val_acc"), "train_acc": t.user_attrs.get("train_acc"),
+                         "epochs": len(t.intermediate_values), "seconds": t.user_attrs.get("seconds"),
+                         "note": t.user_attrs.get("fail_reason", "")})
+            continue
         rows.append({
             "number": t.number,
             "state": t.state.name.lower(),

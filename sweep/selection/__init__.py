@@ -5,6 +5,7 @@ Read by concept:
 - ``scores.py``: each complete trial as the rules see it (``TrialScore``) and a study's ``ScoreTable``;
 - ``rules.py``: the registry of rules (``REGISTRY``: ``min``, ``1se``, ``1se-paired``, ``smooth``), one
   entry each with its pick, and ``select``, every rule's pick as one ``Selection``;
+- ``metrics.py``: the registry of metrics (``search.metric``): direction, scikit-learn score, paired units;
 - ``paired.py``: the paired statistics, the plausible range and the smoothed curve the rules rest on;
 - ``stop.py``: the stop rule (``search.stop = "resolved"``);
 - ``best.py``: reading a study's choice back (``sweep best``, ``best_lambda``, ``sweep evidence``).
@@ -22,13 +23,18 @@ from sweep.selection.best import (
     load_study,
     refit_matches,
     selection_of,
+    study_metric,
 )
+from sweep.selection.metrics import REGISTRY as METRICS
+from sweep.selection.metrics import Metric, metric_named
 from sweep.selection.rules import REGISTRY, RULES, Pick, Rule, Selection, rule_named, rules_help, select
-from sweep.selection.scores import ScoreTable, TrialScore, best_score, scores_of, state_counts
+from sweep.selection.scores import ScoreTable, TrialScore, best_score, scores_of, sign_of, state_counts
 from sweep.selection.stop import min_trials_to_stop, stop_reason
 
 __all__ = [
-    "REGISTRY", "RULES", "BestRecord", "EvidenceChoice", "Pick", "Rule", "ScoreTable", "Selection", "TrialScore",
-    "best_record", "best_score", "evidence_choice", "evidence_pick", "load_study", "min_trials_to_stop",
-    "refit_matches", "rule_named", "rules_help", "scores_of", "select", "selection_of", "state_counts", "stop_reason",
+    "METRICS", "REGISTRY", "RULES", "BestRecord", "EvidenceChoice", "Metric", "Pick", "Rule", "ScoreTable", "Selection",
+    "TrialScore", "best_record", "best_score", "evidence_choice", "evidence_pick", "load_study", "metric_named",
+    "min_trials_to_stop",
+    "refit_matches", "rule_named", "rules_help", "scores_of", "select", "selection_of", "sign_of", "state_counts", "stop_reason",
+    "study_metric",
 ]

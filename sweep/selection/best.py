@@ -14,8 +14,9 @@ import optuna
 
 from sweep.config import StudyConfig, stored_config
 from sweep.errors import ConfigError, NoCompleteTrialsError, StudyNotFoundError
+from sweep.selection.metrics import Metric, metric_named
 from sweep.selection.rules import REGISTRY, Pick, Selection, rule_named, select
-from sweep.selection.scores import scores_of
+from sweep.selection.scores import scores_of, sign_of
 from sweep.storages.store import mask, open_storage, resolve_url
 
 
@@ -35,7 +36,7 @@ def load_study(name: str, storage: str | None) -> optuna.Study:
 
 def selection_of(study: optuna.Study, cfg: StudyConfig | None = None) -> Selection | None:
     """The ``Selection`` of ``study`` over its searched range (None without complete trials)."""
-    scores = scores_of(study.get_trials(deepcopy=False))
+    scores = scores_of(study.get_trials(deepcopy=False), sign_of(study))
     if not scores:
         return None
     if cfg is None:
@@ -46,6 +47,16 @@ def selection_of(study: optuna.Study, cfg: StudyConfig | None = None) -> Selecti
     if cfg is None:
         return select(scores)
     return select(scores, low=cfg.search.lambda_low, high=cfg.search.lambda_high)
+
+
+def study_metric(study: optuna.Study) -> Metric:
+    """The metric a stored study chooses lambda by: its config's ``search.metric`` (accuracy for a study made
+    before the key, or by another version)."""
+    try:
+        cfg = stored_config(study.user_attrs)
+    except ConfigError:
+        cfg = None
+    return metric_named(cfg.metric if cfg is not None else None)
 
 
 def refit_matches(refit: object, pick: Pick) -> bool:
@@ -85,12 +96,28 @@ class BestRecord:
     plausible_high: float | None = None
     validation: str | None = None  # "holdout" or "cv": where val_se comes from (docs/cv.md)
     stopped: str | None = None  # why the study stopped before n_trials (search.stop = "resolved")
+    # The metric the figures are in (search.metric), whether it is maximised, and the flat answer (selection.flat).
+    metric: str = "accuracy"
+    direction: str = "maximize"
+    flat: bool = False
+    flat_reason: str | None = None
+    test_score: float | None = None  # the refit's test figure in the metric (None for accuracy: it is test_acc)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON of ``sweep best``: ``lam*`` fields become ``lambda*`` keys, last, in field order."""
+        """The JSON of ``sweep best``: ``lam*`` fields become ``lambda*`` keys, last, in field order. Another metric
+        than accuracy names its figures ``val_score*`` (``val_acc*`` keep accuracy's meaning); accuracy studies
+        print exactly their 0.2 keys and these new ones, ``test_score`` left out."""
         out = asdict(self)
+        if self.metric == "accuracy":
+            out.pop("test_score")
+        else:
+            for key in [k for k in out if k.startswith("val_acc")]:
+                out["val_score" + key[7:]] = out.pop(key)
         for key in [k for k in out if k == "lam" or k.startswith("lam_")]:
             out["lambda" + key[3:]] = out.pop(key)
+        for key in ("metric", "direction", "flat", "flat_reason", "test_score"):  # after 0.2's keys, in their order
+            if key in out:
+                out[key] = out.pop(key)
         return out
 
 
@@ -122,6 +149,7 @@ def best_record(name: str, *, storage: str | None = None, rule: str | None = Non
     refit = study.user_attrs.get("refit", {}).get(rule)
     matches = refit_matches(refit, pick)
     stopped = study.user_attrs.get("stopped")
+    metric = metric_named(cfg.metric if cfg is not None else None)
     validation = None
     if cfg is not None:
         validation = "marglik" if cfg.search.sampler == "marglik" else cfg.search.validation
@@ -133,6 +161,8 @@ def best_record(name: str, *, storage: str | None = None, rule: str | None = Non
         smooth_high=sel.smooth.interval[1] if sel.smooth else None,
         plausible_low=sel.plausible[0], plausible_high=sel.plausible[1],
         validation=validation, stopped=stopped.get("reason") if isinstance(stopped, dict) else None,
+        metric=metric.name, direction=metric.direction, flat=sel.flat is not None, flat_reason=sel.flat,
+        test_score=refit.get("test_score") if matches else None,
     )
 
 

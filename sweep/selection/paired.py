@@ -60,11 +60,15 @@ def critical_value(dof: int | None) -> float:
 
 
 def paired_diff(best_units: Sequence[float] | None, units: Sequence[float] | None, *,
-                best_mean: float, mean: float, best_se: float, se: float) -> tuple[float, float, int | None]:
-    """(difference of means, its SE, degrees of freedom or None): paired when both have units of one length."""
+                best_mean: float, mean: float, best_se: float, se: float,
+                replicates: bool = False) -> tuple[float, float, int | None]:
+    """(difference of means, its SE, degrees of freedom or None): paired when both have units of one length.
+    ``replicates``: the units are paired bootstrap replicates of the two scores, whose differences' std is the SE."""
     diff = best_mean - mean
     if best_units is not None and units is not None and len(best_units) == len(units) and len(units) > 1:
         d = np.asarray(best_units, dtype=float) - np.asarray(units, dtype=float)
+        if replicates:  # resamples that could not be scored (AUROC of one class) are NaN for every lambda alike
+            return diff, float(np.nanstd(d, ddof=1)), None
         n = d.size
         # Many units (validation examples): the normal test; few (folds): Student's t.
         return diff, float(d.std(ddof=1) / math.sqrt(n)), n - 1
@@ -134,7 +138,15 @@ def fit_smooth(lams: Sequence[float], accs: Sequence[float], *, low: float, high
     )
 
 
-def resolved(fit: SmoothFit, best_se: float) -> tuple[bool, float, float]:
+def flip(fit: SmoothFit) -> SmoothFit:
+    """A curve fitted to ``-value`` (a minimised metric, as the rules maximise) in the metric's own units, and back:
+    the mean and the pick negated, the band's bounds negated and swapped."""
+    neg = lambda v: tuple(-x for x in v)  # noqa: E731
+    return SmoothFit(grid=fit.grid, mean=neg(fit.mean), lower=neg(fit.upper), upper=neg(fit.lower), lam=fit.lam,
+                     acc=-fit.acc, sd=fit.sd, interval=fit.interval, noise=fit.noise)
+
+
+def resolved(fit: SmoothFit, best_se: float, sign: int = 1) -> tuple[bool, float, float]:
     """(done, the most any lambda could still gain, the threshold): a regret bound, as Optuna's terminator.
 
     The most a lambda of the searched range could still beat the best by is bounded by the
@@ -142,5 +154,6 @@ def resolved(fit: SmoothFit, best_se: float) -> tuple[bool, float, float]:
     no larger than ``best_se``, the standard error of the best trial's own accuracy: a gain
     smaller than the error with which the chosen lambda's accuracy is known cannot be told apart.
     """
+    fit = fit if sign > 0 else flip(fit)  # the bound is on the gain, larger is better
     regret = max(fit.upper) - max(fit.lower)
     return bool(regret <= best_se), float(regret), float(best_se)

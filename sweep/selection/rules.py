@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sweep.selection.flat import flat_reason
 from sweep.selection.paired import Comparison, SmoothFit, plausible_range
 from sweep.selection.scores import MIN_SMOOTH, ScoreTable, TrialScore, best_score, compare, scores_of, state_counts
 
@@ -59,7 +60,7 @@ def _trial_pick(rule: str, s: TrialScore) -> Pick:
 
 def _largest_lambda(within: Sequence[TrialScore]) -> TrialScore:
     # Among the trials a rule accepts, the most regularised; equal lambdas: the better mean.
-    return max(within, key=lambda s: (s.lam, s.mean))
+    return max(within, key=lambda s: (s.lam, s.good))
 
 
 def _min(t: ScoreTable) -> Pick:
@@ -68,7 +69,7 @@ def _min(t: ScoreTable) -> Pick:
 
 def _one_se(t: ScoreTable) -> Pick:
     # The best trial's own SE, not each candidate's: cv.glmnet's lambda.1se.
-    return _trial_pick("1se", _largest_lambda([s for s in t.scores if s.mean >= t.best.mean - t.best.se]))
+    return _trial_pick("1se", _largest_lambda([s for s in t.scores if s.good >= t.best.good - t.best.se]))
 
 
 def _one_se_paired(t: ScoreTable) -> Pick:
@@ -123,13 +124,15 @@ class Selection:
     plausible: tuple[float, float]  # lowest and highest lambda not significantly worse than the best
     smooth: SmoothFit | None
     picks: dict[str, Pick] = field(default_factory=dict)  # one per registry entry
+    flat: str | None = None  # why the trials cannot be told apart (``flat.flat_reason``); None: they can
 
 
 def select(scores: Sequence[TrialScore], *, low: float | None = None, high: float | None = None) -> Selection:
     """Every rule's pick, the comparisons, the plausible range and the smoothed curve over [low, high]."""
     table = ScoreTable(scores, low=low, high=high)
     picks = {name: rule.choose(table) for name, rule in REGISTRY.items()}
-    return Selection(table.scores, table.comparisons, plausible_range(table.comparisons), table.smooth, picks)
+    return Selection(table.scores, table.comparisons, plausible_range(table.comparisons), table.smooth, picks,
+                     flat_reason(table))
 
 
 __all__ = ["MIN_SMOOTH", "REGISTRY", "RULES", "Pick", "Rule", "ScoreTable", "Selection", "TrialScore", "best_score",

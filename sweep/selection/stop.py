@@ -21,7 +21,7 @@ def stop_reason(sel: Selection, cfg: StudyConfig) -> str | None:
     if cfg.search.stop != "resolved" or n < min_trials_to_stop(cfg) or sel.smooth is None:
         return None
     best = sel.picks["min"]
-    done, regret, threshold = resolved(sel.smooth, best.val_se)
+    done, regret, threshold = resolved(sel.smooth, best.val_se, sel.scores[0].sign)
     if not done:
         return None
     return (f"resolved after {n} complete trials: no lambda in the searched range can beat the best by more than "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
 from sweep.errors import DataError, first_line
 
@@ -163,8 +163,10 @@ def _mnist(data_dir: Path) -> Dataset:
     return _read_idx(raw)
 
 
-def holdout_split(labels: torch.Tensor, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified (fit, validation) index split of the training set.
+def holdout_split(labels: torch.Tensor, holdout: float, seed: int, *,
+                  stratify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified (fit, validation) index split of the training set; a plain seeded shuffle split of
+    real-valued targets (``stratify = False``: there are no classes to keep in proportion).
 
     ``holdout`` below 1 is a fraction, otherwise a count of validation examples.
     """
@@ -176,7 +178,8 @@ def holdout_split(labels: torch.Tensor, holdout: float, seed: int) -> tuple[torc
             f"holdout of {holdout:g} leaves {count} validation examples of {n}; "
             f"set data.holdout to a fraction in (0, 1) or a count below {n - 10}"
         )
-    splitter = StratifiedShuffleSplit(n_splits=1, test_size=count, random_state=seed)
+    kind = StratifiedShuffleSplit if stratify else ShuffleSplit
+    splitter = kind(n_splits=1, test_size=count, random_state=seed)
     try:
         fit_idx, val_idx = next(splitter.split(np.zeros(n), labels.numpy()))
     except ValueError as err:  # e.g. a class with one example, or more classes than validation examples

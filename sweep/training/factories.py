@@ -93,7 +93,7 @@ class Arrays:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    classes: int  # largest training label + 1
+    classes: int  # largest training label + 1; for real-valued targets (N, d), the network's d outputs
 
 
 def _tensor(value: Any, name: str, source: str) -> torch.Tensor:
@@ -164,8 +164,9 @@ def _check_fits(n: int, first: torch.Tensor, name: str, source: str) -> None:
 
 
 @functools.lru_cache(maxsize=2)
-def load_data(path: str) -> Arrays:
-    """Call the data factory ``path`` (once per process) and check its arrays; every problem is one line."""
+def load_data(path: str, target: str = "classes") -> Arrays:
+    """Call the data factory ``path`` (once per process) and check its arrays; every problem is one line.
+    ``target``: what ``train.loss`` needs (``sweep.training.losses``): class labels, or real values (N,) or (N, d)."""
     source = f"data.factory = {path!r}"
     fn = resolve(path, key="data.factory")
     with torch.random.fork_rng(devices=[]):
@@ -177,15 +178,18 @@ def load_data(path: str) -> Arrays:
                                "or (train, test) torch Datasets or DataLoaders")
     names = ("x_train", "y_train", "x_test", "y_test")
     x_tr, y_tr, x_te, y_te = (_tensor(v, n, source) for v, n in zip(got, names, strict=True))
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise InvalidDataError(f"{source}: training examples have shape {tuple(x_tr.shape[1:])} but test examples "
+                               f"{tuple(x_te.shape[1:])}; return examples of one shape")
+    if target == "values":
+        return _values(source, x_tr, y_tr, x_te, y_te)
     for xn, yn, x, y in (("x_train", "y_train", x_tr, y_tr), ("x_test", "y_test", x_te, y_te)):
         if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise InvalidDataError(f"{source}: {xn} has shape {tuple(x.shape)} and {yn} {tuple(y.shape)}; expected "
                                    f"{xn} (N, ...) and {yn} (N,), one label per example")
         if y.is_floating_point():
-            raise InvalidDataError(f"{source}: {yn} holds {y.dtype} values; return integer class labels 0..C-1")
-    if x_tr.shape[1:] != x_te.shape[1:]:
-        raise InvalidDataError(f"{source}: training examples have shape {tuple(x_tr.shape[1:])} but test examples "
-                               f"{tuple(x_te.shape[1:])}; return examples of one shape")
+            raise InvalidDataError(f"{source}: {yn} holds {y.dtype} values; return integer class labels 0..C-1, "
+                                   "or set train.loss = 'mse' for real-valued targets")
     y_tr, y_te = y_tr.long(), y_te.long()
     classes = int(y_tr.max()) + 1 if y_tr.numel() else 0
     low = min(int(y_tr.min()) if y_tr.numel() else 0, int(y_te.min()) if y_te.numel() else 0)
@@ -198,3 +202,19 @@ def load_data(path: str) -> Arrays:
         raise InvalidDataError(f"{source}: y_train holds {len(torch.unique(y_tr))} class(es); a classifier needs "
                                "at least two")
     return Arrays(_examples(x_tr), y_tr, _examples(x_te), y_te, classes)
+
+
+def _values(source: str, x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor, y_te: torch.Tensor) -> Arrays:
+    """Real-valued targets (``train.loss = "mse"``): float (N,) or (N, d); ``classes`` is then d, the outputs."""
+    for xn, yn, x, y in (("x_train", "y_train", x_tr, y_tr), ("x_test", "y_test", x_te, y_te)):
+        if x.ndim < 2 or y.ndim not in (1, 2) or x.shape[0] != y.shape[0]:
+            raise InvalidDataError(f"{source}: {xn} has shape {tuple(x.shape)} and {yn} {tuple(y.shape)}; expected "
+                                   f"{xn} (N, ...) and {yn} (N,) or (N, d), one target per example")
+        if not y.is_floating_point():
+            raise InvalidDataError(f"{source}: {yn} holds {y.dtype} values but train.loss = 'mse' needs real-valued "
+                                   "targets; return float targets, or set train.loss = 'cross-entropy' for class labels")
+    if y_tr.shape[1:] != y_te.shape[1:]:
+        raise InvalidDataError(f"{source}: training targets have shape {tuple(y_tr.shape[1:])} per example but test "
+                               f"targets {tuple(y_te.shape[1:])}; return targets of one shape")
+    outputs = int(y_tr.shape[1]) if y_tr.ndim == 2 else 1
+    return Arrays(_examples(x_tr), y_tr.float(), _examples(x_te), y_te.float(), outputs)

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from math import nan
 
 import torch
-import torch.nn.functional as F
 
 from sweep.config import TrainConfig
 from sweep.errors import DeviceError, TrainingDivergedError
-from sweep.training import rng
+from sweep.training import losses, rng
 from sweep.training.model import SimpleNet, init_simplenet
 from sweep.training.models import Net
 
@@ -87,18 +86,22 @@ def _batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``x``, ``y``, in eval mode (no dropout; BatchNorm's running
-    statistics), which it leaves the model in."""
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+             cfg: TrainConfig | None = None) -> tuple[float, float]:
+    """(mean evaluation loss, accuracy) of ``model`` on ``x``, ``y``, in eval mode (no dropout; BatchNorm's running
+    statistics), which it leaves the model in. The loss is ``cfg.loss``'s plain form (cross-entropy by default,
+    see ``losses``); a regression's accuracy is NaN."""
+    loss_fn = losses.REGISTRY[cfg.loss if cfg is not None else "cross-entropy"]
     model.eval()
     loss = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for xs, ys in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK), strict=True):
         out = model(xs)
-        loss += F.cross_entropy(out, ys, reduction="sum")
-        correct += (out.argmax(1) == ys).sum()
+        loss += loss_fn.plain(out, ys)
+        if loss_fn.classifies:
+            correct += (out.argmax(1) == ys).sum()
     n = max(int(y.shape[0]), 1)
-    return float(loss) / n, float(correct) / n
+    return float(loss) / n, float(correct) / n if loss_fn.classifies else nan
 
 
 def decayed(p: torch.Tensor, decay_bias: bool) -> bool:
@@ -146,11 +149,13 @@ Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 def uses_manual_backward(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     """Whether the single fit steps with SimpleNet's hand-derived forward/backward (``l2``, plain SGD)
     rather than autograd and ``torch.optim``."""
-    return isinstance(model, SimpleNet) and cfg.penalty == "l2" and cfg.momentum == 0
+    return isinstance(model, SimpleNet) and cfg.penalty == "l2" and cfg.momentum == 0 and losses.plain_cross_entropy(cfg)
 
 
-def make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float) -> Step:
-    """One training step for ``cfg.penalty``; returns the batch's summed data loss and correct count (no sync)."""
+def make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float, y_fit: torch.Tensor | None = None) -> Step:
+    """One training step for ``cfg.penalty``; returns the batch's summed data loss and correct count (no sync).
+    ``y_fit``: the fit's targets, which ``train.class_weights = "balanced"`` counts."""
+    loss_fn = losses.make_loss(cfg, y_fit) if y_fit is not None else losses.make_loss(cfg, torch.zeros(1, dtype=torch.long))
     decay, undecayed = _penalty_params(model, cfg.decay_bias)
     if uses_manual_backward(model, cfg):
         assert isinstance(model, SimpleNet)
@@ -168,11 +173,11 @@ def make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float) -> Step:
     def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         opt.zero_grad(set_to_none=True)
         out = model(xb)
-        data_loss = F.cross_entropy(out, yb)
+        data_loss = loss_fn(out, yb)
         penalty = loss_penalty(cfg, lam, decay)
         (data_loss if penalty is None else data_loss + penalty).backward()
         opt.step()
-        return data_loss.detach() * yb.shape[0], (out.detach().argmax(1) == yb).sum()
+        return data_loss.detach() * yb.shape[0], losses.hits(cfg, out.detach(), yb)
 
     return step
 
@@ -228,7 +233,7 @@ def fit(
     device = x_fit.device
     model = (net.build(seed) if net is not None else init_simplenet(hidden, seed)).to(device)
     gen = torch.Generator().manual_seed(seed)
-    step = make_step(model, cfg, lam)
+    step = make_step(model, cfg, lam, y_fit)
     history: list[EpochStats] = []
     with rng.seeded(seed, device):  # dropout masks and any other noise: the same for every lambda of a study
         for epoch in range(1, cfg.epochs + 1):
@@ -236,7 +241,7 @@ def fit(
             train_loss, train_acc = train_epoch(model, step, x_fit, y_fit, gen, cfg)
             if not torch.isfinite(torch.tensor(train_loss)):
                 raise TrainingDivergedError(diverged(train_loss, epoch=epoch, lam=lam))
-            val_loss, val_acc = evaluate(model, x_val, y_val) if x_val is not None and y_val is not None else (nan, nan)
+            val_loss, val_acc = evaluate(model, x_val, y_val, cfg) if x_val is not None and y_val is not None else (nan, nan)
             stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start)
             history.append(stats)
             if on_epoch is not None:
@@ -257,4 +262,4 @@ def train_epoch(model: torch.nn.Module, step: Step, x_fit: torch.Tensor, y_fit: 
             loss, hits = step(x_fit[idx], y_fit[idx])
             total += loss
             correct += hits
-    return float(total) / n, float(correct) / n
+    return float(total) / n, float(correct) / n if losses.loss_of(cfg).classifies else nan

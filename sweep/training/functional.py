@@ -36,12 +36,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sweep.config import TrainConfig
-from sweep.training import rng
+from sweep.training import losses, rng
 from sweep.training.fit import EVAL_CHUNK, decayed, loss_penalty, shrink_factors
 from sweep.training.models import Net
 from sweep.training.population import MemberResult, PopulationCallback, check_pairs, settle_epoch
@@ -87,16 +86,17 @@ class _Members:
         return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _loss_fn(members: _Members, cfg: TrainConfig):  # noqa: ANN202 - a closure for torch.func.grad
+def _loss_fn(members: _Members, cfg: TrainConfig, y_fit: torch.Tensor):  # noqa: ANN202 - a closure for torch.func.grad
     base, decay = members.base, members.decay
+    data_loss = losses.make_loss(cfg, y_fit)
 
     def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], lam: torch.Tensor,  # noqa: ANN202
              x: torch.Tensor, y: torch.Tensor):
         out = functional_call(base, (params, buffers), (x,))
-        data = F.cross_entropy(out, y)
+        data = data_loss(out, y)
         penalty = loss_penalty(cfg, lam, [params[n] for n in params if n in decay])
         total = data if penalty is None else data + penalty
-        return total, (data.detach() * y.shape[0], (out.detach().argmax(1) == y).sum())
+        return total, (data.detach() * y.shape[0], losses.hits(cfg, out.detach(), y))
 
     return loss
 
@@ -146,17 +146,17 @@ def _batchable_kernels() -> Iterator[None]:
 
 
 @torch.no_grad()
-def _evaluate(m: _Members, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy and correct counts of every member on (x, y), shapes (K,); no sync."""
-    k = len(m)
+def _evaluate(m: _Members, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed evaluation loss (``losses``) and correct counts of every member on (x, y), shapes (K,); no sync."""
+    k, stacked = len(m), losses.loss_of(cfg).stacked
     m.base.eval()  # dropout off, BatchNorm on each member's running statistics
     forward = vmap(lambda p, b, xs: functional_call(m.base, (p, b), (xs,)), in_dims=(0, 0, None))
     loss = torch.zeros(k, device=x.device)
     correct = torch.zeros(k, device=x.device, dtype=torch.long)
     for xs, ys in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK), strict=True):
         out = forward(m.params, m.buffers, xs)  # (K, m, classes)
-        loss += F.cross_entropy(out.flatten(0, 1), ys.repeat(k), reduction="none").view(k, -1).sum(1)
-        correct += (out.argmax(2) == ys).sum(1)
+        loss += stacked(out, ys)
+        correct += losses.hits(cfg, out, ys)
     return loss, correct
 
 
@@ -171,7 +171,7 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
     check_pairs(lams, seeds)
     m = _Members(net, lams, seeds, cfg, x_fit.device)
     results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
-    step = _batch_step(m, cfg)
+    step = _batch_step(m, cfg, y_fit)
     # members sharing a seed draw the masks each would draw alone
     with rng.seeded(seeds[0], x_fit.device), _batchable_kernels():
         for epoch in range(1, cfg.epochs + 1):
@@ -193,10 +193,10 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
 Step = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], Any]
 
 
-def _batch_step(m: _Members, cfg: TrainConfig) -> Step:
+def _batch_step(m: _Members, cfg: TrainConfig, y_fit: torch.Tensor) -> Step:
     """Every member's gradient and batch figures: one ``vmap(grad(loss))`` over the stacked parameters.
     Members sharing one data order see the batch unbatched (a layer's K matmuls read one input)."""
-    loss = _loss_fn(m, cfg)
+    loss = _loss_fn(m, cfg, y_fit)
     # Members sharing a seed: randomness="same" draws one mask per layer call from the seeded global generator,
     # exactly the draw each member makes alone (trainers.py splits a random network's members by seed).
     in_dims = (0, 0, 0, None, None) if m.shared_order else (0, 0, 0, 0, 0)
@@ -221,12 +221,14 @@ def _train_epoch(m: _Members, step: Step, cfg: TrainConfig, x_fit: torch.Tensor,
         hits += batch_hits
     cols = [total, hits]
     if x_val is not None and y_val is not None:
-        cols += _evaluate(m, x_val, y_val)
+        cols += _evaluate(m, x_val, y_val, cfg)
     sums = torch.stack([c.double() for c in cols]).tolist()
     n_val = max(int(y_val.shape[0]), 1) if y_val is not None else 1
     figures = [[v / d for v in col] for col, d in zip(sums, (n, n, n_val, n_val), strict=False)]
     if len(figures) == 2:
         figures += [[math.nan] * len(m)] * 2
+    if not losses.loss_of(cfg).classifies:  # a regression has no accuracy
+        figures[1] = figures[3] = [math.nan] * len(m)
     return [(train_loss, train_acc, val_loss, val_acc) for train_loss, train_acc, val_loss, val_acc in zip(*figures, strict=True)]
 
 

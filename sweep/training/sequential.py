@@ -32,7 +32,7 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
     check_pairs(lams, seeds)
     device = x_fit.device
     models = [net.build(int(s)).to(device) for s in seeds]
-    steps = [make_step(model, cfg, float(lam)) for model, lam in zip(models, lams, strict=True)]
+    steps = [make_step(model, cfg, float(lam), y_fit) for model, lam in zip(models, lams, strict=True)]
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
     training = set(range(len(models)))
@@ -46,7 +46,7 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
             for i in sorted(training):
                 with streams.member(i):
                     train_loss, train_acc = train_epoch(models[i], steps[i], x_fit, y_fit, gens[i], cfg)
-                val = evaluate(models[i], x_val, y_val) if x_val is not None and y_val is not None else (nan, nan)
+                val = evaluate(models[i], x_val, y_val, cfg) if x_val is not None and y_val is not None else (nan, nan)
                 figures[i] = (train_loss, train_acc, *val)
             share = (time.perf_counter() - start) / len(figures)
             training = settle_epoch(epoch, figures, seconds=share, results=results, on_epoch=on_epoch)

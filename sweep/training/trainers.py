@@ -1,6 +1,6 @@
 """Which population trainer a study's network uses, checked on one batch before any trial.
 
-- SimpleNet and ``model.arch = "mlp"`` with ``l2`` and plain SGD: ``population`` (stacked weights,
+- SimpleNet and ``model.arch = "mlp"`` with ``l2``, plain SGD and plain cross-entropy: ``population`` (stacked weights,
   hand-derived gradients, the first layer's gradient accumulated by one wide GEMM; 2-3x faster than
   the generic path, docs/models.md).
 - Any other network ``vmap`` can batch: ``functional`` (torch.func), buffers (BatchNorm) stacked per
@@ -30,7 +30,7 @@ import torch
 
 from sweep.config import TrainConfig
 from sweep.errors import first_line
-from sweep.training import fit, functional, population, rng, sequential
+from sweep.training import fit, functional, losses, population, rng, sequential
 from sweep.training.models import Net
 
 log = logging.getLogger("sweep")
@@ -49,8 +49,9 @@ _TRAITS: dict[tuple[Net, TrainConfig], Traits] = {}
 
 def uses_mlp_fast_path(net: Net, cfg: TrainConfig) -> bool:
     """Whether ``net`` trains on the stacked-MLP population (``population.py``: SimpleNet or mlp, penalty ``l2``,
-    no momentum) rather than torch.func's. Not the single fit's choice (``fit.uses_manual_backward``)."""
-    return population.supports(net, cfg)
+    no momentum, plain cross-entropy: the one loss its steps derive by hand) rather than torch.func's. Not the single
+    fit's choice (``fit.uses_manual_backward``)."""
+    return population.supports(net, cfg) and losses.plain_cross_entropy(cfg)
 
 
 def check(net: Net, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> Traits:

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from sweep import config
 from sweep.cli import main
 from sweep.config import PARAM
-from sweep.errors import DataError
+from sweep.errors import ConfigError, DataError
 from sweep.objectives.prepared import fold_indices, prepare
 from sweep.objectives.scheme import make_objective
 from sweep.study import make_pruner
@@ -78,7 +78,7 @@ def test_more_folds_than_a_class_has_examples_is_one_line() -> None:
     ],
 )
 def test_config_checks(tiny_cfg, search: dict[str, object], message: str) -> None:
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         tiny_cfg(search=search)
     assert str(info.value) == f"test: {message}; see the README's study file reference"
 

@@ -40,3 +40,19 @@ def test_images_shaped_1x28x28_train_the_builtins_as_flat_data_does(tiny_cfg, tm
         study = run_study(cfg, f"sqlite:///{tmp_path / f'{arch}-{factory}.db'}", refit_after=False)
         values.append([t.value for t in study.get_trials()])
     assert None not in values[0] and values[0] == values[1]
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    (["train.class_weights=[1.0, 2.0, 3.0]"], "train.class_weights has 3 weights, the data has 2 classes"),
+    (["search.metric='auroc'", "data.factory='examples.digits:load'", "model.hidden=[8]"],
+     "search.metric = 'auroc' scores two classes, the data has 10"),
+])
+def test_weights_and_auroc_must_fit_the_classes(monkeypatch: pytest.MonkeyPatch, keys: list[str], message: str) -> None:
+    from sweep import config
+    from sweep.errors import ConfigError
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root))
+    cfg = config.load(root / "studies" / "examples-seven-vs-rest.toml", keys)
+    with pytest.raises(ConfigError, match=message):
+        prepare(cfg)
