@@ -9,8 +9,9 @@ epoch boundaries as a per-epoch ``StepLR`` would.
 - ``constant``: no scheduler (``train.lr`` throughout);
 - ``cosine``: ``CosineAnnealingLR`` from ``train.lr`` to 0 over every step of training;
 - ``step``: ``StepLR``, the rate times ``gamma`` (0.1 when unset) every ``step_size`` epochs;
-- ``warmup-cosine``: ``LinearLR`` from ``lr / w`` up to ``lr`` over the first ``w`` steps
-  (``warmup_epochs``, 1 when unset), then ``CosineAnnealingLR`` to 0 (``SequentialLR``).
+- ``warmup-cosine``: ``LinearLR`` over the first ``w`` steps (``warmup_epochs``, 1 when unset),
+  step s at ``lr * (s+1)/(w+1)``, then ``CosineAnnealingLR`` from ``lr`` at step ``w`` to 0
+  (``SequentialLR``).
 
 A population's one scheduler sets the one learning rate every member shares, so each member
 sees the rate it would see alone.
@@ -40,7 +41,7 @@ def _step(opt: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int) -> Sched
 def _warmup_cosine(opt: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int) -> Scheduler:
     total = cfg.epochs * per_epoch
     warm = min(max(1, round((cfg.warmup_epochs or 1.0) * per_epoch)), total - 1)
-    return lr_scheduler.SequentialLR(opt, [lr_scheduler.LinearLR(opt, start_factor=1 / warm, total_iters=warm),
+    return lr_scheduler.SequentialLR(opt, [lr_scheduler.LinearLR(opt, start_factor=1 / (warm + 1), total_iters=warm),
                                            lr_scheduler.CosineAnnealingLR(opt, T_max=total - warm)], milestones=[warm])
 
 
