@@ -6,6 +6,14 @@
 ``--arch mlp`` or ``cnn`` (and ``simplenet`` with ``--generic``) times any network instead
 (``benchmarks/generic_speed.py``): single training vs the torch.func population, with the floor.
 
+``--recipes`` times the mlp (``--hidden 512,256``, first ``--n 10000`` images, training only) at
+K = ``--k 32``: the hand-written population beside the torch.optim one (``functional``) for plain
+SGD + l2, the torch.optim population for Adam + L2 + cosine + clip_grad_norm 1, one at a time for
+both, and the floor (``generic_speed.epoch_flops`` over the best matmul rate measured before and
+after the rows); it states whether the torch.optim population is within 1.2x of the hand-written one:
+
+    PYTHONPATH=. python benchmarks/population_speed.py --recipes --device cpu --data-dir /usr/share/datasets
+
 All methods train SimpleNet 784-128-10 (SGD lr 0.01, batch 64, weight_decay = --lam) on the
 60,000 Fashion-MNIST training images and are scored on the 10,000 test images:
 
@@ -28,6 +36,7 @@ after the timings in this run (the higher of the two).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -41,10 +50,11 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from sweep.config import TrainConfig
-from sweep.training import data, population
+from sweep.config import ModelConfig, TrainConfig
+from sweep.training import data, functional, population
 from sweep.training.fit import fit, resolve_device
 from sweep.training.model import init_simplenet
+from sweep.training.models import net_for
 from sweep.training.population import fit_population
 
 
@@ -75,6 +85,65 @@ def seed_loop(data_dir: str, device: torch.device, *, lam: float, epochs: int) -
     return (time.perf_counter() - start) / epochs, accuracy
 
 
+def recipe_speed(args: argparse.Namespace, rest: list[str]) -> None:
+    """``--recipes``: the mlp at K members, training only, on the first --n images: the hand-written population
+    (plain SGD + l2, constant rate), the torch.optim population (``functional``: one optimiser over the stacks)
+    for that recipe and for Adam + L2 + cosine + clipping, one at a time (``fit``) for both, and the floor."""
+    ap = argparse.ArgumentParser(prog="population_speed.py --recipes")
+    ap.add_argument("--hidden", default="512,256")
+    ap.add_argument("--n", type=int, default=10000, help="training images used (the first N of 60,000)")
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=5, help="matmul timings per rate measurement")
+    more = ap.parse_args(rest)
+    device = resolve_device(args.device)
+    net = net_for(ModelConfig(arch="mlp", hidden=[int(h) for h in more.hidden.split(",")]), in_shape=(784,), classes=10)
+    ds = data.load("fashion-mnist", args.data_dir)
+    x, y = data.to_device(ds.train, device)
+    x, y = x[:more.n], y[:more.n]
+    sgd = TrainConfig(epochs=args.epochs, device=str(device))
+    adam = sgd.model_copy(update={"optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "clip_grad_norm": 1.0})
+    lams = [args.lam] + [float(v) for v in np.geomspace(1e-5, 1e-2, more.k - 1)]
+    seeds = [0] * more.k
+    runs = [  # (method, recipe, K, trainer)
+        ("hand-written population", "sgd l2 constant", more.k, lambda: population.fit_population(
+            x, y, None, None, lams=lams, seeds=seeds, cfg=sgd, net=net)),
+        ("torch.optim population", "sgd l2 constant", more.k, lambda: functional.fit_population(
+            x, y, None, None, lams=lams, seeds=seeds, cfg=sgd, net=net)),
+        ("torch.optim population", "adam l2 cosine clip", more.k, lambda: functional.fit_population(
+            x, y, None, None, lams=lams, seeds=seeds, cfg=adam, net=net)),
+        ("one at a time (fit)", "sgd l2 constant", 1, lambda: fit(x, y, None, None, lam=args.lam, cfg=sgd, net=net)),
+        ("one at a time (fit)", "adam l2 cosine clip", 1, lambda: fit(x, y, None, None, lam=args.lam, cfg=adam,
+                                                                      net=net)),
+    ]
+    for cfg in (sgd, adam):  # first-call set-up (autograd, vmap, the thread pool) outside the timings
+        functional.fit_population(x[:256], y[:256], None, None, lams=lams[:2], seeds=seeds[:2], cfg=cfg, net=net)
+    population.fit_population(x[:256], y[:256], None, None, lams=lams[:2], seeds=seeds[:2], cfg=sgd, net=net)
+    rates = [matmul_rate(device, more.reps)]
+    rows: list[tuple[str, str, int, float]] = []
+    for method, recipe, k, train in runs:
+        sync(device)
+        start = time.perf_counter()
+        train()
+        sync(device)
+        rows.append((method, recipe, k, (time.perf_counter() - start) / (k * args.epochs)))
+    rates.append(matmul_rate(device, more.reps))
+    flops = generic_speed.epoch_flops(net, x, y, sgd.batch_size)
+    floor = flops / max(rates)
+    load = os.getloadavg()
+    print(f"mlp {list(net.hidden)}; device {device} ({torch.get_num_threads()} threads); fashion-mnist first "
+          f"{len(y):,} train images, training only; epochs {args.epochs}; batch {sgd.batch_size}; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
+    print(f"matmul rate {max(rates) / 1e9:.1f} GFLOP/s (best of {len(rates)}); model-epoch {flops / 1e9:.2f} GFLOP; "
+          f"floor {floor * 1000:.1f} ms/model-epoch")
+    hand = rows[0][3]
+    print(f"{'method':<26} {'recipe':<21} {'K':>4} {'ms/model-epoch':>15} {'vs hand':>8} {'x floor':>8}")
+    for method, recipe, k, sec in rows:
+        print(f"{method:<26} {recipe:<21} {k:>4} {sec * 1000:>15.1f} {sec / hand:>7.2f}x {sec / floor:>7.2f}x")
+    ratio = rows[1][3] / hand
+    print(f"target: the torch.optim population within 1.2x of the hand-written one (same recipe, K = {more.k}): "
+          f"{ratio:.2f}x, {'met' if ratio <= 1.2 else 'not met'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="data", help="where fashion-mnist is (or is unpacked to)")
@@ -86,7 +155,12 @@ def main() -> None:
     ap.add_argument("--skip-seed", action="store_true", help="leave out the (slow) seed loop")
     ap.add_argument("--arch", choices=["simplenet", "mlp", "cnn"], default="simplenet")
     ap.add_argument("--generic", action="store_true", help="with --arch simplenet: the any-network table instead")
+    ap.add_argument("--recipes", action="store_true",
+                    help="the mlp at K = 32: hand-written vs torch.optim populations (--hidden, --n, --k)")
     args, rest = ap.parse_known_args()
+    if args.recipes:
+        recipe_speed(args, rest)
+        return
     if args.arch != "simplenet" or args.generic:
         generic_speed.main()
         return

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,66 @@ def test_losses_and_metrics_are_checked_in_one_line(raw: dict, message: str) -> 
     with pytest.raises(ConfigError, match="^t: ") as err:
         config.validate({"name": "x", **raw}, source="t")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ({"optimizer": "adamw"}, "t: train: optimizer 'adamw' decays weights by lr*lambda outside the gradient "
+         "(decoupled), penalty 'l2' adds lambda*w to the gradient (coupled, Adam's weight_decay): set penalty = "
+         "'l2-decoupled' for AdamW, or optimizer = 'adam' for Adam + L2; see the README's study file reference"),
+        ({"optimizer": "adam", "momentum": 0.9}, "t: train: momentum = 0.9 does nothing with optimizer 'adam'; it "
+         "applies to rmsprop, sgd: remove it or choose one of those; see the README's study file reference"),
+        ({"betas": [0.9, 0.99]}, "t: train: betas = (0.9, 0.99) does nothing with optimizer 'sgd'; it applies to "
+         "adam, adamax, adamw, nadam, radam: remove it or choose one of those; see the README's study file reference"),
+        ({"warmup_epochs": 1}, "t: train: warmup_epochs = 1.0 does nothing with schedule 'constant'; it applies to "
+         "warmup-cosine: remove it or choose one of those; see the README's study file reference"),
+        ({"schedule": "step"}, "t: train: schedule 'step' needs step_size (epochs between two cuts of the learning "
+         "rate), got none; see the README's study file reference"),
+        ({"nesterov": True}, "t: train: nesterov = true needs momentum > 0, got momentum = 0; set momentum (e.g. 0.9); "
+         "see the README's study file reference"),
+        ({"schedule": "warmup-cosine", "warmup_epochs": 5}, "t: train: warmup_epochs must be below epochs (5), got "
+         "5.0; see the README's study file reference"),
+        ({"optimizer": "lbfgs"}, "t: train.optimizer: Input should be 'sgd', 'adam', 'adamw', 'rmsprop', 'adagrad', "
+         "'adamax', 'nadam', 'radam', 'adadelta' or 'rprop' (given: 'lbfgs'); see the README's study file reference"),
+    ],
+)
+def test_recipe_keys_that_do_not_apply_are_refused(train: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.validate({"name": "x", "train": train}, source="t")
+    assert str(info.value) == message
+
+
+def test_recipe_registry_names_are_the_keys_a_study_may_write() -> None:
+    from typing import get_args
+
+    from sweep.config import recipes
+    assert set(get_args(recipes.Optimizer)) == set(recipes.OPTIMIZERS)
+    assert set(get_args(recipes.Schedule)) == set(recipes.SCHEDULES)
+    assert set().union(*(s.keys for s in recipes.OPTIMIZERS.values())) == recipes.OPTIMIZER_KEYS
+    assert set().union(*recipes.SCHEDULES.values()) == recipes.SCHEDULE_KEYS
+
+
+def test_a_stored_config_without_the_recipe_keys_reads_as_before() -> None:
+    """A config JSON written before train.optimizer existed: l2-decoupled was AdamW (its momentum unread), the rest SGD."""
+    cfg = config.validate({"name": "x"}, source="t")
+    stored = json.loads(cfg.to_json())
+    new_keys = ("optimizer", "nesterov", "betas", "eps", "schedule", "step_size", "gamma", "warmup_epochs",
+                "clip_grad_norm")
+    for key in new_keys:
+        del stored["train"][key]
+    old = config.from_json(json.dumps(stored))
+    assert old == cfg and old.train.optimizer == "sgd" and old.train.seed_recipe
+    stored["train"] |= {"penalty": "l2-decoupled", "momentum": 0.9}
+    adamw = config.from_json(json.dumps(stored)).train
+    assert (adamw.optimizer, adamw.momentum, adamw.schedule, adamw.clip_grad_norm) == ("adamw", 0.0, "constant", None)
+    assert config.from_json(config.StudyConfig.model_validate(stored).to_json()).train == adamw
+    # Written out, the key is explicit, and a new study may still name adam with the decoupled decay
+    assert config.validate({"name": "x", "train": {"penalty": "l2-decoupled", "optimizer": "adam"}},
+                           source="t").train.optimizer == "adam"
+
+
+def test_marglik_trains_plain_sgd_only() -> None:
+    raw = {"name": "x", "search": {"sampler": "marglik", "n_trials": 1, "batch": 1}, "train": {"schedule": "cosine"}}
+    with pytest.raises(ConfigError, match=r"search.sampler = 'marglik' trains with plain SGD at a constant train.lr"):
+        config.validate(raw, source="t")

@@ -14,7 +14,9 @@ from sweep.errors import ConfigError
 KEYS = {
     "data": ["dataset", "data_dir", "holdout", "split_seed", "bogus"],
     "model": ["hidden", "layers"],
-    "train": ["lr", "batch_size", "epochs", "penalty", "l1_ratio", "decay_bias", "device", "seed", "momentum"],
+    "train": ["lr", "batch_size", "epochs", "penalty", "l1_ratio", "decay_bias", "device", "seed", "momentum",
+              "optimizer", "nesterov", "betas", "eps", "schedule", "step_size", "gamma", "warmup_epochs",
+              "clip_grad_norm"],
     "search": ["sampler", "n_trials", "lambda_low", "lambda_high", "pruner", "seed", "validation", "folds", "repeats",
                "rule", "batch"],
 }
@@ -31,6 +33,11 @@ GOOD = {
     "seed": st.integers(0, 99), "sampler": st.sampled_from(["tpe", "gp", "random", "qmc", "grid"]),
     "n_trials": st.integers(1, 100), "lambda_low": st.floats(1e-8, 1e-4), "lambda_high": st.floats(1e-3, 1.0),
     "pruner": st.sampled_from(["none", "median", "hyperband"]),
+    "optimizer": st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "rprop"]), "nesterov": st.booleans(),
+    "betas": st.lists(st.floats(0, 0.999), min_size=2, max_size=2), "eps": st.floats(1e-10, 1e-3),
+    "schedule": st.sampled_from(["constant", "cosine", "step", "warmup-cosine"]), "step_size": st.integers(1, 5),
+    "gamma": st.floats(0.1, 1.0), "warmup_epochs": st.floats(0.1, 3), "clip_grad_norm": st.floats(0.1, 10),
+    "momentum": st.floats(0, 0.99),
 }
 
 

@@ -5,7 +5,8 @@ A study file has a top-level ``name`` and four sections::
     name = "quickstart"
     [data]    dataset, data_dir, holdout, split_seed, factory
     [model]   arch, hidden, factory
-    [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, momentum, device, seed
+    [train]   lr, batch_size, epochs, penalty, l1_ratio, decay_bias, optimizer, momentum, nesterov,
+              betas, eps, schedule, step_size, gamma, warmup_epochs, clip_grad_norm, device, seed
     [search]  sampler, n_trials, lambda_low, lambda_high, pruner, seed,
               validation, folds, repeats, rule, stop, batch
 
@@ -96,6 +97,13 @@ class StudyConfig(_Section):
                                  "set train.decay_bias = true")
             if self.search.batch != 1:
                 raise ValueError("search.sampler = 'marglik' trains one network: set search.batch = 1")
+            t = self.train
+            if (t.optimizer, t.momentum, t.schedule, t.clip_grad_norm) != ("sgd", 0, "constant", None):
+                # laplace-torch's marglik_training owns the training loop: plain SGD at train.lr.
+                raise ValueError(f"search.sampler = 'marglik' trains with plain SGD at a constant train.lr: set "
+                                 f"train.optimizer = 'sgd' without momentum, schedule or clipping, got optimizer "
+                                 f"{t.optimizer!r}, momentum {t.momentum}, schedule {t.schedule!r}, "
+                                 f"clip_grad_norm {t.clip_grad_norm}")
         return self
 
     def to_json(self) -> str:

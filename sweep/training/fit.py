@@ -5,23 +5,25 @@ each epoch draws a seeded permutation and walks it in slices, with no DataLoader
 
 Penalty forms (``lam`` is lambda):
 
-- ``l2``: SGD ``weight_decay=lam``: adds ``lam*w`` to the gradient, which is the
+- ``l2``: adds ``lam*w`` to the gradient (SGD's ``weight_decay=lam``, and Adam's), which is the
   gradient of ``(lam/2)*||w||^2`` (the seed's formula ``lam*||w||^2`` would need ``2*lam``).
-- ``l2-loss``: ``(lam/2)*||w||^2`` added to the loss; the same weights as ``l2``.
-- ``l2-decoupled``: AdamW with ``weight_decay=lam`` (decoupled decay, a different optimiser).
+- ``l2-loss``: ``(lam/2)*||w||^2`` added to the loss; for plain SGD the same weights as ``l2``.
+- ``l2-decoupled``: ``w *= 1 - lr_t*lam`` before each step (AdamW's decoupled decay, for any optimiser).
 - ``l1``: ``lam*||w||_1`` added to the loss.
 - ``elastic-net``: ``lam*(r*||w||_1 + (1-r)/2*||w||^2)`` with ``r = l1_ratio``.
 
 ``decay_bias = false`` decays only tensors with ``p.dim() >= 2`` (weight matrices and
-convolution kernels, nanoGPT's ``configure_optimizers`` rule); SGD forms use ``train.momentum``.
+convolution kernels, nanoGPT's ``configure_optimizers`` rule). ``optimizers.Stepper`` applies the
+step forms with ``train.optimizer``, its schedule and clipping (docs/recipes.md).
 
-For SimpleNet the default (``l2`` without momentum) runs on a hand-derived forward/backward,
+For SimpleNet the seed's recipe (plain SGD, ``l2``, constant rate, no clipping) runs on a hand-derived forward/backward,
 about twice as fast on a CPU as autograd for this tiny network; every other network and
 form uses autograd and ``torch.optim``. A test shows both paths give the same weights.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ import torch
 
 from sweep.config import TrainConfig
 from sweep.errors import DeviceError, TrainingDivergedError
-from sweep.training import losses, rng
+from sweep.training import losses, optimizers, rng
 from sweep.training.model import SimpleNet, init_simplenet
 from sweep.training.models import Net
 
@@ -78,6 +80,11 @@ def resolve_device(spec: str) -> torch.device:
                 "set train.device = 'auto' or 'cpu'"
             )
     return torch.device(spec)
+
+
+def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
+    """Batches (optimiser steps) in one epoch of ``n`` examples: the schedule's unit."""
+    return max(1, math.ceil(n / cfg.batch_size))
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
@@ -147,36 +154,32 @@ Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def uses_manual_backward(model: torch.nn.Module, cfg: TrainConfig) -> bool:
-    """Whether the single fit steps with SimpleNet's hand-derived forward/backward (``l2``, plain SGD)
-    rather than autograd and ``torch.optim``."""
-    return isinstance(model, SimpleNet) and cfg.penalty == "l2" and cfg.momentum == 0 and losses.plain_cross_entropy(cfg)
+    """Whether the single fit steps with SimpleNet's hand-derived forward/backward (the seed's recipe: plain SGD,
+    ``l2``, a constant rate, no clipping, plain cross-entropy) rather than autograd and ``torch.optim``."""
+    return isinstance(model, SimpleNet) and cfg.seed_recipe and losses.plain_cross_entropy(cfg)
 
 
-def make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float, y_fit: torch.Tensor | None = None) -> Step:
-    """One training step for ``cfg.penalty``; returns the batch's summed data loss and correct count (no sync).
-    ``y_fit``: the fit's targets, which ``train.class_weights = "balanced"`` counts."""
+def make_step(model: torch.nn.Module, cfg: TrainConfig, lam: float, y_fit: torch.Tensor | None = None, *,
+              steps_per_epoch: int) -> Step:
+    """One training step for ``cfg``; returns the batch's summed data loss and correct count (no sync).
+    The update (optimiser, penalty, clipping, schedule) is ``optimizers.Stepper``'s. ``y_fit``: the fit's
+    targets, which ``train.class_weights = "balanced"`` counts."""
     loss_fn = losses.make_loss(cfg, y_fit) if y_fit is not None else losses.make_loss(cfg, torch.zeros(1, dtype=torch.long))
-    decay, undecayed = _penalty_params(model, cfg.decay_bias)
+    decay, _ = _penalty_params(model, cfg.decay_bias)
     if uses_manual_backward(model, cfg):
         assert isinstance(model, SimpleNet)
         return _fast_l2_step(model, lr=cfg.lr, lam=lam, decay_bias=cfg.decay_bias)
-    if cfg.penalty == "l2-decoupled":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": lam}, {"params": undecayed, "weight_decay": 0.0}], lr=cfg.lr
-        )
-    elif cfg.penalty == "l2":
-        opt = torch.optim.SGD([{"params": decay, "weight_decay": lam}, {"params": undecayed, "weight_decay": 0.0}],
-                              lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    params = list(model.parameters())
+    stepper = optimizers.Stepper(params, [decayed(p, cfg.decay_bias) for p in params], cfg, lam,
+                                 steps_per_epoch=steps_per_epoch)
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        opt.zero_grad(set_to_none=True)
+        stepper.zero_grad()
         out = model(xb)
         data_loss = loss_fn(out, yb)
         penalty = loss_penalty(cfg, lam, decay)
         (data_loss if penalty is None else data_loss + penalty).backward()
-        opt.step()
+        stepper.step()
         return data_loss.detach() * yb.shape[0], losses.hits(cfg, out.detach(), yb)
 
     return step
@@ -233,7 +236,7 @@ def fit(
     device = x_fit.device
     model = (net.build(seed) if net is not None else init_simplenet(hidden, seed)).to(device)
     gen = torch.Generator().manual_seed(seed)
-    step = make_step(model, cfg, lam, y_fit)
+    step = make_step(model, cfg, lam, y_fit, steps_per_epoch=steps_per_epoch(int(y_fit.shape[0]), cfg))
     history: list[EpochStats] = []
     with rng.seeded(seed, device):  # dropout masks and any other noise: the same for every lambda of a study
         for epoch in range(1, cfg.epochs + 1):

@@ -15,11 +15,10 @@ draws the masks it would draw alone (``trainers.py`` gives a random network one 
 
 Each member is what ``fit.fit`` would train alone: its initialisation is ``net.build(seed_i)``,
 its data order one ``torch.randperm`` per epoch from ``Generator().manual_seed(seed_i)``, and
-its update the same arithmetic as ``torch.optim`` with its own lambda:
-
-- ``l2``: ``g + lam*w`` (decayed tensors), then SGD (with ``train.momentum``) as ``torch.optim.SGD``;
-- ``l2-loss``, ``l1``, ``elastic-net``: the penalty is in each member's loss, then SGD;
-- ``l2-decoupled``: AdamW's ``w *= 1 - lr*lam`` on decayed tensors, then Adam's moments, as ``torch.optim.AdamW``.
+its update ``optimizers.Stepper``'s, as the single fit's: one ``torch.optim`` optimiser and one
+scheduler over the stacks (each optimiser listed updates each element on its own, so over K
+stacked members it is K optimisers), with each member's lambda, decay factor and clipping norm
+applied before the step (docs/recipes.md).
 
 Members share each batch when they share a seed (a study's case), and the data then enter
 ``vmap`` unbatched: a layer's K matmuls see one input. Members stopped by the epoch callback
@@ -40,18 +39,17 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sweep.config import TrainConfig
-from sweep.training import losses, rng
-from sweep.training.fit import EVAL_CHUNK, decayed, loss_penalty, shrink_factors
+from sweep.training import losses, optimizers, rng
+from sweep.training.fit import EVAL_CHUNK, decayed, loss_penalty, steps_per_epoch
 from sweep.training.models import Net
 from sweep.training.population import MemberResult, PopulationCallback, check_pairs, settle_epoch
-
-BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, as the single fit uses them
 
 
 class _Members:
     """Stacked parameters and optimiser state of the members still training, aligned by row."""
 
-    def __init__(self, net: Net, lams: Sequence[float], seeds: Sequence[int], cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, net: Net, lams: Sequence[float], seeds: Sequence[int], cfg: TrainConfig, device: torch.device,
+                 *, steps_per_epoch: int) -> None:
         models = [net.build(s).to(device) for s in seeds]
         self.base = copy.deepcopy(models[0]).to("meta")
         params, buffers = stack_module_state(models)  # type: ignore[arg-type]
@@ -60,30 +58,26 @@ class _Members:
         # a training-mode forward updates them in place, row by row.
         self.buffers = {k: v.detach() for k, v in buffers.items()}
         self.decay = {n for n, p in models[0].named_parameters() if decayed(p, cfg.decay_bias)}
-        self.lam = torch.tensor(list(lams), dtype=torch.float32, device=device)
-        # 1 - lr*lam rounded once, as torch.optim.AdamW's scalar is (also plain SGD's decay factor).
-        self.shrink = shrink_factors(lams, cfg.lr).to(device)
-        self.state: dict[str, dict[str, torch.Tensor]] = {}  # optimiser state per parameter name
+        self.lam = torch.tensor(list(lams), dtype=torch.float32, device=device)  # for penalties in the loss
+        # lambda in double from the Python floats, so each member's 1 - lr*lam rounds as fit.fit's scalar does
+        self.stepper = optimizers.Stepper(list(self.params.values()), [n in self.decay for n in self.params], cfg,
+                                          torch.tensor(list(lams), dtype=torch.float64, device=device),
+                                          steps_per_epoch=steps_per_epoch)
         self.members = list(range(len(lams)))
         self.shared_order = len(set(seeds)) == 1  # then one generator gives every member's (identical) order
         self.gens = [torch.Generator().manual_seed(s) for s in (seeds[:1] if self.shared_order else seeds)]
-        self.steps = 0
 
     def __len__(self) -> int:
         return len(self.members)
 
     def keep_rows(self, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long, device=self.lam.device)
-        self.params = {k: v.index_select(0, index) for k, v in self.params.items()}
+        self.params = dict(zip(self.params, self.stepper.keep_rows(index), strict=True))
         self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
-        self.state = {k: {s: t.index_select(0, index) for s, t in st.items()} for k, st in self.state.items()}
-        self.lam, self.shrink = self.lam.index_select(0, index), self.shrink.index_select(0, index)
+        self.lam = self.lam.index_select(0, index)
         self.members = [self.members[r] for r in rows]
         if not self.shared_order:
             self.gens = [self.gens[r] for r in rows]
-
-    def per_member(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _loss_fn(members: _Members, cfg: TrainConfig, y_fit: torch.Tensor):  # noqa: ANN202 - a closure for torch.func.grad
@@ -101,34 +95,12 @@ def _loss_fn(members: _Members, cfg: TrainConfig, y_fit: torch.Tensor):  # noqa:
     return loss
 
 
-@torch.no_grad()
-def _update(m: _Members, grads: dict[str, torch.Tensor], cfg: TrainConfig) -> None:
-    """One optimiser step of every member, elementwise as torch.optim does it for one."""
-    m.steps += 1
+def _update(m: _Members, grads: dict[str, torch.Tensor]) -> None:
+    """One optimiser step of every member: the stacks' gradients, then ``optimizers.Stepper`` (one torch.optim
+    optimiser and scheduler over the stacks, each member's lambda and clipping norm its own)."""
     for name, w in m.params.items():
-        g = grads[name]
-        st = m.state.setdefault(name, {})
-        if cfg.penalty == "l2-decoupled":
-            if name in m.decay:
-                w.mul_(m.per_member(m.shrink, w))
-            (b1, b2), t = BETAS, m.steps
-            avg = st.setdefault("avg", torch.zeros_like(w))
-            sq = st.setdefault("sq", torch.zeros_like(w))
-            avg.lerp_(g, 1 - b1)
-            sq.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (sq.sqrt() / math.sqrt(1 - b2 ** t)).add_(EPS)
-            w.addcdiv_(avg, denom, value=-cfg.lr / (1 - b1 ** t))
-            continue
-        if cfg.penalty == "l2" and name in m.decay:
-            if not cfg.momentum:  # w - lr*(g + lam*w) as (1 - lr*lam)*w - lr*g: two passes over w, no temporary
-                w.mul_(m.per_member(m.shrink, w)).add_(g, alpha=-cfg.lr)
-                continue
-            g = torch.addcmul(g, w, m.per_member(m.lam, w))
-        if cfg.momentum:
-            buf = st.get("buf")
-            st["buf"] = g.clone() if buf is None else buf.mul_(cfg.momentum).add_(g)
-            g = st["buf"]
-        w.add_(g, alpha=-cfg.lr)
+        w.grad = grads[name]
+    m.stepper.step()
 
 
 @contextmanager
@@ -169,7 +141,7 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
     returns the members to stop (pruned); a member whose training loss is NaN or infinite fails alone.
     """
     check_pairs(lams, seeds)
-    m = _Members(net, lams, seeds, cfg, x_fit.device)
+    m = _Members(net, lams, seeds, cfg, x_fit.device, steps_per_epoch=steps_per_epoch(int(y_fit.shape[0]), cfg))
     results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
     step = _batch_step(m, cfg, y_fit)
     # members sharing a seed draw the masks each would draw alone
@@ -216,7 +188,7 @@ def _train_epoch(m: _Members, step: Step, cfg: TrainConfig, x_fit: torch.Tensor,
     for s in range(0, n, cfg.batch_size):
         idx = order[..., s:s + cfg.batch_size]
         grads, (batch_loss, batch_hits) = step(m.params, m.buffers, m.lam, x_fit[idx], y_fit[idx])
-        _update(m, grads, cfg)
+        _update(m, grads)
         total += batch_loss
         hits += batch_hits
     cols = [total, hits]

@@ -24,8 +24,9 @@ Each member keeps what makes ``fit.fit`` reproducible: its lambda, its initialis
 (``net.build(seed)``, SimpleNet's ``init_simplenet(hidden, seed)`` by default) and its data order (one ``torch.randperm(n,
 generator=Generator().manual_seed(seed))`` per epoch over its fit set's rows). So
 member i gives the weights and figures of ``fit.fit`` on its fit set with its seed,
-up to float rounding. Only penalty ``l2`` (SGD with coupled weight decay, no momentum) is
-written out; other penalties train as a torch.func population (``functional.py``).
+up to float rounding. Only the seed's recipe (plain SGD, penalty ``l2``, constant rate, no
+clipping) is written out; every other optimiser, schedule and penalty trains as a torch.func
+population (``functional.py``) stepped by ``torch.optim``.
 
 A member whose loss turns NaN/inf fails alone (the rest go on). The epoch loop has no
 host synchronisation: losses stay on the device until the epoch's one read of its figures.
@@ -120,8 +121,9 @@ def settle_epoch(epoch: int, figures: dict[int, tuple[float, float, float, float
 
 
 def supports(net: Net, cfg: TrainConfig) -> bool:
-    """Whether this trainer applies: SimpleNet or a built-in mlp, penalty ``l2``, plain SGD."""
-    return net.arch in ("simplenet", "mlp") and cfg.penalty == "l2" and cfg.momentum == 0
+    """Whether this trainer applies: SimpleNet or a built-in mlp, the seed's recipe (plain SGD, ``l2``, constant rate,
+    no clipping)."""
+    return net.arch in ("simplenet", "mlp") and cfg.seed_recipe
 
 
 def train_population(sets: Sequence[FitSet], members: Sequence[Member], *, cfg: TrainConfig, hidden: int = 128,
@@ -129,11 +131,12 @@ def train_population(sets: Sequence[FitSet], members: Sequence[Member], *, cfg: 
                      return_models: bool = False) -> list[MemberResult]:
     """Train every member together; results in the order of ``members`` (see the module docstring).
     ``net``: a SimpleNet or mlp ``Net``; None is SimpleNet 784-``hidden``-10."""
-    if cfg.penalty != "l2" or cfg.momentum:
+    if not cfg.seed_recipe:
         raise ConfigError(
-            f"this population trainer supports train.penalty = 'l2' with plain SGD only, got {cfg.penalty!r} "
-            f"and train.momentum = {cfg.momentum}; train through sweep.training.trainers, which picks the "
-            "torch.func population for them"
+            f"this population trainer supports train.penalty = 'l2' with plain SGD at a constant rate only, got "
+            f"penalty {cfg.penalty!r}, optimizer {cfg.optimizer!r}, momentum {cfg.momentum}, schedule "
+            f"{cfg.schedule!r}, clip_grad_norm {cfg.clip_grad_norm}; train through sweep.training.trainers, which "
+            "picks the torch.func population for them"
         )
     if net is not None and net.arch not in ("simplenet", "mlp"):
         raise ValueError(f"{net.source} is not a stack of Linear layers; train it with sweep.training.functional")

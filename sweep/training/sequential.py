@@ -20,7 +20,7 @@ import torch
 
 from sweep.config import TrainConfig
 from sweep.training import rng
-from sweep.training.fit import evaluate, make_step, train_epoch
+from sweep.training.fit import evaluate, make_step, steps_per_epoch, train_epoch
 from sweep.training.models import Net
 from sweep.training.population import MemberResult, PopulationCallback, check_pairs, settle_epoch
 
@@ -32,7 +32,9 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
     check_pairs(lams, seeds)
     device = x_fit.device
     models = [net.build(int(s)).to(device) for s in seeds]
-    steps = [make_step(model, cfg, float(lam), y_fit) for model, lam in zip(models, lams, strict=True)]
+    per_epoch = steps_per_epoch(int(y_fit.shape[0]), cfg)
+    steps = [make_step(model, cfg, float(lam), y_fit, steps_per_epoch=per_epoch)
+             for model, lam in zip(models, lams, strict=True)]
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
     training = set(range(len(models)))

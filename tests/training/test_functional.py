@@ -54,6 +54,46 @@ def test_member_equals_training_it_alone(split, net: Net, penalty: str, momentum
     assert weights(members[1].model).norm() < 0.999 * weights(members[0].model).norm()
 
 
+RECIPES = {  # optimiser, schedule and clipping cases beside CASES' penalties
+    "adam-l2-cosine-clip": dict(optimizer="adam", penalty="l2", schedule="cosine", clip_grad_norm=0.5, lr=0.003),
+    "adamw-warmup-cosine": dict(optimizer="adamw", penalty="l2-decoupled", schedule="warmup-cosine", warmup_epochs=1,
+                                lr=0.003, decay_bias=False),
+    "sgd-nesterov-step-clip": dict(momentum=0.9, nesterov=True, schedule="step", step_size=1, gamma=0.5,
+                                   clip_grad_norm=1.0, lr=0.05),
+    "sgd-decoupled": dict(penalty="l2-decoupled", optimizer="sgd", lr=0.05),
+    "rmsprop-l1": dict(optimizer="rmsprop", momentum=0.5, penalty="l1", lr=0.001),
+    "adagrad-elastic-net": dict(optimizer="adagrad", penalty="elastic-net", lr=0.01),
+    "adamax-l2-loss": dict(optimizer="adamax", penalty="l2-loss", betas=(0.8, 0.99), lr=0.003),
+    "nadam-l2": dict(optimizer="nadam", lr=0.003),
+    "radam-decoupled": dict(optimizer="radam", penalty="l2-decoupled", lr=0.003),
+    "adadelta-l2": dict(optimizer="adadelta", lr=0.5, eps=1e-5),
+    "rprop-l2": dict(optimizer="rprop", lr=0.001),
+}
+
+
+@pytest.mark.parametrize("recipe", RECIPES.values(), ids=RECIPES.keys())
+def test_member_equals_training_it_alone_for_every_optimiser_and_schedule(split, recipe: dict) -> None:
+    """One torch.optim optimiser and scheduler over the stacks: each member is its single fit, lambda, decay factor
+    and clipping norm its own; a pruned member leaving the stacks takes its optimiser state with it."""
+    x, y, xv, yv = split
+    cfg = TrainConfig(epochs=3, device="cpu", batch_size=32, **recipe)
+    lams, seeds = [1e-4, 3e-1, 1e-2], [1, 1, 2]
+    prune = lambda ep: [2] if ep.epoch == 2 else []  # noqa: E731 - member 2 leaves after epoch 2
+    members = fit_population(x, y, xv, yv, lams=lams, seeds=seeds, cfg=cfg, net=MLP, return_models=True,
+                             on_epoch=prune)
+    assert [m.state for m in members] == ["complete", "complete", "pruned"]
+    for m, lam, s in zip(members, lams, seeds, strict=True):
+        alone = fit(x, y, xv, yv, lam=lam, cfg=cfg, seed=s, net=MLP)  # the schedule spans all 3 epochs in both
+        assert alone.model is not None
+        if m.model is not None:
+            torch.testing.assert_close(weights(m.model), weights(alone.model), rtol=1e-4, atol=1e-4)
+        done = alone.history[:len(m.history)]
+        assert [h.train_loss for h in m.history] == pytest.approx([h.train_loss for h in done], rel=1e-4)
+        assert [h.val_acc for h in m.history] == pytest.approx([h.val_acc for h in done], abs=2 / len(yv))
+    # lambda matters: the strongest member's weights end smaller than the weakest's (same seed, same data)
+    assert weights(members[1].model).norm() < 0.999 * weights(members[0].model).norm()
+
+
 def test_shared_seed_members_with_equal_lambdas_are_identical(split) -> None:
     x, y, xv, yv = split
     cfg = TrainConfig(epochs=1, lr=0.05, device="cpu")
@@ -85,6 +125,8 @@ def test_dispatch_keeps_the_hand_written_path_and_takes_buffers(split, arch: str
     assert not trainers.uses_mlp_fast_path(simple, TrainConfig(momentum=0.9))
     assert not trainers.uses_mlp_fast_path(simple, TrainConfig(penalty="l1"))
     assert not trainers.uses_mlp_fast_path(CNN, TrainConfig())
+    for recipe in RECIPES.values():  # every other optimiser, schedule and clipping trains on torch.optim
+        assert not trainers.uses_mlp_fast_path(simple, TrainConfig(**recipe))
     bn = Net("factory", (), (784,), 10, "m:bn", lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(784), torch.nn.Linear(784, 10)))
     assert trainers.unsupported(MLP, TrainConfig()) is None
     assert trainers.unsupported(bn, TrainConfig()) is None  # buffers are stacked per member (test_networks.py)
@@ -107,4 +149,19 @@ def test_a_batch_of_an_mlp_study_equals_its_single_trials(tiny_cfg, sqlite_url: 
     assert [t.user_attrs["population"] for t in trials] == [2, 2]
     for t in trials:
         alone = fit(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lam=t.params["lambda"], cfg=cfg.train, seed=0, net=prep.net)
+        assert t.value is not None and abs(t.value - alone.final.val_acc) <= 1 / 1000
+
+
+def test_an_adam_l2_cosine_clipped_study_trains_as_a_population_of_its_single_trials(tiny_cfg, sqlite_url: str) -> None:
+    train = {"epochs": 2, "optimizer": "adam", "penalty": "l2", "lr": 0.003, "schedule": "cosine", "clip_grad_norm": 1.0}
+    cfg = tiny_cfg(name="adam", model={"arch": "mlp", "hidden": [32]}, train=train, search={"n_trials": 3, "batch": 3})
+    s = run_study(cfg, sqlite_url, refit_after=False)
+    prep = prepare(cfg)
+    trials = s.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert [t.user_attrs["population"] for t in trials] == [3, 3, 3]
+    assert not trainers.uses_mlp_fast_path(prep.net, cfg.train)
+    for t in trials:
+        alone = fit(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lam=t.params["lambda"], cfg=cfg.train, seed=0,
+                    net=prep.net)
         assert t.value is not None and abs(t.value - alone.final.val_acc) <= 1 / 1000

@@ -157,9 +157,10 @@ def test_nan_fails_one_member_only(split) -> None:
     assert members[0].state == "complete" and _same_weights(members[0].model, alone.model)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("update", [{"penalty": "l1"}, {"momentum": 0.9}], ids=["l1", "momentum"])
+@pytest.mark.parametrize("update", [{"penalty": "l1"}, {"momentum": 0.9}, {"optimizer": "adam"}, {"schedule": "cosine"},
+                                    {"clip_grad_norm": 1.0}], ids=["l1", "momentum", "adam", "cosine", "clip"])
 def test_other_penalties_and_momentum_are_refused(split, update: dict) -> None:
-    with pytest.raises(ConfigError, match="supports train.penalty = 'l2' with plain SGD only"):
+    with pytest.raises(ConfigError, match="supports train.penalty = 'l2' with plain SGD at a constant rate only"):
         fit_population(*split, lams=[1e-3], seeds=[0], cfg=CFG.model_copy(update=update))
 
 
