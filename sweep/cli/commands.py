@@ -18,7 +18,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
-from sweep.cli.output import EchoHandler, TrialProgress, best_line, echo_rows
+from sweep.cli.output import EchoHandler, TrialProgress, best_line, echo_rows, echo_transfer
 from sweep.errors import EmptyStoreError, SweepError
 from sweep.report.tables import fmt
 from sweep.selection import RULES, rules_help
@@ -150,10 +150,18 @@ RULE_HELP = rules_help()  # from the registry: a new rule documents itself here
 @click.option("--format", "fmt", type=click.Choice(["value", "json", "env"]), default="value", show_default=True)
 @click.option("--rule", type=click.Choice(list(RULES)), default=None,
               help=f"{RULE_HELP} [default: the study's own search.rule].")
-def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
+@click.option("--for", "for_run", default=None, metavar="KEY=VALUE,...",
+              help="Carry the lambda to another run (keys n_train, epochs, batch_size, lr; the rest are the study's "
+                   "own) under every transfer rule (docs/transfer.md).")
+def best(name: str, storage: str | None, fmt: str, rule: str | None, for_run: str | None) -> None:
     """Print the chosen lambda of study NAME."""
-    from sweep.selection import best_record
+    from sweep.selection import best_for, best_record, parse_for
 
+    if for_run is not None:
+        changes = parse_for(for_run)  # a bad key or value: one line, before the store is opened
+        echo_transfer(best_record(name, storage=storage, rule=rule),
+                      best_for(name, changes, storage=storage, rule=rule), fmt)
+        return
     rec = best_record(name, storage=storage, rule=rule)
     if fmt == "value":
         click.echo(repr(rec.lam))
@@ -165,7 +173,8 @@ def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
         click.echo(f"SWEEP_VAL_ACC={rec.val_acc!r}")
         click.echo(f"SWEEP_TEST_ACC={'' if rec.test_acc is None else repr(rec.test_acc)}")
         record = rec.as_dict()  # every rule's lambda the record publishes, in registry order, then the range
-        for key in [k for k in record if k.startswith("lambda_")] + ["plausible_low", "plausible_high"]:
+        for key in [k for k in record if k.startswith("lambda_")] + ["plausible_low", "plausible_high"] + \
+                [k for k in ("n_train", "tau_epoch") if k in record]:
             value = record[key]
             click.echo(f"SWEEP_{key.upper()}={'' if value is None else repr(value)}")
 

@@ -57,4 +57,5 @@ def refit(cfg: StudyConfig, prep: Prepared, lam: float) -> dict[str, float | int
     test_loss, test_acc = evaluate(result.model, prep.x_test, prep.y_test)
     return {"lambda": lam, "seed": seed, "test_acc": test_acc, "test_loss": test_loss,
             "train_acc": result.final.train_acc, "device": str(prep.device),
+            "n_train": int(prep.y_train.shape[0]),  # the run the lambda is delivered for: tau_epoch's n_train
             "seconds": round(sum(h.seconds for h in result.history), 4)}
