@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,13 @@ def test_diff_names_changed_keys() -> None:
     b = config.validate({"name": "x", "train": {"epochs": 7}, "search": {"seed": 3}}, source="t")
     assert config.diff(a, b) == ["search.seed", "train.epochs"]
     assert config.from_json(a.to_json()) == a
+
+
+def test_data_subset_is_a_fraction_or_a_whole_count_and_absent_in_older_configs() -> None:
+    assert config.validate({"name": "x"}, source="t").data.subset is None  # the whole training set, as before
+    assert config.validate({"name": "x", "data": {"subset": 0.1}}, source="t").data.subset == 0.1
+    assert config.validate({"name": "x", "data": {"subset": 6000}}, source="t").data.subset == 6000
+    for bad, words in [(0, "greater than 0"), (1.5, "a fraction in (0, 1) or a whole count")]:
+        with pytest.raises(ConfigError, match=re.escape(words)) as info:
+            config.validate({"name": "x", "data": {"subset": bad}}, source="t")
+        assert "\n" not in str(info.value)

@@ -135,10 +135,11 @@ def show(name: str, storage: str | None, fmt_: str) -> None:
     rows = trial_rows(name, storage)  # errors before any output
     if echo_rows(rows, fmt_):
         return
-    click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'val acc':>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
+    click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'tau_epoch':>9} {'val acc':>8} {'train acc':>9} {'epochs':>6} "
+               f"{'seconds':>8}  note")
     for r in rows:
-        click.echo(f"{r['number']:>5} {r['state']:9} {fmt(r['lambda'], '.3g'):>9} {fmt(r['val_acc']):>8} "
-                   f"{fmt(r['train_acc']):>9} {r['epochs']:>6} {fmt(r['seconds'], '.1f'):>8}  {r['note']}")
+        click.echo(f"{r['number']:>5} {r['state']:9} {fmt(r['lambda'], '.3g'):>9} {fmt(r['tau_epoch'], '.4g'):>9} "
+                   f"{fmt(r['val_acc']):>8} {fmt(r['train_acc']):>9} {r['epochs']:>6} {fmt(r['seconds'], '.1f'):>8}  {r['note']}")
 
 
 RULE_HELP = rules_help()  # from the registry: a new rule documents itself here

@@ -11,8 +11,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweep.config import PARAM
-from sweep.selection import best_score, load_study, scores_of, state_counts
+from sweep.config import PARAM, stored_config
+from sweep.errors import SweepError
+from sweep.selection import best_score, load_study, scores_of, state_counts, study_run, tau_epoch
 from sweep.storages.store import open_storage
 
 
@@ -46,6 +47,10 @@ def study_rows(storage: str | None) -> list[dict[str, Any]]:
 def trial_rows(name: str, storage: str | None) -> list[dict[str, Any]]:
     """One row per trial of study ``name``."""
     study = load_study(name, storage)
+    try:
+        run = study_run(study.user_attrs, stored_config(study.user_attrs))
+    except SweepError:  # a config from another version: the trials without their timescale
+        run = None
     rows = []
     for t in study.get_trials(deepcopy=False):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
@@ -53,6 +58,8 @@ def trial_rows(name: str, storage: str | None) -> list[dict[str, Any]]:
             "number": t.number,
             "state": t.state.name.lower(),
             "lambda": t.params.get(PARAM),
+            # the decay timescale in epochs at the study's refit size (docs/transfer.md); None before sizes were stored
+            "tau_epoch": tau_epoch(t.params[PARAM], run) if run is not None and PARAM in t.params else None,
             # a pruned or failed trial: its last reported validation accuracy
             "val_acc": t.value if t.state == TrialState.COMPLETE else t.user_attrs.get("val_acc", last),
             "train_acc": t.user_attrs.get("train_acc"),

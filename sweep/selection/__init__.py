@@ -24,6 +24,7 @@ from sweep.selection.best import (
     load_study,
     refit_matches,
     selection_of,
+    study_run,
 )
 from sweep.selection.rules import REGISTRY, RULES, Pick, Rule, Selection, rule_named, rules_help, select
 from sweep.selection.scores import ScoreTable, TrialScore, best_score, scores_of, state_counts
@@ -35,5 +36,5 @@ __all__ = [
     "DEFAULT_TRANSFER", "REGISTRY", "RULES", "BestRecord", "EvidenceChoice", "Pick", "Rule", "Run", "ScoreTable",
     "Selection", "Transferred", "TrialScore", "best_for", "best_record", "best_score", "evidence_choice",
     "evidence_pick", "load_study", "min_trials_to_stop", "parse_for", "refit_matches", "rule_named", "rules_help",
-    "scores_of", "select", "selection_of", "state_counts", "stop_reason", "tau_epoch",
+    "scores_of", "select", "selection_of", "state_counts", "stop_reason", "study_run", "tau_epoch",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from sweep.config import StudyConfig, stored_config
-from sweep.errors import ConfigError, NoCompleteTrialsError, StudyNotFoundError
+from sweep.errors import ConfigError, NoCompleteTrialsError, NoRunSizeError, StudyNotFoundError
 from sweep.selection.rules import REGISTRY, Pick, Selection, rule_named, select
 from sweep.selection.scores import scores_of
 from sweep.selection.transfer import Run, Transferred, target_run, tau_epoch
@@ -161,7 +161,7 @@ def best_for(name: str, for_run: Mapping[str, float], *, storage: str | None = N
     study = load_study(name, storage)
     src = study_run(study.user_attrs, stored_config(study.user_attrs))
     if src is None:
-        raise NoCompleteTrialsError(
+        raise NoRunSizeError(
             f"study {name!r} has no stored training-set size (no refit since sizes were stored); "
             f"refit it with 'sweep refit {name} --rule {rec.rule}', then ask again")
     return Transferred.of(rec.lam, (rec.plausible_low, rec.plausible_high), src, target_run(src, for_run))

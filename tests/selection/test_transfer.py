@@ -90,6 +90,12 @@ def test_best_gives_tau_epoch_in_json_and_env(tuned: str) -> None:
     assert rec["tau_epoch"] == pytest.approx(64 / (0.1 * rec["lambda"] * 1200))
     env = dict(line.split("=", 1) for line in _best(tuned, "--format", "env").split())
     assert float(env["SWEEP_TAU_EPOCH"]) == rec["tau_epoch"] and env["SWEEP_N_TRAIN"] == "1200"
+    shown = CliRunner().invoke(main, ["show", "t", "--storage", tuned, "--format", "json"], catch_exceptions=False)
+    rows = json.loads(shown.stdout)
+    assert [r["tau_epoch"] for r in rows] == [pytest.approx(64 / (0.1 * r["lambda"] * 1200)) for r in rows]
+    table = CliRunner().invoke(main, ["show", "t", "--storage", tuned], catch_exceptions=False).stdout.splitlines()
+    assert table[0].split()[3] == "tau_epoch" and [float(x.split()[3]) for x in table[1:]] == [
+        pytest.approx(r["tau_epoch"], rel=1e-3) for r in rows]
 
 
 def test_best_for_answers_in_every_format_and_from_python(tuned: str) -> None:
