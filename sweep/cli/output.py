@@ -72,7 +72,7 @@ def best_line(rec: Any) -> str:
 
 def tau_part(rec: Any) -> str:
     """The pick's decay timescale, the quantity that transfers (docs/transfer.md); empty for older studies."""
-    if getattr(rec, "tau_epoch", None) is None:
+    if rec.tau_epoch is None:
         return ""
     return f"; tau_epoch {rec.tau_epoch:.4g} epochs (n_train {rec.n_train})"
 

@@ -118,8 +118,8 @@ def test_best_for_answers_in_every_format_and_from_python(tuned: str) -> None:
     assert sum("(default)" in line for line in lines) == 1 and DEFAULT_RULE in next(x for x in lines if "(default)" in x)
     assert sweep.best_lambda("t", storage=tuned, for_run={"n_train": 12000, "lr": 0.05},
                              transfer="tau-epoch") == rec["transfer"]["tau-epoch"]["lambda"]
-    assert sweep.best_lambda("t", storage=tuned, for_run={"n_train": 12000}) == pytest.approx(
-        rec["transfer"][DEFAULT_RULE]["lambda"] * (2 if DEFAULT_RULE == "tau-epoch" else 1))
+    factor = {"reuse": 1, "tau-epoch": 0.1, "normalized": 1 / math.sqrt(10)}[DEFAULT_RULE]  # 10x the data, same lr
+    assert sweep.best_lambda("t", storage=tuned, for_run={"n_train": 12000}) == pytest.approx(lam * factor)
     with pytest.raises(ConfigError, match="transfer must be one of"):
         sweep.best_lambda("t", storage=tuned, for_run={"n_train": 12000}, transfer="linear")
 
