@@ -105,6 +105,10 @@ class NoCompleteTrialsError(SweepError):
     """The study has no complete trial to choose a lambda from."""
 
 
+class NoRunSizeError(SweepError):
+    """The study stored no training-set size, so its lambda cannot be carried to another run (``sweep best --for``)."""
+
+
 class StudyConflictError(SweepError):
     """A study of that name exists with a different configuration."""
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,13 @@ def test_marglik_trains_plain_sgd_only() -> None:
     raw = {"name": "x", "search": {"sampler": "marglik", "n_trials": 1, "batch": 1}, "train": {"schedule": "cosine"}}
     with pytest.raises(ConfigError, match=r"search.sampler = 'marglik' trains with plain SGD at a constant train.lr"):
         config.validate(raw, source="t")
+
+
+def test_data_subset_is_a_fraction_or_a_whole_count_and_absent_in_older_configs() -> None:
+    assert config.validate({"name": "x"}, source="t").data.subset is None  # the whole training set, as before
+    assert config.validate({"name": "x", "data": {"subset": 0.1}}, source="t").data.subset == 0.1
+    assert config.validate({"name": "x", "data": {"subset": 6000}}, source="t").data.subset == 6000
+    for bad, words in [(0, "greater than 0"), (1.5, "a fraction in (0, 1) or a whole count")]:
+        with pytest.raises(ConfigError, match=re.escape(words)) as info:
+            config.validate({"name": "x", "data": {"subset": bad}}, source="t")
+        assert "\n" not in str(info.value)

@@ -609,3 +609,28 @@ def test_bad_factories_and_data(case: str, tmp_path: Path, store: str, monkeypat
     before = dump(store)
     assert run_cli("run", study(tmp_path, text), "--storage", store) == (2, f"error: {expected}\n")
     assert dump(store) == before
+
+
+LEGACY = Path(__file__).resolve().parent / "data" / "legacy-0.2.db"
+
+
+def test_best_for_with_a_bad_key_or_value_or_without_a_stored_size(tmp_path: Path, store: str) -> None:
+    before = dump(store)
+    assert run_cli("best", "ok", "--storage", store, "--for", "width=3") == (
+        2, "error: --for takes KEY=VALUE pairs with keys n_train, epochs, batch_size, lr, got 'width=3'; "
+           "e.g. --for n_train=60000,epochs=20\n")
+    assert run_cli("best", "ok", "--storage", store, "--for", "epochs=2.5") == (
+        2, "error: epochs must be a whole number, got 2.5; e.g. epochs=2\n")
+    assert dump(store) == before
+    shutil.copy(LEGACY, tmp_path / "legacy.db")  # refit by 0.2, before refits stored their training-set size
+    assert run_cli("best", "legacy-holdout", "--storage", f"sqlite:///{tmp_path / 'legacy.db'}", "--for", "n_train=100") == (
+        1, "error: study 'legacy-holdout' has no stored training-set size (no refit since sizes were stored); "
+           "refit it with 'sweep refit legacy-holdout --rule 1se-paired', then ask again\n")
+
+
+def test_data_subset_too_small(tmp_path: Path, store: str) -> None:
+    before = dump(store)
+    assert run_cli("run", study(tmp_path, with_("data", "subset = 0.001")), "--storage", store) == (
+        1, "error: data.subset = 0.001 keeps 4 of 4000 training examples; keep at least 20 (a larger fraction or "
+           "count), or remove data.subset\n")
+    assert dump(store) == before

@@ -18,7 +18,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep import config as config_mod
-from sweep.cli.output import EchoHandler, TrialProgress, best_line, echo_rows, flat_line
+from sweep.cli.output import EchoHandler, TrialProgress, best_line, echo_rows, echo_transfer, flat_line
 from sweep.errors import EmptyStoreError, SweepError
 from sweep.report.tables import fmt
 from sweep.selection import RULES, metric_named, rules_help
@@ -144,10 +144,11 @@ def show(name: str, storage: str | None, fmt_: str) -> None:
         return
     metric = rows[0].get("metric", "accuracy") if rows else "accuracy"  # val_score: another metric's column
     key, head = ("val_acc", "val acc") if metric == "accuracy" else ("val_score", f"val {metric}")
-    click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {head:>8} {'train acc':>9} {'epochs':>6} {'seconds':>8}  note")
+    click.echo(f"{'trial':>5} {'state':9} {'lambda':>9} {'tau_epoch':>9} {head:>8} {'train acc':>9} {'epochs':>6} "
+               f"{'seconds':>8}  note")
     for r in rows:
-        click.echo(f"{r['number']:>5} {r['state']:9} {fmt(r['lambda'], '.3g'):>9} {fmt(r[key]):>8} "
-                   f"{fmt(r['train_acc']):>9} {r['epochs']:>6} {fmt(r['seconds'], '.1f'):>8}  {r['note']}")
+        click.echo(f"{r['number']:>5} {r['state']:9} {fmt(r['lambda'], '.3g'):>9} {fmt(r['tau_epoch'], '.4g'):>9} "
+                   f"{fmt(r[key]):>8} {fmt(r['train_acc']):>9} {r['epochs']:>6} {fmt(r['seconds'], '.1f'):>8}  {r['note']}")
 
 
 RULE_HELP = rules_help()  # from the registry: a new rule documents itself here
@@ -159,10 +160,18 @@ RULE_HELP = rules_help()  # from the registry: a new rule documents itself here
 @click.option("--format", "fmt", type=click.Choice(["value", "json", "env"]), default="value", show_default=True)
 @click.option("--rule", type=click.Choice(list(RULES)), default=None,
               help=f"{RULE_HELP} [default: the study's own search.rule].")
-def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
+@click.option("--for", "for_run", default=None, metavar="KEY=VALUE,...",
+              help="Carry the lambda to another run (keys n_train, epochs, batch_size, lr; the rest are the study's "
+                   "own) under every transfer rule (docs/transfer.md).")
+def best(name: str, storage: str | None, fmt: str, rule: str | None, for_run: str | None) -> None:
     """Print the chosen lambda of study NAME."""
-    from sweep.selection import best_record
+    from sweep.selection import best_for, best_record, parse_for
 
+    if for_run is not None:
+        changes = parse_for(for_run)  # a bad key or value: one line, before the store is opened
+        echo_transfer(best_record(name, storage=storage, rule=rule),
+                      best_for(name, changes, storage=storage, rule=rule), fmt)
+        return
     rec = best_record(name, storage=storage, rule=rule)
     if fmt == "value":
         click.echo(repr(rec.lam))
@@ -182,7 +191,8 @@ def best(name: str, storage: str | None, fmt: str, rule: str | None) -> None:
             click.echo(f"SWEEP_TEST_SCORE={'' if rec.test_score is None else repr(rec.test_score)}")
         click.echo(f"SWEEP_FLAT={'1' if rec.flat else ''}")
         record = rec.as_dict()  # every rule's lambda the record publishes, in registry order, then the range
-        for key in [k for k in record if k.startswith("lambda_")] + ["plausible_low", "plausible_high"]:
+        for key in [k for k in record if k.startswith("lambda_")] + ["plausible_low", "plausible_high"] + \
+                [k for k in ("n_train", "tau_epoch") if k in record]:
             value = record[key]
             click.echo(f"SWEEP_{key.upper()}={'' if value is None else repr(value)}")
 

@@ -68,7 +68,37 @@ def best_line(rec: Any, label: str = "accuracy") -> str:
     else:
         score = f"validation {label} {rec.val_acc:.4f} ± {rec.val_se:.4f}"
     return (f"best lambda {rec.lam:.4g} ({where}, rule {rec.rule}): {score}, test {label} {fmt(test)} "
-            f"(refit on the whole training set); plausible lambdas {rec.plausible_low:.3g} to {rec.plausible_high:.3g}")
+            f"(refit on the whole training set); plausible lambdas {rec.plausible_low:.3g} to {rec.plausible_high:.3g}"
+            + tau_part(rec))
+
+
+def tau_part(rec: Any) -> str:
+    """The pick's decay timescale, the quantity that transfers (docs/transfer.md); empty for older studies."""
+    if rec.tau_epoch is None:
+        return ""
+    return f"; tau_epoch {rec.tau_epoch:.4g} epochs (n_train {rec.n_train})"
+
+
+def echo_transfer(rec: Any, moved: Any, fmt_: str) -> None:
+    """``sweep best --for``: the lambda for the other run under every transfer rule, as lines, JSON or env."""
+    if fmt_ == "json":
+        click.echo(json.dumps({**rec.as_dict(), **moved.as_dict()}, indent=2))
+        return
+    if fmt_ == "env":
+        click.echo(f"SWEEP_LAMBDA={moved.lambdas[moved.default]!r}")
+        click.echo(f"SWEEP_TRANSFER={moved.default}")
+        for name, lam in moved.lambdas.items():
+            key = name.upper().replace("-", "_")
+            low, high = moved.ranges[name]
+            click.echo(f"SWEEP_LAMBDA_{key}={lam!r}\nSWEEP_PLAUSIBLE_LOW_{key}={'' if low is None else repr(low)}\n"
+                       f"SWEEP_PLAUSIBLE_HIGH_{key}={'' if high is None else repr(high)}")
+        return
+    runs = ", ".join(f"{k}={getattr(moved.dst, k):g}" for k in ("n_train", "epochs", "batch_size", "lr"))
+    click.echo(f"lambda {moved.lam:.4g} (rule {rec.rule}) of study {rec.study}, carried to {runs}:")
+    for name, lam in moved.lambdas.items():
+        low, high = moved.ranges[name]
+        mark = "  (default)" if name == moved.default else ""
+        click.echo(f"  {name:10} {lam:.4g}  plausible {fmt(low, '.3g')} to {fmt(high, '.3g')}{mark}")
 
 
 def flat_line(rec: Any) -> str | None:

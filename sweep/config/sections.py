@@ -16,11 +16,21 @@ class DataConfig(_Section):
     data_dir: str | None = None
     # Below 1: a fraction of the training set; 1 or more: a count (10,000 of 60,000 by default).
     holdout: float = Field(default=1 / 6, gt=0)
+    # Tune on part of the training set (docs/transfer.md): below 1 a fraction, 1 or more a count; stratified and
+    # drawn with split_seed. None (the default) keeps the whole set, as studies made before it read.
+    subset: float | None = Field(default=None, gt=0)
     split_seed: Seed = 0
     # A callable returning (x_train, y_train, x_test, y_test) instead of a named dataset (docs/models.md).
     factory: str | None = None
 
     _factory = field_validator("factory")(_check_factory)
+
+    @field_validator("subset")
+    @classmethod
+    def _check_subset(cls, v: float | None) -> float | None:
+        if v is not None and v >= 1 and v != int(v):
+            raise ValueError(f"must be a fraction in (0, 1) or a whole count of examples, got {v:g}")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -76,7 +76,8 @@ def check_memory(cfg: StudyConfig, device: torch.device, *, n_fit: int, in_featu
 
 
 def prepare(cfg: StudyConfig) -> Prepared:
-    """Load ``cfg.data`` (a named dataset or the data factory), make its holdout split, move it to the device.
+    """Load ``cfg.data`` (a named dataset or the data factory), keep its ``subset``, make its holdout split,
+    move it to the device. The subset is the study's training set: folds, trials and the refit all see only it.
 
     The model is checked here too (built once, a batch run through it; for a population, two members
     trained one step), so a bad factory or bad data is reported before any trial, with nothing written
@@ -92,6 +93,10 @@ def prepare(cfg: StudyConfig) -> Prepared:
         arrays = factories.load_data(cfg.data.factory, losses.loss_of(cfg.train).target)
         labels, classes = arrays.y_train, arrays.classes
         x_train, y_train, x_test, y_test = (t.to(device) for t in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test))
+    if cfg.data.subset is not None:  # tune on part of the training set; the test set stays whole
+        keep = data.subset_indices(labels, cfg.data.subset, cfg.data.split_seed,
+                                   stratify=losses.loss_of(cfg.train).classifies)
+        labels, x_train, y_train = labels[keep], x_train[keep.to(device)], y_train[keep.to(device)]
     fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed,
                                           stratify=losses.loss_of(cfg.train).classifies)
     check_memory(cfg, device, n_fit=len(fit_idx), in_features=int(x_train[0].numel()), classes=classes)

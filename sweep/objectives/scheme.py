@@ -62,4 +62,5 @@ def refit(cfg: StudyConfig, prep: Prepared, lam: float) -> dict[str, float | int
         "metric": metric.name, "test_score": metric.score(prep.y_test.cpu().numpy(), outputs(result.model, prep.x_test))}
     return {"lambda": lam, "seed": seed, "test_acc": finite(test_acc), "test_loss": test_loss, **score,
             "train_acc": finite(result.final.train_acc), "device": str(prep.device),
+            "n_train": int(prep.y_train.shape[0]),  # the run the lambda is delivered for: tau_epoch's n_train
             "seconds": round(sum(h.seconds for h in result.history), 4)}

@@ -79,6 +79,7 @@ def summary_rows(records: list[StudyRecord]) -> list[dict[str, str]]:
         row = {"study": rec.name, "sampler": str(rec.setup.get("sampler", "–")),
                "dataset": str(rec.setup.get("dataset", "–"))}
         row["plausible range"] = "–" if rec.plausible is None else f"{rec.plausible[0]:.3g} – {rec.plausible[1]:.3g}"
+        row["tau_epoch"] = fmt(rec.tau_epoch, ".4g", none="–")  # the study rule's pick, in the unit that transfers
         for rule in RULES:
             c = rec.choices.get(rule)
             row[f"lambda {rule}"] = fmt(c.lam if c else None, ".3g", none="–")

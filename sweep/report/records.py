@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweep.config import PARAM, stored_config
+from sweep.config import PARAM, StudyConfig, stored_config
 from sweep.errors import SweepError
 from sweep.selection import (
     RULES,
@@ -29,6 +29,8 @@ from sweep.selection import (
     selection_of,
     state_counts,
     study_metric,
+    study_run,
+    tau_epoch,
 )
 
 
@@ -115,6 +117,7 @@ class StudyRecord:
     evidence_pick: EvidenceChoice | None = None  # the evidence's lambda beside the study rule's
     metric: str = "accuracy"  # how the figures name the study's metric (``sweep.selection.metrics``' label)
     sign: int = 1  # -1: the metric is minimised
+    tau_epoch: float | None = None  # the study rule's pick as a decay timescale in epochs (docs/transfer.md)
 
     @property
     def complete(self) -> tuple[TrialRecord, ...]:
@@ -219,11 +222,15 @@ def _wall_seconds(study: optuna.Study) -> float | None:
     return max(0.0, (max(ends) - min(starts)).total_seconds())
 
 
-def _setup(study: optuna.Study) -> dict[str, Any]:
+def _config(study: optuna.Study) -> StudyConfig | None:
     try:
-        cfg = stored_config(study.user_attrs)
+        return stored_config(study.user_attrs)
     except SweepError:  # a config from another version: still draw the trials
-        cfg = None
+        return None
+
+
+def _setup(study: optuna.Study) -> dict[str, Any]:
+    cfg = _config(study)
     if cfg is None:
         return {}
     return {"sampler": cfg.search.sampler, "dataset": cfg.data.dataset, "epochs": cfg.train.epochs,
@@ -246,8 +253,10 @@ def collect_study(study: optuna.Study) -> StudyRecord:
                              for k, v in stored.items()), key=lambda p: p.lam))
     rule = str(_setup(study).get("rule", "min"))
     pick = evidence_pick(study.user_attrs, sel, rule) if sel is not None else None
+    run = study_run(study.user_attrs, _config(study))
+    tau = tau_epoch(sel.picks[rule].lam, run) if sel is not None and run is not None else None
     return StudyRecord(name=study.study_name, trials=trials, choices=collect_choices(study, sel), counts=counts,
                        wall_seconds=_wall_seconds(study), setup=_setup(study),
                        plausible=sel.plausible if sel is not None else None, smooth=smooth,
                        evidence=evidence, evidence_pick=pick, metric=metric.label,
-                       sign=metric.sign)
+                       sign=metric.sign, tau_epoch=tau)

@@ -7,16 +7,18 @@ range, so ``sweep best``, the report and the evidence line name the same lambda 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import optuna
 
 from sweep.config import StudyConfig, stored_config
-from sweep.errors import ConfigError, NoCompleteTrialsError, StudyNotFoundError
+from sweep.errors import ConfigError, NoCompleteTrialsError, NoRunSizeError, StudyNotFoundError
 from sweep.selection.metrics import Metric, metric_named
 from sweep.selection.rules import REGISTRY, Pick, Selection, rule_named, select
 from sweep.selection.scores import scores_of, sign_of
+from sweep.selection.transfer import Run, Transferred, target_run, tau_epoch
 from sweep.storages.store import mask, open_storage, resolve_url
 
 
@@ -103,11 +105,17 @@ class BestRecord:
     flat_reason: str | None = None
     test_score: float | None = None  # the refit's test figure in the metric (None for accuracy: it is test_acc)
 
+    # The refit's training-set size and the pick's decay timescale in epochs (docs/transfer.md); None for a
+    # study refit before they were stored, whose JSON then reads as before (no such keys).
+    n_train: int | None = None
+    tau_epoch: float | None = None
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``sweep best``: ``lam*`` fields become ``lambda*`` keys, last, in field order. Another metric
         than accuracy names its figures ``val_score*`` (``val_acc*`` keep accuracy's meaning); accuracy studies
-        print exactly their 0.2 keys and these new ones, ``test_score`` left out."""
-        out = asdict(self)
+        print exactly their 0.2 keys and these new ones, ``test_score`` left out; ``n_train`` and ``tau_epoch``
+        (docs/transfer.md) only where the refit stored its size."""
+        out = {k: v for k, v in asdict(self).items() if v is not None or k not in ("n_train", "tau_epoch")}
         if self.metric == "accuracy":
             out.pop("test_score")
         else:
@@ -115,7 +123,7 @@ class BestRecord:
                 out["val_score" + key[7:]] = out.pop(key)
         for key in [k for k in out if k == "lam" or k.startswith("lam_")]:
             out["lambda" + key[3:]] = out.pop(key)
-        for key in ("metric", "direction", "flat", "flat_reason", "test_score"):  # after 0.2's keys, in their order
+        for key in ("metric", "direction", "flat", "flat_reason", "test_score", "n_train", "tau_epoch"):  # after 0.2's keys
             if key in out:
                 out[key] = out.pop(key)
         return out
@@ -148,6 +156,7 @@ def best_record(name: str, *, storage: str | None = None, rule: str | None = Non
     pick = sel.picks[rule]
     refit = study.user_attrs.get("refit", {}).get(rule)
     matches = refit_matches(refit, pick)
+    run = study_run(study.user_attrs, cfg)
     stopped = study.user_attrs.get("stopped")
     metric = metric_named(cfg.metric if cfg is not None else None)
     validation = None
@@ -163,7 +172,31 @@ def best_record(name: str, *, storage: str | None = None, rule: str | None = Non
         validation=validation, stopped=stopped.get("reason") if isinstance(stopped, dict) else None,
         metric=metric.name, direction=metric.direction, flat=sel.flat is not None, flat_reason=sel.flat,
         test_score=refit.get("test_score") if matches else None,
+        n_train=run.n_train if run else None, tau_epoch=tau_epoch(pick.lam, run) if run else None,
     )
+
+
+def study_run(attrs: dict[str, Any], cfg: StudyConfig | None) -> Run | None:
+    """The run a study's lambda is for (its refit's training-set size, ``train.epochs/batch_size/lr``);
+    None without a config or a refit that stored its size (studies refit before sizes were stored)."""
+    sizes = [r.get("n_train") for r in (attrs.get("refit") or {}).values() if isinstance(r, dict)]
+    n_train = next((n for n in sizes if isinstance(n, int)), None)
+    if cfg is None or n_train is None:
+        return None
+    return Run(n_train=n_train, epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr)
+
+
+def best_for(name: str, for_run: Mapping[str, float], *, storage: str | None = None,
+             rule: str | None = None) -> Transferred:
+    """``sweep best NAME --for ...``: the study's pick carried to another run by every transfer rule."""
+    rec = best_record(name, storage=storage, rule=rule)
+    study = load_study(name, storage)
+    src = study_run(study.user_attrs, stored_config(study.user_attrs))
+    if src is None:
+        raise NoRunSizeError(
+            f"study {name!r} has no stored training-set size (no refit since sizes were stored); "
+            f"refit it with 'sweep refit {name} --rule {rec.rule}', then ask again")
+    return Transferred.of(rec.lam, (rec.plausible_low, rec.plausible_high), src, target_run(src, for_run))
 
 
 @dataclass(frozen=True)

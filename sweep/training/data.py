@@ -188,6 +188,28 @@ def holdout_split(labels: torch.Tensor, holdout: float, seed: int, *,
     return torch.from_numpy(np.sort(fit_idx)), torch.from_numpy(np.sort(val_idx))
 
 
+def subset_indices(labels: torch.Tensor, subset: float, seed: int, *, stratify: bool = True) -> torch.Tensor:
+    """A stratified, seeded part of the training set (``data.subset``): below 1 a fraction, otherwise a count.
+
+    Every class keeps its share, so a study tuned on 10% of the data sees the class balance of the whole;
+    real-valued targets (``stratify = False``) are drawn by a plain seeded shuffle.
+    """
+    n = int(labels.shape[0])
+    count = round(subset * n) if subset < 1 else int(subset)
+    if count >= n:
+        return torch.arange(n)  # a count of at least the whole set keeps it all, in order
+    if count < 20:
+        raise DataError(f"data.subset = {subset:g} keeps {count} of {n} training examples; "
+                        "keep at least 20 (a larger fraction or count), or remove data.subset")
+    splitter = (StratifiedShuffleSplit if stratify else ShuffleSplit)(n_splits=1, train_size=count, random_state=seed)
+    try:
+        keep, _ = next(splitter.split(np.zeros(n), labels.numpy()))
+    except ValueError as err:  # more classes than kept examples, or a class with one example
+        raise DataError(f"cannot draw a stratified data.subset of {count} of {n} examples ({err}); "
+                        "keep more examples, or remove data.subset") from None
+    return torch.from_numpy(np.sort(keep))
+
+
 def to_device(images: Images, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Flattened float images in [0, 1] (as torchvision's ToTensor gives) and labels, on ``device``."""
     x = images.x.to(device, non_blocking=True).reshape(len(images), -1).float().div_(255.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sweep.objectives.prepared import prepare
+from sweep.training import data
 from sweep.workers.run import run as run_study
 
 MODULE = '''
@@ -56,3 +57,28 @@ def test_weights_and_auroc_must_fit_the_classes(monkeypatch: pytest.MonkeyPatch,
     cfg = config.load(root / "studies" / "examples-seven-vs-rest.toml", keys)
     with pytest.raises(ConfigError, match=message):
         prepare(cfg)
+
+
+SUBSET_WAYS = {
+    "holdout": {"search": {"n_trials": 2}},
+    "population": {"search": {"n_trials": 3, "batch": 3}},
+    "cv": {"search": {"n_trials": 2, "validation": "cv", "folds": 3}},
+    "workers": {"search": {"n_trials": 3}},
+}
+
+
+@pytest.mark.parametrize("way", list(SUBSET_WAYS))
+def test_data_subset_is_the_study_s_training_set_for_every_way_of_running(tiny_cfg, tmp_path: Path, way: str) -> None:
+    # 40% of the sample's 4,000 training digits: trials, folds and the refit see 1,600; the test set stays whole.
+    cfg = tiny_cfg(name=f"subset-{way}", data={"subset": 0.4, "holdout": 400}, train={"epochs": 1}, **SUBSET_WAYS[way])
+    prep = prepare(cfg)
+    assert prep.x_train.shape[0] == 1600 and prep.x_fit.shape[0] == 1200 and prep.x_val.shape[0] == 400
+    assert prep.x_test.shape[0] == 1000
+    whole = data.load("mnist-sample").train.y.bincount(minlength=10)
+    assert (prep.y_train.cpu().bincount(minlength=10) - 0.4 * whole).abs().max() <= 1  # stratified
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", workers=2 if way == "workers" else 1)
+    trials = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(trials) == cfg.search.n_trials
+    assert {t.user_attrs["n_val"] for t in trials} == {1600 if way == "cv" else 400}
+    (refit,) = study.user_attrs["refit"].values()
+    assert refit["n_train"] == 1600

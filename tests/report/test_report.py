@@ -258,3 +258,18 @@ def test_evidence_is_drawn_on_its_own_axis_and_a_disagreement_is_named(sqlite_ur
     (row,) = report.summary_rows([rec])
     assert row["evidence"] == "1e-05 (disagrees with min: 0.0001)"
     assert "evidence-vs-lambda" not in report.build_figures([collect_study(make_fake(sqlite_url, name="plain"))])
+
+
+def test_the_summary_gives_the_pick_s_tau_epoch_when_the_refit_stored_its_size(sqlite_url: str) -> None:
+    from sweep import config
+
+    study = make_fake(sqlite_url, name="tau")
+    (row,) = report.summary_rows([collect_study(study)])
+    assert row["tau_epoch"] == "–"  # no config and no size: a study from before, drawn as before
+    study.set_user_attr("config", config.validate({"name": "tau", "train": {"lr": 0.1, "batch_size": 64}},
+                                                  source="t").to_json())
+    study.set_user_attr("refit", {"min": {"rule": "min", "trial": 1, "lambda": 1e-4, "test_acc": 0.941, "n_train": 4000}})
+    rec = collect_study(study)
+    assert rec.tau_epoch == pytest.approx(64 / (0.1 * 1e-4 * 4000))  # 1600 epochs for min's pick, 1e-4
+    (row,) = report.summary_rows([rec])
+    assert row["tau_epoch"] == "1600"

@@ -149,3 +149,16 @@ def test_mnist_offline_names_folder_and_fix(tmp_path: Path, mirror: tuple[str, P
 def test_unknown_dataset() -> None:
     with pytest.raises(DataError, match=r"^unknown dataset 'cifar'; expected one of mnist, fashion-mnist, mnist-sample$"):
         data.load("cifar")
+
+
+def test_subset_is_stratified_seeded_and_takes_a_fraction_or_a_count() -> None:
+    labels = data.load("mnist-sample").train.y
+    part = data.subset_indices(labels, 0.1, 0)
+    assert len(part) == 400 and len(set(part.tolist())) == 400 and part.tolist() == sorted(part.tolist())
+    assert (labels[part].bincount(minlength=10) - 0.1 * labels.bincount(minlength=10)).abs().max() <= 1
+    assert torch.equal(data.subset_indices(labels, 0.1, 0), part)  # seeded: the same seed, the same part
+    assert not torch.equal(data.subset_indices(labels, 0.1, 1), part)
+    assert len(data.subset_indices(labels, 250, 0)) == 250
+    assert torch.equal(data.subset_indices(labels, 10_000, 0), torch.arange(len(labels)))  # more than there is: all
+    with pytest.raises(DataError, match="keep at least 20"):
+        data.subset_indices(labels, 0.001, 0)
