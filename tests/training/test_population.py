@@ -209,7 +209,7 @@ def test_batch_study_reaches_n_trials_with_attrs(tiny_cfg, sqlite_url: str) -> N
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6  # 4 then 2: never asks past n_trials
     assert [t.user_attrs["population"] for t in trials] == [4, 4, 4, 4, 2, 2]
     expected = {"history", "val_acc", "val_loss", "train_acc", "train_loss", "val_se", "n_val", "seconds",
-                "device", "seed", "population", "val_correct"}
+                "device", "seed", "population", "val_correct", "predicted_classes"}
     for t in trials:
         assert set(t.user_attrs) == expected
         assert t.value == t.user_attrs["val_acc"] == t.intermediate_values[1]
