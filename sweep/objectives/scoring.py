@@ -1,7 +1,8 @@
 """A fit's score in the study's metric (``search.metric``, ``sweep.selection.metrics``) and what a trial stores of it.
 
 An accuracy study stores what it always has (``val_acc``, ``val_correct``: per-example bits, the binomial
-SE); these functions add, for every study, the number of classes the model predicts (``predicted_classes``,
+SE); these functions add, for a metric scored from the predicted class alone (``Metric.thresholded``), the number
+of classes the model predicts (``predicted_classes``,
 the flat-answer check), and for any other metric:
 
 - ``metric``: its name; ``val_score``: the trial's value (the mean over its seeds' fits); ``val_se``;
@@ -58,7 +59,7 @@ def fit_score(cfg: StudyConfig, model: torch.nn.Module, x_val: torch.Tensor, y_v
     metric = metric_of(cfg)
     out, y = outputs(model, x_val), y_val.cpu().numpy()
     value = metric.score(y, out)
-    predicted = predicted_classes(out) if metric.target == "classes" else None
+    predicted = predicted_classes(out) if metric.thresholded else None
     if metric.bootstrapped:
         boot = replicates(metric, y, out, bootstrap_indices(int(y.shape[0]), cfg.data.split_seed))
         return FitScore(value, None, boot, predicted)

@@ -4,7 +4,8 @@ A study is flat when
 
 - every complete trial scores the same (an underfit network, a majority-class classifier), or
 - the pick predicts one class for every validation example (its score is the share of that class, whatever
-  lambda), or
+  lambda), for a metric scored from the predicted class alone (``Metric.thresholded``: trials of the others
+  store no ``predicted_classes``), or
 - no complete trial is significantly worse than the best by the paired test behind the plausible range
   (docs/selection.md): the lambdas searched make no difference the validation data can measure.
 

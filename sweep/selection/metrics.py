@@ -48,6 +48,9 @@ class Metric:
     per_example: PerExample | None  # None: a bootstrapped metric (not a mean over examples)
     epoch: Callable[[float, float], float]  # (val_loss, val_acc) of an epoch -> the figure pruners read
     epoch_label: str  # what ``epoch`` is, for docs and notes
+    # Scored from the predicted class alone (argmax): a network predicting one class scores that class's share
+    # whatever lambda, so the flat answer says so. AUROC and log-loss read the probabilities, which still move.
+    thresholded: bool = False
 
     @property
     def sign(self) -> int:
@@ -85,13 +88,14 @@ def _values(y: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("accuracy", "accuracy", "classes", "maximize", lambda y, o: float(skm.accuracy_score(y, _pred(o))),
-           lambda y, o: (_pred(o) == y).astype(float), lambda loss, acc: acc, "validation accuracy"),
+           lambda y, o: (_pred(o) == y).astype(float), lambda loss, acc: acc, "validation accuracy",
+           thresholded=True),
     Metric("balanced-accuracy", "balanced accuracy", "classes", "maximize",
            lambda y, o: float(skm.balanced_accuracy_score(y, _pred(o))), None, lambda loss, acc: -loss,
-           "minus the validation cross-entropy"),
+           "minus the validation cross-entropy", thresholded=True),
     Metric("macro-f1", "macro-F1", "classes", "maximize",
            lambda y, o: float(skm.f1_score(y, _pred(o), labels=_labels(o), average="macro", zero_division=0)), None,
-           lambda loss, acc: -loss, "minus the validation cross-entropy"),
+           lambda loss, acc: -loss, "minus the validation cross-entropy", thresholded=True),
     Metric("log-loss", "log-loss", "classes", "minimize", lambda y, o: float(_nll(y, o).mean()), _nll,
            lambda loss, acc: loss, "the validation cross-entropy (the log-loss)"),
     Metric("auroc", "AUROC", "classes", "maximize", _auroc, None, lambda loss, acc: -loss,
