@@ -8,7 +8,8 @@
 #
 # The node is declared with 8 CPUs whatever the machine has (SlurmdParameters=config_overrides), so an
 # array of 4 one-CPU worker tasks runs at once on a 2-core CI machine. No accounting database (slurmdbd),
-# so no sacct: final states and exit codes are in the job completion log, $SLURM_DIR/jobcomp.log.
+# so plain sacct has nothing; final states and exit codes are in the job completion log, $SLURM_DIR/jobcomp.log,
+# which `sacct -c` reads.
 set -euo pipefail
 
 SLURM_DIR=${SWEEP_SLURM_DIR:-/var/tmp/sweep-slurm}
