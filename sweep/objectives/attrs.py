@@ -70,7 +70,7 @@ def single_fit_attrs(history: Sequence[EpochStats], *, n_val: int) -> dict[str, 
             "seconds": round(sum(s.seconds for s in history), 4)}
 
 
-def _mean_history(runs: Sequence[Sequence[EpochStats]]) -> list[dict[str, float]]:
+def _mean_history(runs: Sequence[Sequence[EpochStats]]) -> list[dict[str, float | None]]:
     """Per-epoch figures averaged over the fits done so far (a learning curve of the whole trial)."""
     out = []
     for epoch_stats in zip(*runs, strict=True):

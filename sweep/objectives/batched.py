@@ -158,7 +158,7 @@ class _TrialFigures:
     runs: dict[tuple[int, int], list[EpochStats]] = field(default_factory=dict)  # (fold, seed index) -> history
     models: dict[int, Any] = field(default_factory=dict)  # seed index -> its model (holdout: paired units)
     scores: dict[tuple[int, int], float] = field(default_factory=dict)  # (fold, seed index) -> metric (CV, not accuracy)
-    history: list[dict[str, float]] = field(default_factory=list)  # the reported (first-seed) epochs, holdout
+    history: list[dict[str, float | None]] = field(default_factory=list)  # the reported (first-seed) epochs, holdout
 
     def fold_major(self, repeats: int) -> list[list[EpochStats]]:
         """The trial's fits fold-major, as the CV objective lists them."""
@@ -224,6 +224,7 @@ class _Batch:
                     self.figures[i].models[j] = res.model
                 elif res.model is not None and scored:
                     s = self.layout.sets[fold]
+                    assert s.x_val is not None and s.y_val is not None  # CV folds always hold their validation part
                     self.figures[i].scores[fold, j] = fit_score(self.cfg, res.model, s.x_val, s.y_val).value
         if cv:
             _report_folds(self.live, self.figures, wave, self.view, folds=self.cfg.search.folds, repeats=self.repeats,

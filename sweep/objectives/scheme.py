@@ -10,7 +10,7 @@ do not import this module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import optuna
 
@@ -50,7 +50,7 @@ def make_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Trial],
     return _OBJECTIVES[scheme_of(cfg)](cfg, prep)
 
 
-def refit(cfg: StudyConfig, prep: Prepared, lam: float) -> dict[str, float | int | str]:
+def refit(cfg: StudyConfig, prep: Prepared, lam: float) -> dict[str, Any]:
     """Train on the whole training set with ``lam`` and evaluate once on the test set."""
     seed = cfg.train.seed
     result = fit(prep.x_train, prep.y_train, None, None, lam=lam, cfg=cfg.train, seed=seed, net=prep.net)

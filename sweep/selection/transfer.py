@@ -106,7 +106,7 @@ def target_run(src: Run, changes: Mapping[str, float]) -> Run:
                 raise ConfigError(f"{key} must be a whole number, got {value!r}; e.g. {key}={max(1, round(value))}")
             value = int(value)
         values[key] = value
-    return replace(src, **values)
+    return replace(src, **values)  # type: ignore[arg-type]  # checked above: lr a float, the rest whole numbers
 
 
 def transfer(lam: float, src: Run, dst: Run) -> dict[str, float]:
