@@ -157,23 +157,24 @@ RULE_HELP = rules_help()  # from the registry: a new rule documents itself here
 @main.command()
 @click.argument("name")
 @STORAGE
-@click.option("--format", "fmt", type=click.Choice(["value", "json", "env"]), default="value", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["value", "json", "env"]), default=None,
+              help="value: the bare number [default; with --for, a line per rule unless named].")
 @click.option("--rule", type=click.Choice(list(RULES)), default=None,
               help=f"{RULE_HELP} [default: the study's own search.rule].")
 @click.option("--for", "for_run", default=None, metavar="KEY=VALUE,...",
               help="Carry the lambda to another run (keys n_train, epochs, batch_size, lr; the rest are the study's "
                    "own) under every transfer rule (docs/transfer.md).")
-def best(name: str, storage: str | None, fmt: str, rule: str | None, for_run: str | None) -> None:
+def best(name: str, storage: str | None, fmt: str | None, rule: str | None, for_run: str | None) -> None:
     """Print the chosen lambda of study NAME."""
     from sweep.selection import best_for, best_record, parse_for
 
     if for_run is not None:
         changes = parse_for(for_run)  # a bad key or value: one line, before the store is opened
         echo_transfer(best_record(name, storage=storage, rule=rule),
-                      best_for(name, changes, storage=storage, rule=rule), fmt)
+                      best_for(name, changes, storage=storage, rule=rule), fmt or "lines")
         return
     rec = best_record(name, storage=storage, rule=rule)
-    if fmt == "value":
+    if fmt in (None, "value"):
         click.echo(repr(rec.lam))
         if flat_line(rec):  # beside the number, on stderr: $(sweep best NAME) still reads the number alone
             click.echo(flat_line(rec), err=True)

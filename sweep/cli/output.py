@@ -80,7 +80,11 @@ def tau_part(rec: Any) -> str:
 
 
 def echo_transfer(rec: Any, moved: Any, fmt_: str) -> None:
-    """``sweep best --for``: the lambda for the other run under every transfer rule, as lines, JSON or env."""
+    """``sweep best --for``: the lambda for the other run under every transfer rule, as lines, JSON or env; ``value``
+    is the default rule's lambda alone, for ``$(sweep best NAME --for ... --format value)``."""
+    if fmt_ == "value":
+        click.echo(repr(moved.lambdas[moved.default]))
+        return
     if fmt_ == "json":
         click.echo(json.dumps({**rec.as_dict(), **moved.as_dict()}, indent=2))
         return

@@ -112,6 +112,8 @@ def test_best_for_answers_in_every_format_and_from_python(tuned: str) -> None:
     env = dict(line.split("=", 1) for line in _best(tuned, "--for", "n_train=12000,lr=0.05", "--format", "env").split())
     assert float(env["SWEEP_LAMBDA_TAU_EPOCH"]) == rec["transfer"]["tau-epoch"]["lambda"]
     assert float(env["SWEEP_LAMBDA"]) == rec["lambda_for"] and env["SWEEP_TRANSFER"] == DEFAULT_RULE
+    # --format value: the default rule's lambda alone, for $(sweep best NAME --for ... --format value)
+    assert float(_best(tuned, "--for", "n_train=12000,lr=0.05", "--format", "value")) == rec["lambda_for"]
     lines = _best(tuned, "--for", "n_train=12000,lr=0.05").splitlines()
     assert lines[0].startswith(f"lambda {lam:.4g} (rule min) of study t, carried to n_train=12000, epochs=2")
     assert [line.split()[0] for line in lines[1:]] == list(REGISTRY)
