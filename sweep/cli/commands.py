@@ -171,7 +171,7 @@ def best(name: str, storage: str | None, fmt: str | None, rule: str | None, for_
     if for_run is not None:
         changes = parse_for(for_run)  # a bad key or value: one line, before the store is opened
         echo_transfer(best_record(name, storage=storage, rule=rule),
-                      best_for(name, changes, storage=storage, rule=rule), fmt or "lines")
+                      best_for(name, changes, storage=storage, rule=rule), fmt)
         return
     rec = best_record(name, storage=storage, rule=rule)
     if fmt in (None, "value"):

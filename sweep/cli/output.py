@@ -79,9 +79,9 @@ def tau_part(rec: Any) -> str:
     return f"; tau_epoch {rec.tau_epoch:.4g} epochs (n_train {rec.n_train})"
 
 
-def echo_transfer(rec: Any, moved: Any, fmt_: str) -> None:
-    """``sweep best --for``: the lambda for the other run under every transfer rule, as lines, JSON or env; ``value``
-    is the default rule's lambda alone, for ``$(sweep best NAME --for ... --format value)``."""
+def echo_transfer(rec: Any, moved: Any, fmt_: str | None) -> None:
+    """``sweep best --for``: the lambda for the other run under every transfer rule, as lines (``fmt_`` None), JSON or
+    env; ``value`` is the default rule's lambda alone, for ``$(sweep best NAME --for ... --format value)``."""
     if fmt_ == "value":
         click.echo(repr(moved.lambdas[moved.default]))
         return

@@ -2,8 +2,7 @@
 
 An accuracy study stores what it always has (``val_acc``, ``val_correct``: per-example bits, the binomial
 SE); these functions add, for a metric scored from the predicted class alone (``Metric.thresholded``), the number
-of classes the model predicts (``predicted_classes``,
-the flat-answer check), and for any other metric:
+of classes the model predicts (``predicted_classes``, the flat-answer check), and for any other metric:
 
 - ``metric``: its name; ``val_score``: the trial's value (the mean over its seeds' fits); ``val_se``;
 - a per-example metric: ``val_units``, one base64 float32 array per seed of the per-example values;

@@ -128,8 +128,9 @@ def measure(net: Net, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, k: int
     n = min(int(y.shape[0]), AUTO_STEPS * cfg.batch_size)
     xs, ys, tiny = x[:n], y[:n], cfg.model_copy(update={"epochs": 1})
     lams, seeds = [float(v) for v in torch.logspace(-5, -2, k)], [cfg.seed] * k
-    runs: tuple[Callable[[], object], ...] = (lambda: fit.fit(xs, ys, None, None, lam=lams[0], cfg=tiny, seed=cfg.seed, net=net),
-            lambda: fit_population(xs, ys, None, None, net=net, cfg=tiny, lams=lams, seeds=seeds))
+    runs: tuple[Callable[[], object], ...] = (
+        lambda: fit.fit(xs, ys, None, None, lam=lams[0], cfg=tiny, seed=cfg.seed, net=net),
+        lambda: fit_population(xs, ys, None, None, net=net, cfg=tiny, lams=lams, seeds=seeds))
     for run in runs:  # warm-up: first-call set-up (autograd, vmap, thread pool, CUDA kernels) outside the timings
         run()
     best = [math.inf, math.inf]

@@ -38,7 +38,8 @@ def test_a_wrong_worker_count_is_one_line(monkeypatch: pytest.MonkeyPatch) -> No
 def test_the_callers_worker_count_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # sweep run --workers N knows how many local workers share the device (tests/workers/test_run.py).
     cfg = config.validate(make_raw(search={"batch": "auto"}), source="t")
-    prep = SimpleNamespace(device=torch.device("cuda"), net=None, x_train=torch.zeros(100, 784), y_train=torch.zeros(100))
+    prep = SimpleNamespace(device=torch.device("cuda"), net=None, x_train=torch.zeros(100, 784),
+                           y_train=torch.zeros(100))
     monkeypatch.setattr(batches.trainers, "unsupported", lambda net, cfg: None)
     monkeypatch.setattr(batches.trainers, "auto_size", lambda device, net, cfg, *, x, y: 64)
     monkeypatch.setenv("SWEEP_WORKERS_PER_DEVICE", "2")
