@@ -23,6 +23,12 @@ applied before the step (docs/recipes.md).
 Members share each batch when they share a seed (a study's case), and the data then enter
 ``vmap`` unbatched: a layer's K matmuls see one input. Members stopped by the epoch callback
 (pruned) or with a NaN/inf loss (failed) leave the stacks.
+
+SimpleNet and the mlp (any recipe but the seed's, which ``population.py`` trains) skip ``vmap``:
+their stacked forward and backward are written out (``linear_stack``: gradients into buffers kept
+across steps, in the parameters' layout), and a wide CPU population of them trains in lanes, a
+part of the members per thread on one core each, as ``population.py``'s does. Both measured
+faster (docs/populations.md); the update is the same ``Stepper``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sweep.config import TrainConfig
-from sweep.training import losses, optimizers, rng
+from sweep.training import linear_stack, losses, optimizers, population, rng
 from sweep.training.fit import EVAL_CHUNK, decayed, loss_penalty, steps_per_epoch
 from sweep.training.models import Net
 from sweep.training.population import MemberResult, PopulationCallback, check_pairs, settle_epoch
@@ -49,7 +55,7 @@ class _Members:
     """Stacked parameters and optimiser state of the members still training, aligned by row."""
 
     def __init__(self, net: Net, lams: Sequence[float], seeds: Sequence[int], cfg: TrainConfig, device: torch.device,
-                 *, steps_per_epoch: int) -> None:
+                 *, steps_per_epoch: int, members: Sequence[int]) -> None:
         models = [net.build(s).to(device) for s in seeds]
         self.base = copy.deepcopy(models[0]).to("meta")
         params, buffers = stack_module_state(models)  # type: ignore[arg-type]
@@ -63,9 +69,10 @@ class _Members:
         self.stepper = optimizers.Stepper(list(self.params.values()), [n in self.decay for n in self.params], cfg,
                                           torch.tensor(list(lams), dtype=torch.float64, device=device),
                                           steps_per_epoch=steps_per_epoch)
-        self.members = list(range(len(lams)))
+        self.members = list(members)  # each row's index among the population's members
         self.shared_order = len(set(seeds)) == 1  # then one generator gives every member's (identical) order
         self.gens = [torch.Generator().manual_seed(s) for s in (seeds[:1] if self.shared_order else seeds)]
+        self.step: Step | None = None
 
     def __len__(self) -> int:
         return len(self.members)
@@ -139,35 +146,54 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
 
     The same contract as ``population.fit_population``: the callback sees each epoch's figures and
     returns the members to stop (pruned); a member whose training loss is NaN or infinite fails alone.
+    A wide CPU population of SimpleNet or the mlp trains in lanes, as the hand-written one does
+    (``population.cpu_lanes``): a part of the members per thread, one core each.
     """
     check_pairs(lams, seeds)
-    m = _Members(net, lams, seeds, cfg, x_fit.device, steps_per_epoch=steps_per_epoch(int(y_fit.shape[0]), cfg))
+    names = linear_stack.layer_names(net)
+    n_lanes = 1 if names is None else population.cpu_lanes(
+        [population.Member(float(lam), int(s)) for lam, s in zip(lams, seeds, strict=True)], x_fit.device)
+    spe = steps_per_epoch(int(y_fit.shape[0]), cfg)
+    lanes = []
+    for part in (list(range(i, len(lams), n_lanes)) for i in range(n_lanes)):
+        m = _Members(net, [lams[i] for i in part], [seeds[i] for i in part], cfg, x_fit.device, steps_per_epoch=spe,
+                     members=part)
+        m.step = _batch_step(m, cfg, y_fit, names)
+        lanes.append(m)
     results = [MemberResult(lam=float(lam), seed=int(s)) for lam, s in zip(lams, seeds, strict=True)]
-    step = _batch_step(m, cfg, y_fit)
     # members sharing a seed draw the masks each would draw alone
-    with rng.seeded(seeds[0], x_fit.device), _batchable_kernels():
+    with rng.seeded(seeds[0], x_fit.device), _batchable_kernels(), population.lane_pool(n_lanes) as pool:
         for epoch in range(1, cfg.epochs + 1):
-            if not len(m):
+            lanes = [m for m in lanes if len(m)]
+            if not lanes:
                 break
             start = time.perf_counter()
-            figures = _train_epoch(m, step, cfg, x_fit, y_fit, x_val, y_val)
-            share = (time.perf_counter() - start) / len(m)
-            training = settle_epoch(epoch, dict(zip(m.members, figures, strict=True)), seconds=share, results=results,
-                                    on_epoch=on_epoch)
-            rows = [row for row, member in enumerate(m.members) if member in training]
-            if len(rows) < len(m):
-                m.keep_rows(rows)
+            epochs = [pool.submit(_train_epoch, m, cfg, x_fit, y_fit, x_val, y_val) for m in lanes] if pool else None
+            figures = [f.result() for f in epochs] if epochs else [_train_epoch(lanes[0], cfg, x_fit, y_fit, x_val,
+                                                                                  y_val)]
+            share = (time.perf_counter() - start) / sum(len(m) for m in lanes)
+            seen = dict(sorted((i, f) for m, fs in zip(lanes, figures, strict=True)
+                               for i, f in zip(m.members, fs, strict=True)))
+            training = settle_epoch(epoch, seen, seconds=share, results=results, on_epoch=on_epoch)
+            for m in lanes:
+                rows = [row for row, member in enumerate(m.members) if member in training]
+                if len(rows) < len(m):
+                    m.keep_rows(rows)
     if return_models:
-        _attach_models(m, net, seeds, results)
+        for m in lanes:
+            _attach_models(m, net, seeds, results)
     return results
 
 
 Step = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], Any]
 
 
-def _batch_step(m: _Members, cfg: TrainConfig, y_fit: torch.Tensor) -> Step:
-    """Every member's gradient and batch figures: one ``vmap(grad(loss))`` over the stacked parameters.
-    Members sharing one data order see the batch unbatched (a layer's K matmuls read one input)."""
+def _batch_step(m: _Members, cfg: TrainConfig, y_fit: torch.Tensor, names: linear_stack.Names | None) -> Step:
+    """Every member's gradient and batch figures: one ``vmap(grad(loss))`` over the stacked parameters, or the
+    written-out stacked forward of SimpleNet and the mlp (``linear_stack``, faster). Members sharing one data
+    order see the batch unbatched (a layer's K matmuls read one input)."""
+    if names is not None:
+        return linear_stack.batch_step(names, m.decay, cfg, y_fit, shared=m.shared_order)
     loss = _loss_fn(m, cfg, y_fit)
     # Members sharing a seed: randomness="same" draws one mask per layer call from the seeded global generator,
     # exactly the draw each member makes alone (trainers.py splits a random network's members by seed).
@@ -175,7 +201,7 @@ def _batch_step(m: _Members, cfg: TrainConfig, y_fit: torch.Tensor) -> Step:
     return vmap(grad(loss, has_aux=True), in_dims=in_dims, randomness="same" if m.shared_order else "different")
 
 
-def _train_epoch(m: _Members, step: Step, cfg: TrainConfig, x_fit: torch.Tensor, y_fit: torch.Tensor,
+def _train_epoch(m: _Members, cfg: TrainConfig, x_fit: torch.Tensor, y_fit: torch.Tensor,
                  x_val: torch.Tensor | None, y_val: torch.Tensor | None) -> list[tuple[float, float, float, float]]:
     """One epoch of every member; each member's (train loss, train accuracy, val loss, val accuracy),
     read back once and divided in double, as ``fit.fit``'s float(sum) / n does (NaN without validation)."""
@@ -185,6 +211,8 @@ def _train_epoch(m: _Members, step: Step, cfg: TrainConfig, x_fit: torch.Tensor,
     total = torch.zeros(len(m), device=device)
     hits = torch.zeros(len(m), device=device, dtype=torch.long)
     m.base.train()
+    step = m.step
+    assert step is not None  # set by fit_population
     for s in range(0, n, cfg.batch_size):
         idx = order[..., s:s + cfg.batch_size]
         grads, (batch_loss, batch_hits) = step(m.params, m.buffers, m.lam, x_fit[idx], y_fit[idx])

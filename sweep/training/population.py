@@ -37,8 +37,9 @@ per part, one core each, every part keeping every group.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from math import isfinite, nan
 from typing import Literal
@@ -154,12 +155,8 @@ def train_population(sets: Sequence[FitSet], members: Sequence[Member], *, cfg: 
     lanes = cpu_lanes(members, device)
     cohorts = [Cohort(sets, part, build=build, lr=cfg.lr, decay_bias=cfg.decay_bias, device=device)
                for spec in by_size.values() for part in _split(spec, lanes) if part]
-    pool = ThreadPoolExecutor(lanes, initializer=torch.set_num_threads, initargs=(1,)) if lanes > 1 else None
-    try:
+    with lane_pool(lanes) as pool:
         results = _train(sets, members, cohorts, cfg, on_epoch, pool)
-    finally:
-        if pool is not None:
-            pool.shutdown()
     if return_models:
         for c in cohorts:
             for row, member in enumerate(c.members):
@@ -177,6 +174,19 @@ def cpu_lanes(members: Sequence[Member], device: torch.device) -> int:
     if device.type != "cpu" or CPU_LANE_MEMBERS < 1 or len({(m.fit_set, m.seed) for m in members}) == len(members):
         return 1
     return max(1, min(torch.get_num_threads(), len(members) // CPU_LANE_MEMBERS))
+
+
+@contextmanager
+def lane_pool(lanes: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A thread per lane (``cpu_lanes``), each running its operations on one core; None for one lane."""
+    if lanes < 2:
+        yield None
+        return
+    pool = ThreadPoolExecutor(lanes, initializer=torch.set_num_threads, initargs=(1,))
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
 
 
 def _split(spec: list[tuple[int, float, int, int]], lanes: int) -> list[list[tuple[int, float, int, int]]]:

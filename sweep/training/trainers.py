@@ -3,7 +3,8 @@
 - SimpleNet and ``model.arch = "mlp"`` with ``l2``, plain SGD and plain cross-entropy: ``population`` (stacked weights,
   hand-derived gradients, the first layer's gradient accumulated by one wide GEMM; 2-3x faster than
   the generic path, docs/models.md).
-- Any other network ``vmap`` can batch: ``functional`` (torch.func), buffers (BatchNorm) stacked per
+- Any other network ``vmap`` can batch: ``functional`` (torch.func; SimpleNet and the mlp with any other
+  recipe through its written-out stacked forward, ``linear_stack``), buffers (BatchNorm) stacked per
   member. A network that draws random numbers while training (dropout) trains one population per
   seed, so its members draw the masks they would draw alone (``randomness="same"``).
 - A network ``vmap`` cannot batch (recurrent layers, an operation without a batching rule):
