@@ -168,9 +168,11 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
             if not lanes:
                 break
             start = time.perf_counter()
-            epochs = [pool.submit(_train_epoch, m, cfg, x_fit, y_fit, x_val, y_val) for m in lanes] if pool else None
-            figures = [f.result() for f in epochs] if epochs else [_train_epoch(lanes[0], cfg, x_fit, y_fit, x_val,
-                                                                                  y_val)]
+            args = (cfg, x_fit, y_fit, x_val, y_val)
+            if pool is None:
+                figures = [_train_epoch(m, *args) for m in lanes]
+            else:  # each lane's epoch on its own thread
+                figures = [f.result() for f in [pool.submit(_train_epoch, m, *args) for m in lanes]]
             share = (time.perf_counter() - start) / sum(len(m) for m in lanes)
             seen = dict(sorted((i, f) for m, fs in zip(lanes, figures, strict=True)
                                for i, f in zip(m.members, fs, strict=True)))
