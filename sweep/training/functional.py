@@ -26,9 +26,9 @@ Members share each batch when they share a seed (a study's case), and the data t
 
 SimpleNet and the mlp (any recipe but the seed's, which ``population.py`` trains) skip ``vmap``:
 their stacked forward and backward are written out (``linear_stack``: gradients into buffers kept
-across steps, in the parameters' layout), and a wide CPU population of them trains in lanes, a
-part of the members per thread on one core each, as ``population.py``'s does. Both measured
-faster (docs/populations.md); the update is the same ``Stepper``.
+across steps, in the parameters' layout); the update is the same ``Stepper``. A wide CPU population
+of a network without dropout trains in lanes, a part of the members per thread on one core each,
+as ``population.py``'s does. Both measured faster (docs/populations.md, docs/models.md).
 """
 
 from __future__ import annotations
@@ -146,13 +146,11 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
 
     The same contract as ``population.fit_population``: the callback sees each epoch's figures and
     returns the members to stop (pruned); a member whose training loss is NaN or infinite fails alone.
-    A wide CPU population of SimpleNet or the mlp trains in lanes, as the hand-written one does
-    (``population.cpu_lanes``): a part of the members per thread, one core each.
+    A wide CPU population trains in lanes (``lane_count``): a part of the members per thread, one core each.
     """
     check_pairs(lams, seeds)
     names = linear_stack.layer_names(net)
-    n_lanes = 1 if names is None else population.cpu_lanes(
-        [population.Member(float(lam), int(s)) for lam, s in zip(lams, seeds, strict=True)], x_fit.device)
+    n_lanes = lane_count(net, lams, seeds, x_fit)
     spe = steps_per_epoch(int(y_fit.shape[0]), cfg)
     lanes = []
     for part in (list(range(i, len(lams), n_lanes)) for i in range(n_lanes)):
@@ -185,6 +183,18 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
         for m in lanes:
             _attach_models(m, net, seeds, results)
     return results
+
+
+def lane_count(net: Net, lams: Sequence[float], seeds: Sequence[int], x_fit: torch.Tensor) -> int:
+    """How many threads train these members (``population.cpu_lanes``: a wide CPU population whose members share
+    batches), for a network that draws no random numbers while training. Why: a lane per core measured faster
+    than one population over both cores, for the mlp and for LeNet-5 (docs/models.md); a network with dropout
+    trains as one population, since lanes would draw its masks from the one global generator in turn."""
+    members = [population.Member(float(lam), int(s)) for lam, s in zip(lams, seeds, strict=True)]
+    n = population.cpu_lanes(members, x_fit.device)
+    if n < 2 or linear_stack.layer_names(net) is not None:
+        return n
+    return 1 if rng.draws_random(net.build(seeds[0]).to(x_fit.device), x_fit[:2]) else n
 
 
 Step = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], Any]

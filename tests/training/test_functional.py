@@ -165,3 +165,41 @@ def test_an_adam_l2_cosine_clipped_study_trains_as_a_population_of_its_single_tr
         alone = fit(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val, lam=t.params["lambda"], cfg=cfg.train, seed=0,
                     net=prep.net)
         assert t.value is not None and abs(t.value - alone.final.val_acc) <= 1 / 1000
+
+
+def test_a_wide_population_without_dropout_trains_in_lanes_equal_to_one_population(split, monkeypatch) -> None:
+    """LeNet-5 and a BatchNorm network (each member's running statistics its own) train in two lanes, one core
+    each, and give one population's members; a network with dropout keeps one lane (its masks come from the one
+    global generator)."""
+    from torch import nn
+
+    from sweep.training import functional, population
+
+    x, y, xv, yv = split
+    bn = Net("factory", (), (784,), 10, "m:bn", lambda: nn.Sequential(nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                                                                       nn.Linear(32, 10)))
+    dropout = Net("factory", (), (784,), 10, "m:dropout", lambda: nn.Sequential(nn.Linear(784, 32), nn.Dropout(0.5),
+                                                                                  nn.Linear(32, 10)))
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, momentum=0.9, device="cpu")
+    lams, seeds = [1e-4, 1e-3, 1e-2, 1e-1], [3] * 4
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for net in (CNN, bn):
+            monkeypatch.setattr(population, "CPU_LANE_MEMBERS", 0)
+            assert functional.lane_count(net, lams, seeds, x) == 1
+            one = fit_population(x, y, xv, yv, lams=lams, seeds=seeds, cfg=cfg, net=net, return_models=True)
+            monkeypatch.setattr(population, "CPU_LANE_MEMBERS", 2)
+            assert functional.lane_count(net, lams, seeds, x) == 2
+            laned = fit_population(x, y, xv, yv, lams=lams, seeds=seeds, cfg=cfg, net=net, return_models=True)
+            assert torch.get_num_threads() == 2
+            for a, b in zip(one, laned, strict=True):
+                assert a.model is not None and b.model is not None
+                torch.testing.assert_close(weights(a.model), weights(b.model), rtol=1e-5, atol=1e-5)
+                for ba, bb in zip(a.model.buffers(), b.model.buffers(), strict=True):  # BatchNorm's statistics
+                    torch.testing.assert_close(ba, bb, rtol=1e-5, atol=1e-5)
+                assert [h.val_loss for h in a.history] == pytest.approx([h.val_loss for h in b.history], rel=1e-5)
+        assert functional.lane_count(dropout, lams, seeds, x) == 1
+        assert functional.lane_count(dropout, lams, [0, 1, 2, 3], x) == 1  # own seeds: one population, as ever
+    finally:
+        torch.set_num_threads(threads)
