@@ -130,11 +130,14 @@ def _penalty_params(model: torch.nn.Module, decay_bias: bool) -> tuple[list[torc
     return decay, undecayed
 
 
+LOSS_PENALTIES = ("l2-loss", "l1", "elastic-net")  # the train.penalty forms added to the loss, not to the step
+
+
 def loss_penalty(cfg: TrainConfig, lam: float | torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor | None:
     """The penalty the forms ``l2-loss``, ``l1`` and ``elastic-net`` add to the loss, on the decayed ``weights``
     (see the module docstring); None for the forms that act on the step instead (``l2``, ``l2-decoupled``).
     The single fit and the torch.func population both call it, so a member's loss is the single fit's."""
-    if cfg.penalty not in ("l2-loss", "l1", "elastic-net"):
+    if cfg.penalty not in LOSS_PENALTIES:
         return None
     sq = torch.stack([(w * w).sum() for w in weights]).sum()
     ab = torch.stack([w.abs().sum() for w in weights]).sum()

@@ -150,7 +150,7 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
     """
     check_pairs(lams, seeds)
     names = linear_stack.layer_names(net)
-    n_lanes = lane_count(net, lams, seeds, x_fit)
+    n_lanes = lane_count(net, names, lams, seeds, x_fit)
     spe = steps_per_epoch(int(y_fit.shape[0]), cfg)
     lanes = []
     for part in (list(range(i, len(lams), n_lanes)) for i in range(n_lanes)):
@@ -185,14 +185,15 @@ def fit_population(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor
     return results
 
 
-def lane_count(net: Net, lams: Sequence[float], seeds: Sequence[int], x_fit: torch.Tensor) -> int:
+def lane_count(net: Net, names: linear_stack.Names | None, lams: Sequence[float], seeds: Sequence[int],
+               x_fit: torch.Tensor) -> int:
     """How many threads train these members (``population.cpu_lanes``: a wide CPU population whose members share
     batches), for a network that draws no random numbers while training. Why: a lane per core measured faster
     than one population over both cores, for the mlp and for LeNet-5 (docs/models.md); a network with dropout
     trains as one population, since lanes would draw its masks from the one global generator in turn."""
     members = [population.Member(float(lam), int(s)) for lam, s in zip(lams, seeds, strict=True)]
     n = population.cpu_lanes(members, x_fit.device)
-    if n < 2 or linear_stack.layer_names(net) is not None:
+    if n < 2 or names is not None:  # SimpleNet and the mlp (``names``) draw no random numbers
         return n
     return 1 if rng.draws_random(net.build(seeds[0]).to(x_fit.device), x_fit[:2]) else n
 

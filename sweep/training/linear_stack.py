@@ -23,7 +23,7 @@ from torch.func import vmap
 
 from sweep.config import TrainConfig
 from sweep.training import losses
-from sweep.training.fit import loss_penalty
+from sweep.training.fit import LOSS_PENALTIES, loss_penalty
 from sweep.training.models import Net
 from sweep.training.stacks import linears
 
@@ -54,16 +54,12 @@ def _inputs(x: torch.Tensor, k: int, *, shared: bool) -> torch.Tensor:
     return x.reshape(k, int(x.shape[1]), -1)
 
 
-def rest(params: dict[str, torch.Tensor], names: Names, h: torch.Tensor) -> torch.Tensor:
-    """The outputs (K, B, out) from the first pre-activation ``h``: ReLU, then each later layer as one bmm."""
+def forward(params: dict[str, torch.Tensor], names: Names, x: torch.Tensor, *, shared: bool) -> torch.Tensor:
+    """Every member's outputs (K, B, out): ``first_layer``, then ReLU and one bmm per later layer (as ``batch_step``)."""
+    h = first_layer(params, names, x, shared=shared)
     for wn, bn in names[1:]:
         h = torch.baddbmm(params[bn].unsqueeze(1), h.relu(), params[wn].transpose(1, 2))
     return h
-
-
-def forward(params: dict[str, torch.Tensor], names: Names, x: torch.Tensor, *, shared: bool) -> torch.Tensor:
-    """Every member's outputs (K, B, out) (``first_layer`` for ``x``)."""
-    return rest(params, names, first_layer(params, names, x, shared=shared))
 
 
 Step = Callable[..., tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]
@@ -79,7 +75,7 @@ def batch_step(names: Names, decay: set[str], cfg: TrainConfig, y_fit: torch.Ten
     each step (a 50 MB first-layer gradient at K = 32 cost more in page faults than its matmul)."""
     per_member = vmap(losses.make_loss(cfg, y_fit), in_dims=(0, None if shared else 0))
     decayed = [n for pair in names for n in pair if n in decay]
-    penalty = vmap(lambda lam, *ws: loss_penalty(cfg, lam, ws)) if cfg.penalty in ("l2-loss", "l1", "elastic-net") \
+    penalty = vmap(lambda lam, *ws: loss_penalty(cfg, lam, ws)) if cfg.penalty in LOSS_PENALTIES \
         else None
     kept: dict[str, torch.Tensor] = {}  # each weight's gradient buffer, new only when K changes
 

@@ -187,10 +187,10 @@ def test_a_wide_population_without_dropout_trains_in_lanes_equal_to_one_populati
     try:
         for net in (CNN, bn):
             monkeypatch.setattr(population, "CPU_LANE_MEMBERS", 0)
-            assert functional.lane_count(net, lams, seeds, x) == 1
+            assert functional.lane_count(net, None, lams, seeds, x) == 1
             one = fit_population(x, y, xv, yv, lams=lams, seeds=seeds, cfg=cfg, net=net, return_models=True)
             monkeypatch.setattr(population, "CPU_LANE_MEMBERS", 2)
-            assert functional.lane_count(net, lams, seeds, x) == 2
+            assert functional.lane_count(net, None, lams, seeds, x) == 2
             laned = fit_population(x, y, xv, yv, lams=lams, seeds=seeds, cfg=cfg, net=net, return_models=True)
             assert torch.get_num_threads() == 2
             for a, b in zip(one, laned, strict=True):
@@ -199,7 +199,7 @@ def test_a_wide_population_without_dropout_trains_in_lanes_equal_to_one_populati
                 for ba, bb in zip(a.model.buffers(), b.model.buffers(), strict=True):  # BatchNorm's statistics
                     torch.testing.assert_close(ba, bb, rtol=1e-5, atol=1e-5)
                 assert [h.val_loss for h in a.history] == pytest.approx([h.val_loss for h in b.history], rel=1e-5)
-        assert functional.lane_count(dropout, lams, seeds, x) == 1
-        assert functional.lane_count(dropout, lams, [0, 1, 2, 3], x) == 1  # own seeds: one population, as ever
+        assert functional.lane_count(dropout, None, lams, seeds, x) == 1
+        assert functional.lane_count(dropout, None, lams, [0, 1, 2, 3], x) == 1  # own seeds: one population, as ever
     finally:
         torch.set_num_threads(threads)
