@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -22,6 +22,9 @@ class DataConfig(_Section):
     split_seed: Seed = 0
     # A callable returning (x_train, y_train, x_test, y_test) instead of a named dataset (docs/models.md).
     factory: str | None = None
+    # A factory's torch Datasets: "auto" loads them into memory unless they are over the memory budget or
+    # augment (a random transform), which are read batch by batch; "always" / "never" force it (docs/models.md).
+    stream: Literal["auto", "always", "never"] = "auto"
 
     _factory = field_validator("factory")(_check_factory)
 

@@ -49,6 +49,7 @@ from sweep.storages.writes import report_many, set_user_attrs
 from sweep.training import trainers
 from sweep.training.fit import EpochStats
 from sweep.training.population import FitSet, Member, PopulationEpoch
+from sweep.training.stream import rows
 
 PRUNER_READ_SECONDS = 5.0  # how stale another worker's completed trials may be when a batch prunes
 REPORT_WRITE_SECONDS = 2.0  # how late the store (the dashboard, other workers) may see a running trial's reports
@@ -94,7 +95,7 @@ def start_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
 def layout(cfg: StudyConfig, prep: Prepared) -> Layout:
     scheme = scheme_of(cfg)
     if scheme == "cv":
-        sets = [FitSet(prep.x_train, prep.y_train, prep.x_train[v], prep.y_train[v], rows=f)
+        sets = [FitSet(prep.x_train, prep.y_train, rows(prep.x_train, v), prep.y_train[v], rows=f)
                 for f, v in fold_pairs(cfg, prep)]
         return Layout(sets, seeds(cfg), fold_waves(cfg), scheme)
     return Layout([FitSet(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)], seeds(cfg), [[0]], scheme)

@@ -25,6 +25,7 @@ from sweep.objectives.prepared import Prepared, fold_indices, seeds, suggest_lam
 from sweep.objectives.scoring import fit_score, metric_of, trial_value
 from sweep.storages.writes import set_user_attrs
 from sweep.training.fit import EpochStats
+from sweep.training.stream import rows
 
 
 def cv_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
         start = time.perf_counter()
         for fold, (fit_i, val_i) in enumerate(pairs):
             # Sliced per fold, not kept for all folds: keeping all k would cost k times the training set in device memory.
-            split = (prep.x_train[fit_i], prep.y_train[fit_i], prep.x_train[val_i], prep.y_train[val_i])
+            split = (rows(prep.x_train, fit_i), prep.y_train[fit_i], rows(prep.x_train, val_i), prep.y_train[val_i])
             for seed in train_seeds:
                 result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, net=prep.net)
                 runs.append(result.history)

@@ -19,7 +19,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from sweep.config import PARAM, SearchConfig, StudyConfig
 from sweep.errors import ConfigError, DataError, TooLargeError
-from sweep.training import data, factories, losses, models, population, trainers
+from sweep.training import data, factories, losses, models, population, stream, trainers
 from sweep.training.fit import resolve_device
 from sweep.training.model import CLASSES
 
@@ -90,13 +90,14 @@ def prepare(cfg: StudyConfig) -> Prepared:
         x_train, y_train = data.to_device(ds.train, device)
         x_test, y_test = data.to_device(ds.test, device)
     else:
-        arrays = factories.load_data(cfg.data.factory, losses.loss_of(cfg.train).target)
+        arrays = factories.load_data(cfg.data.factory, losses.loss_of(cfg.train).target, cfg.data.stream,
+                                     device_memory(device) // 2)
         labels, classes = arrays.y_train, arrays.classes
         x_train, y_train, x_test, y_test = (t.to(device) for t in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test))
     if cfg.data.subset is not None:  # tune on part of the training set; the test set stays whole
         keep = data.subset_indices(labels, cfg.data.subset, cfg.data.split_seed,
                                    stratify=losses.loss_of(cfg.train).classifies)
-        labels, x_train, y_train = labels[keep], x_train[keep.to(device)], y_train[keep.to(device)]
+        labels, x_train, y_train = labels[keep], stream.rows(x_train, keep), y_train[keep.to(device)]
     fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed,
                                           stratify=losses.loss_of(cfg.train).classifies)
     check_memory(cfg, device, n_fit=len(fit_idx), in_features=int(x_train[0].numel()), classes=classes)
@@ -113,7 +114,7 @@ def prepare(cfg: StudyConfig) -> Prepared:
     if cfg.search.batch != 1 and not trainers.uses_mlp_fast_path(net, cfg.train):
         trainers.check(net, x_train[:4], y_train[:4], cfg.train)  # can vmap batch it? (one line if not)
     fit_i, val_i = fit_idx.to(device), val_idx.to(device)
-    return Prepared(device, x_train[fit_i], y_train[fit_i], x_train[val_i], y_train[val_i],
+    return Prepared(device, stream.rows(x_train, fit_i), y_train[fit_i], stream.rows(x_train, val_i), y_train[val_i],
                     x_train, y_train, x_test, y_test, net)
 
 

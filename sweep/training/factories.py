@@ -8,9 +8,8 @@ module's source (``fingerprints``); a process whose factory source differs is
 refused (``check_fingerprints``), as a changed study file is.
 
 A data factory returns four arrays, or a (train, test) pair of map-style torch Datasets (or
-DataLoaders over them) whose items are (x, y): they are read once into tensors (``_materialise``),
-so the data must fit in memory; streaming them is not done (one that would not fit is refused from its
-first item, ``_check_fits``).
+DataLoaders over them) whose items are (x, y): read once into tensors, or streamed batch by batch
+when they do not fit in memory or augment (``stream``).
 """
 
 from __future__ import annotations
@@ -19,18 +18,17 @@ import functools
 import hashlib
 import importlib
 import inspect
-import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from sweep.config import StudyConfig
-from sweep.errors import FactoryChangedError, FactoryImportError, FactoryTypeError, InvalidDataError, TooLargeError, first_line
+from sweep.errors import FactoryChangedError, FactoryImportError, FactoryTypeError, InvalidDataError, first_line
+from sweep.training import stream
 
 PATH_HINT = "install its package or add its folder to PYTHONPATH, on every machine that runs 'sweep run' or 'sweep worker'"
 
@@ -96,88 +94,35 @@ class Arrays:
     classes: int  # largest training label + 1; for real-valued targets (N, d), the network's d outputs
 
 
-def _tensor(value: Any, name: str, source: str) -> torch.Tensor:
-    try:
-        t = torch.as_tensor(np.asarray(value)) if not isinstance(value, torch.Tensor) else value.detach().cpu()
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise InvalidDataError(f"{source}: {name} is not an array ({first_line(err)}); return tensors or NumPy arrays") from None
-    if t.is_complex() or t.dtype == torch.bool:
-        raise InvalidDataError(f"{source}: {name} has dtype {t.dtype}; return real numbers")
-    return t
+def _from_datasets(got: Any, source: str, policy: stream.Policy, budget: int) -> Any:
+    """A (train, test) pair of map-style Datasets or DataLoaders as four: tensors or ``stream.Streamed`` examples
+    and label tensors (``stream.load_pair``); anything else as it came."""
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(d, (Dataset, DataLoader)) for d in got)):
+        return got
+    return stream.load_pair((got[0], got[1]), source, policy=policy, budget=budget)
 
 
 def _examples(x: torch.Tensor) -> torch.Tensor:
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)  # as torchvision's ToTensor: images in [0, 1]
-    return x.float()
-
-
-def _from_datasets(got: Any, source: str) -> Any:
-    """A (train, test) pair of map-style Datasets or DataLoaders as four tensors; anything else as it came.
-    A DataLoader's own batching and shuffling are ignored: lambda-sweep owns the splits and the order."""
-    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(d, (Dataset, DataLoader)) for d in got)):
-        return got
-    x_tr, y_tr = _materialise(got[0], "train", source)
-    x_te, y_te = _materialise(got[1], "test", source)
-    return x_tr, y_tr, x_te, y_te
-
-
-def _materialise(ds: Dataset | DataLoader, name: str, source: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every item (x, y) of a map-style dataset, stacked once into (examples, labels) tensors."""
-    if isinstance(ds, DataLoader):
-        ds = ds.dataset
-    if isinstance(ds, IterableDataset) or not hasattr(ds, "__len__"):
-        raise InvalidDataError(f"{source}: the {name} dataset is a {type(ds).__name__} without a length; return a "
-                               "map-style Dataset (__len__ and __getitem__) whose items are (x, y)")
-    xs: list[torch.Tensor] = []
-    ys: list[torch.Tensor] = []
-    for i in range(len(ds)):
-        item = ds[i]
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise InvalidDataError(f"{source}: item {i} of the {name} dataset is a {type(item).__name__}, expected an "
-                                   "(x, y) pair; make __getitem__ return (example, integer label)")
-        x, y = _tensor(item[0], f"{name} example {i}", source), _tensor(item[1], f"{name} label {i}", source)
-        if not xs:
-            _check_fits(len(ds), x, name, source)
-        if xs and x.shape != xs[0].shape:
-            raise InvalidDataError(f"{source}: {name} example {i} has shape {tuple(x.shape)} but example 0 "
-                                   f"{tuple(xs[0].shape)}; return examples of one shape")
-        if y.numel() != 1:
-            raise InvalidDataError(f"{source}: {name} label {i} has shape {tuple(y.shape)}; return one integer label per example")
-        xs.append(x)
-        ys.append(y.reshape(()))
-    if not xs:
-        raise InvalidDataError(f"{source}: the {name} dataset is empty; return at least one example")
-    return torch.stack(xs), torch.stack(ys)
-
-
-def _check_fits(n: int, first: torch.Tensor, name: str, source: str) -> None:
-    """Refuse, from its first item, a dataset whose examples would not fit in memory once read: the data is loaded,
-    not streamed, and the items and their stack are held at once (float32 at least: the dtype training reads)."""
-    need = 2 * n * first.numel() * max(first.element_size(), 4)
-    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if need > have:
-        gib = 2**30
-        raise TooLargeError(f"{source}: the {name} dataset's {n:,} examples of shape {tuple(first.shape)} need about "
-                            f"{need / gib:.1f} GiB to load, more than this machine's {have / gib:.1f} GiB of memory; "
-                            "data is loaded into memory, not streamed: return a subset or smaller examples")
+    return x if stream.is_streamed(x) else stream.as_examples(x)
 
 
 @functools.lru_cache(maxsize=2)
-def load_data(path: str, target: str = "classes") -> Arrays:
+def load_data(path: str, target: str = "classes", policy: stream.Policy = "auto", budget: int = 2**62) -> Arrays:
     """Call the data factory ``path`` (once per process) and check its arrays; every problem is one line.
-    ``target``: what ``train.loss`` needs (``sweep.training.losses``): class labels, or real values (N,) or (N, d)."""
+    ``target``: what ``train.loss`` needs (``sweep.training.losses``): class labels, or real values (N,) or (N, d).
+    ``policy`` and ``budget`` (bytes): whether a factory's Datasets are loaded or streamed (``stream``)."""
     source = f"data.factory = {path!r}"
     fn = resolve(path, key="data.factory")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a factory that draws random numbers gives the same data in every process
         got = fn()
-    got = _from_datasets(got, source)
+    got = _from_datasets(got, source, policy, budget)
     if not isinstance(got, (tuple, list)) or len(got) != 4:
         raise FactoryTypeError(f"{source} returned a {type(got).__name__}, expected (x_train, y_train, x_test, y_test) "
                                "or (train, test) torch Datasets or DataLoaders")
     names = ("x_train", "y_train", "x_test", "y_test")
-    x_tr, y_tr, x_te, y_te = (_tensor(v, n, source) for v, n in zip(got, names, strict=True))
+    x_tr, y_tr, x_te, y_te = (v if stream.is_streamed(v) else stream.as_tensor(v, n, source)
+                              for v, n in zip(got, names, strict=True))
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise InvalidDataError(f"{source}: training examples have shape {tuple(x_tr.shape[1:])} but test examples "
                                f"{tuple(x_te.shape[1:])}; return examples of one shape")

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from sweep.errors import ConfigError, TrainingDivergedError
+from sweep.training import stream
 from sweep.training.fit import decayed
 
 BIAS_PRECISION = 1e-2  # fixed prior precision of parameters that are not decayed (decay_bias = false)
@@ -62,8 +63,7 @@ def prior_precision(model: nn.Module, *, lam: float, n: int, decay_bias: bool) -
 
 
 def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH, *, seed: int | None = None) -> DataLoader:
-    gen = None if seed is None else torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=seed is not None, generator=gen)
+    return stream.loader(x, y, batch_size, seed=seed)
 
 
 def fit_laplace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, structure: str = HESSIAN):  # noqa: ANN201

@@ -31,7 +31,7 @@ import torch
 
 from sweep.config import TrainConfig
 from sweep.errors import first_line
-from sweep.training import fit, functional, losses, population, rng, sequential
+from sweep.training import fit, functional, losses, population, rng, sequential, stream
 from sweep.training.models import Net
 
 log = logging.getLogger("sweep")
@@ -171,7 +171,7 @@ def train_population(sets: Sequence[population.FitSet], members: Sequence[popula
     """Members on several fit sets (CV folds, seeds): the hand-written MLP trainer batches them all at once;
     the others train one population per fit set in turn (and per seed, for a random network), member indices
     staying those of ``members``."""
-    if uses_mlp_fast_path(net, cfg):
+    if uses_mlp_fast_path(net, cfg) and not stream.is_streamed(sets[0].x):  # its batches index a tensor
         return population.train_population(sets, members, cfg=cfg, net=net, on_epoch=on_epoch,
                                            return_models=return_models)
     first = sets[0]
@@ -183,7 +183,7 @@ def train_population(sets: Sequence[population.FitSet], members: Sequence[popula
         groups.setdefault((m.fit_set, m.seed if traits.random else None), []).append(i)
     for (k, _), index in sorted(groups.items(), key=lambda g: (g[0][0], -1 if g[0][1] is None else g[0][1])):
         s = sets[k]
-        x_fit, y_fit = (s.x, s.y) if s.rows is None else (s.x[s.rows], s.y[s.rows])
+        x_fit, y_fit = (s.x, s.y) if s.rows is None else (stream.rows(s.x, s.rows), s.y[s.rows])
 
         def local(ep: population.PopulationEpoch, index: list[int] = index) -> list[int]:
             # The callback speaks in the indices of ``members``; this population in its own.

@@ -173,7 +173,7 @@ def test_datasets_and_loaders_are_read_once_into_the_same_tensors(tmp_path: Path
 
 
 class Endless(torch.utils.data.Dataset):
-    """A dataset far larger than any machine's memory; only its first items can be read."""
+    """A dataset far larger than any machine's memory; only its first item can be read."""
 
     def __len__(self) -> int:
         return 10**12
@@ -184,13 +184,16 @@ class Endless(torch.utils.data.Dataset):
         return torch.zeros(1, 28, 28), 0
 
 
-def test_a_dataset_too_large_for_memory_is_refused_from_its_first_item(monkeypatch: pytest.MonkeyPatch) -> None:
-    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
-    with pytest.raises(TooLargeError, match=rf"^data.factory = 'f:load': the train dataset's 1,000,000,000,000 examples of "
-                                            rf"shape \(1, 28, 28\) need about 5841255.2 GiB to load, more than this "
-                                            rf"machine's {have:.1f} GiB of memory; data is loaded into memory, not "
-                                            r"streamed: return a subset or smaller examples$"):
-        factories._materialise(Endless(), "train", "data.factory = 'f:load'")
+def test_a_dataset_over_the_budget_is_refused_from_its_first_item_when_streaming_is_off(tmp_path: Path) -> None:
+    """data.stream = 'never' loads the data: over the budget it is one line, before any item past the first is read
+    (with 'auto' such data is read batch by batch: tests/training/test_stream.py)."""
+    from sweep.training import stream
+
+    with pytest.raises(TooLargeError, match=r"^data.factory = 'f:load': the datasets need about 11682510.4 GiB loaded, "
+                                            r"more than the memory budget of 11.5 GiB \(half the device's memory\), and "
+                                            r"data.stream = 'never'; set data.stream = 'auto' to read them batch by "
+                                            r"batch, or return a subset$"):
+        stream.load_pair((Endless(), Endless()), "data.factory = 'f:load'", policy="never", budget=int(11.5 * 2**30))
 
 
 def run(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
