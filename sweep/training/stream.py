@@ -7,8 +7,9 @@ memory budget and draw no random numbers: the fast path every trainer reads), or
 with a ``Streamed`` standing for them:
 
 - ``data.stream = "auto"`` (the default) streams a Dataset whose examples need more than the budget
-  (half the device's memory), and one whose transform draws random numbers (augmentation: item 0 read
-  twice under two seeds differs), so that each epoch reads fresh augmentations;
+  (half the device's memory), and one whose transform draws random numbers (augmentation: reading its
+  first items draws from a global generator, or gives other examples under another seed), so that each
+  epoch reads fresh augmentations;
 - ``"always"`` streams every Dataset; ``"never"`` loads every one (an augmentation is then drawn once).
 
 A ``Streamed`` is indexed as the trainers index a tensor: ``x[idx]`` reads that batch's items (then, not
@@ -64,15 +65,28 @@ def _seed_of(indices: np.ndarray) -> int:
     return int.from_bytes(hashlib.blake2b(indices.astype(np.int64).tobytes(), digest_size=8).digest(), "little")
 
 
-def _read(ds: Dataset, indices: np.ndarray, seed: int, source: str, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Items ``indices`` of ``ds`` as (example, label) tensors, the global generators seeded with ``seed`` meanwhile."""
+def _states() -> tuple[Any, ...]:
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def _same_states(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return torch.equal(a[0], b[0]) and all(np.array_equal(u, v) for u, v in zip(a[1], b[1], strict=True)) and a[2] == b[2]
+
+
+def _read(ds: Dataset, indices: np.ndarray, seed: int, source: str, name: str,
+          drew: list[bool] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Items ``indices`` of ``ds`` as (example, label) tensors, the global generators seeded with ``seed`` meanwhile;
+    ``drew`` (when given) gains whether the reads drew from any of them."""
     with _READS:
-        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        saved = _states()
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
         try:
+            seeded = _states() if drew is not None else None
             items = [ds[int(i)] for i in indices]
+            if seeded is not None and drew is not None:
+                drew.append(not _same_states(seeded, _states()))
         finally:
             torch.set_rng_state(saved[0])
             np.random.set_state(saved[1])
@@ -166,9 +180,12 @@ def _map_style(ds: Dataset | DataLoader, name: str, source: str) -> Any:
 
 
 def _draws_random(ds: Dataset, source: str, name: str) -> bool:
-    """Whether item 0 differs when read under two seeds: a transform that draws random numbers (augmentation)."""
-    one, two = (_read(ds, np.array([0]), seed, source, name)[0][0] for seed in (1, 2))
-    return one.shape != two.shape or not torch.equal(one, two)
+    """Whether reading the first items draws from a global generator (a flip that happened not to flip counts), or
+    gives other examples under another seed (a generator of the Dataset's own): a random transform, augmentation."""
+    first = np.arange(min(len(ds), 8))  # type: ignore[arg-type]  # map-style: it has a length
+    drew: list[bool] = []
+    one, two = ([x for x, _ in _read(ds, first, seed, source, name, drew)] for seed in (1, 2))
+    return any(drew) or any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(one, two, strict=True))
 
 
 def read(ds: Dataset | DataLoader, name: str, source: str, *, keep: bool) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -85,6 +85,30 @@ def test_reads_from_several_threads_give_what_one_thread_reads() -> None:
     assert all(g is not None and torch.equal(g, a) for g, a in zip(got, alone, strict=True))
 
 
+class RarelyFlips(Dataset):
+    """Draws from torch's generator on every read but (almost) never changes the example: still random."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        flip = bool(torch.rand(()) < 1e-9)
+        return (X[i].flip(-1) if flip else X[i]), int(Y[i])
+
+
+class OwnGenerator(Dataset):
+    """Noise from a generator of its own, which no seed reaches: the examples differ between reads."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng()
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return X[i].float() + float(self.rng.random()), int(Y[i])
+
+
 class Ragged(Dataset):
     def __len__(self) -> int:
         return 40
@@ -103,6 +127,8 @@ def test_an_example_whose_shape_changes_between_reads_is_one_line() -> None:
 @pytest.mark.parametrize(("policy", "train", "budget", "streams"), [
     ("auto", TensorDataset(X, Y), 2**40, False),  # fits and draws nothing: loaded once
     ("auto", Noisy(), 2**40, True),  # augments: read batch by batch
+    ("auto", RarelyFlips(), 2**40, True),  # draws from a global generator, even if the examples came out the same
+    ("auto", OwnGenerator(), 2**40, True),  # its examples differ between two reads
     ("auto", TensorDataset(X, Y), 100, True),  # over the budget
     ("always", TensorDataset(X, Y), 2**40, True),
     ("never", Noisy(), 2**40, False),  # the augmentation drawn once
@@ -115,6 +141,8 @@ def test_load_pair_loads_or_streams_as_data_stream_says(policy: stream.Policy, t
     assert tuple(x_tr.shape) == (40, 1, 2, 3)
     if not streams:
         assert isinstance(x_tr, torch.Tensor)
+    if isinstance(train, OwnGenerator):
+        return  # no seed reaches its generator: not reproducible, whatever reads it
     again = stream.load_pair((train, TensorDataset(X[:10], Y[:10])), SOURCE, policy=policy, budget=budget)[0]
     idx = torch.tensor([0, 9, 33])
     assert torch.equal(x_tr[idx], again[idx])  # loaded or streamed, reading twice gives the same examples
