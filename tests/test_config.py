@@ -177,3 +177,16 @@ def test_data_subset_is_a_fraction_or_a_whole_count_and_absent_in_older_configs(
         with pytest.raises(ConfigError, match=re.escape(words)) as info:
             config.validate({"name": "x", "data": {"subset": bad}}, source="t")
         assert "\n" not in str(info.value)
+
+
+def test_data_stream_is_a_factorys_and_absent_in_older_configs() -> None:
+    assert config.validate({"name": "x"}, source="t").data.stream == "auto"  # a stored config without it reads as before
+    got = config.validate({"name": "x", "data": {"factory": "a.b:c", "stream": "always"}}, source="t")
+    assert got.data.stream == "always"
+    with pytest.raises(ConfigError) as info:
+        config.validate({"name": "x", "data": {"stream": "never"}}, source="t")
+    assert str(info.value) == ("t: data: data.stream = 'never' applies to a data.factory's torch Datasets; the named "
+                               "datasets are always loaded: remove data.stream, or set data.factory; see the README's "
+                               "study file reference")
+    with pytest.raises(ConfigError, match=r"data.stream: Input should be 'auto', 'always' or 'never' \(given: 'yes'\)"):
+        config.validate({"name": "x", "data": {"factory": "a.b:c", "stream": "yes"}}, source="t")

@@ -40,6 +40,9 @@ class DataConfig(_Section):
         # Compared with the defaults, not with the keys given: a stored config (JSON) gives every key.
         if self.factory is not None and (self.dataset != "mnist-sample" or self.data_dir is not None):
             raise ValueError("set either data.factory or data.dataset/data_dir, not both")
+        if self.factory is None and self.stream != "auto":
+            raise ValueError(f"data.stream = {self.stream!r} applies to a data.factory's torch Datasets; the named "
+                             "datasets are always loaded: remove data.stream, or set data.factory")
         return self
 
 
