@@ -239,7 +239,8 @@ def load_pair(got: tuple[Any, Any], source: str, *, policy: Policy, budget: int)
     """A factory's (train, test) Datasets as (x_train, y_train, x_test, y_test): tensors, or ``Streamed`` examples."""
     need = sum(need_bytes(ds, name, source) for ds, name in zip(got, ("train", "test"), strict=True))
     train, test = (_map_style(ds, name, source) for ds, name in zip(got, ("train", "test"), strict=True))
-    random_items = _draws_random(train, source, "train")
+    # read items past the first only where it decides: "auto" within the budget (over it, or "never", it does not)
+    random_items = policy == "auto" and need <= budget and _draws_random(train, source, "train")
     streamed = choose(policy, random_items=random_items, need=need, budget=budget, source=source)
     log.info(f"{source}: {len(train):,} training and {len(test):,} test items, "
              + (f"read batch by batch ({_why(policy, random_items, need, budget)})" if streamed else "loaded into memory once"))

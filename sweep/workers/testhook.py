@@ -22,9 +22,10 @@ def pause_at(point: str) -> None:
         return
     os.environ.pop("SWEEP_TEST_PAUSE_AT")  # once: the test kills this process at the first one
     marker = os.environ["SWEEP_TEST_PAUSE_FILE"]
-    with open(marker + ".tmp", "w", encoding="utf-8") as f:
+    part = f"{marker}.{os.getpid()}.tmp"  # a file of its own: the tasks of one array share the marker
+    with open(part, "w", encoding="utf-8") as f:
         f.write(str(os.getpid()))
-    os.replace(marker + ".tmp", marker)  # the test sees the whole PID or nothing
+    os.replace(part, marker)  # the test sees the whole PID or nothing
     release = os.environ.get("SWEEP_TEST_RELEASE_FILE")
     if release is None:
         threading.Event().wait()  # until SIGKILL

@@ -274,10 +274,16 @@ def worker_pid(jobid: str) -> int:
 
 
 def test_a_task_killed_with_sigkill_has_its_trial_retried_by_another(array, pg: str, tmp_path: Path) -> None:
-    job = array("slurm-kill", tasks=3, n_trials=6)
-    wait_for("every task mid-trial", mid_trial(pg, "slurm-kill", 3), tmp_path=tmp_path)
+    # Each worker holds after its first epoch's report until the test releases it (sweep.workers.testhook): short
+    # trials on a quiet machine could otherwise end before all three were seen training at once.
+    release = tmp_path / "release"
+    job = array("slurm-kill", tasks=3, n_trials=6, extra={
+        "SWEEP_TEST_PAUSE_AT": "mid_epoch", "SWEEP_TEST_PAUSE_FILE": str(tmp_path / "paused"),
+        "SWEEP_TEST_RELEASE_FILE": str(release)})
+    wait_for("every task held mid-trial", mid_trial(pg, "slurm-kill", 3), tmp_path=tmp_path)
     victim = tasks_of(job)[1]["JobId"]
     os.kill(worker_pid(victim), signal.SIGKILL)  # as the OOM killer, or Slurm after KillWait
+    release.touch()
     ts = wait_for("the array to end", all_done(job, 3), tmp_path=tmp_path)
     assert ts[1]["JobState"] == "FAILED", ts  # the killed task is not requeued: the others carry on
     assert ts[2]["JobState"] == ts[3]["JobState"] == "COMPLETED", ts
