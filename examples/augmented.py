@@ -1,12 +1,13 @@
 """Digits with random augmentation in the Dataset, as torchvision users write it (docs/models.md, "Datasets").
 
-``mnist_augmented`` returns (train, test) torch Datasets of the shipped sample; the training Dataset shifts
-and rotates each digit a little at random (``torchvision.transforms.v2.RandomAffine``), the test Dataset
-does not. lambda-sweep finds that the training Dataset draws random numbers and reads it batch by batch
-(``data.stream = "auto"``), each epoch's batches with fresh augmentations seeded by the trial's seed and the
-epoch: a study run twice gives the same figures, and every lambda sees the same augmented batches.
-Validation examples are split from the training Dataset, so they pass through its transform too (the same
-draws every epoch). Run from the repository root::
+``mnist_augmented`` returns (train, train_eval, test) torch Datasets of the shipped sample: the training
+Dataset shifts and rotates each digit a little at random (``torchvision.transforms.v2.RandomAffine``);
+``train_eval`` is the same digits without it, which validation reads; the test Dataset is plain too.
+lambda-sweep finds that the training Dataset draws random numbers and reads it batch by batch
+(``data.stream = "auto"``), each epoch's batches with fresh augmentations seeded by the trial's seed and
+the epoch: a study run twice gives the same figures, and every lambda sees the same augmented batches.
+Without ``train_eval`` (a (train, test) pair) the validation examples would be read through the training
+Dataset's transform. Run from the repository root::
 
     PYTHONPATH=. sweep run studies/examples-augmented.toml
 """
@@ -40,12 +41,12 @@ def _shift_and_turn() -> torch.nn.Module:
     return v2.RandomAffine(degrees=10, translate=(0.1, 0.1))
 
 
-def mnist_augmented(n_train: int | None = None, n_test: int | None = None) -> tuple[Dataset, Dataset]:
-    """The sample as (train, test) Datasets; the training one augmented (module docstring)."""
+def mnist_augmented(n_train: int | None = None, n_test: int | None = None) -> tuple[Dataset, Dataset, Dataset]:
+    """The sample as (train, train_eval, test) Datasets; only the training one augmented (module docstring)."""
     ds = data.load("mnist-sample")
-    return Digits(ds.train, _shift_and_turn(), n_train), Digits(ds.test, None, n_test)
+    return Digits(ds.train, _shift_and_turn(), n_train), Digits(ds.train, None, n_train), Digits(ds.test, None, n_test)
 
 
-def mnist_augmented_tiny() -> tuple[Dataset, Dataset]:
+def mnist_augmented_tiny() -> tuple[Dataset, Dataset, Dataset]:
     """The first 600 training and 200 test digits, as ``mnist_augmented`` (for tests on tiny settings)."""
     return mnist_augmented(600, 200)

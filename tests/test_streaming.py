@@ -7,11 +7,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
+from examples.augmented import mnist_augmented_tiny
 from sweep import config
 from sweep.cli import main
+from sweep.objectives import batched
 from sweep.objectives.prepared import prepare
 from sweep.training import stream
 from sweep.training.fit import fit
@@ -34,6 +37,14 @@ def test_an_augmenting_dataset_is_streamed_and_its_study_stores_the_same_figures
     cfg = config.load(ROOT / "studies" / "examples-augmented.toml", AUGMENTED_TINY)
     prep = prepare(cfg)
     assert stream.is_streamed(prep.x_fit) and stream.is_streamed(prep.x_test)  # RandomAffine draws: read per batch
+    # validation reads the factory's train_eval Dataset: the same digits, without the augmentation
+    plain = mnist_augmented_tiny()[1]
+    first = [plain[i][0].reshape(-1) for i in range(len(plain))]
+    val = prep.x_val[torch.arange(3)]
+    assert any(torch.equal(val[0], f) for f in first) and not torch.equal(prep.x_val[torch.arange(3)], prep.x_fit[:3])
+    cv = cfg.model_copy(update={"search": cfg.search.model_copy(update={"validation": "cv", "folds": 2})})
+    fold_val = batched.layout(cv, prep).sets[0].x_val
+    assert fold_val is not None and all(any(torch.equal(row, f) for f in first) for row in fold_val[torch.arange(2)])
     first = augmented(f"sqlite:///{tmp_path / 'a.db'}", "search.batch=2")
     again = augmented(f"sqlite:///{tmp_path / 'b.db'}", "search.batch=2")
     assert [t.state for t in first.get_trials()] == [TrialState.COMPLETE] * 2

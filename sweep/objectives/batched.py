@@ -95,7 +95,7 @@ def start_attrs(cfg: StudyConfig, prep: Prepared) -> dict[str, Any]:
 def layout(cfg: StudyConfig, prep: Prepared) -> Layout:
     scheme = scheme_of(cfg)
     if scheme == "cv":
-        sets = [FitSet(prep.x_train, prep.y_train, rows(prep.x_train, v), prep.y_train[v], rows=f)
+        sets = [FitSet(prep.x_train, prep.y_train, rows(prep.x_train_eval, v), prep.y_train[v], rows=f)
                 for f, v in fold_pairs(cfg, prep)]
         return Layout(sets, seeds(cfg), fold_waves(cfg), scheme)
     return Layout([FitSet(prep.x_fit, prep.y_fit, prep.x_val, prep.y_val)], seeds(cfg), [[0]], scheme)

@@ -71,7 +71,7 @@ def make_cv_objective(cfg: StudyConfig, prep: Prepared) -> Callable[[optuna.Tria
         start = time.perf_counter()
         for fold, (fit_i, val_i) in enumerate(pairs):
             # Sliced per fold, not kept for all folds: keeping all k would cost k times the training set in device memory.
-            split = (rows(prep.x_train, fit_i), prep.y_train[fit_i], rows(prep.x_train, val_i), prep.y_train[val_i])
+            split = (rows(prep.x_train, fit_i), prep.y_train[fit_i], rows(prep.x_train_eval, val_i), prep.y_train[val_i])
             for seed in train_seeds:
                 result = fit_recorded(trial, cfg, split, lam=lam, seed=seed, net=prep.net)
                 runs.append(result.history)

@@ -20,7 +20,7 @@ import importlib
 import inspect
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -92,14 +92,15 @@ class Arrays:
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: int  # largest training label + 1; for real-valued targets (N, d), the network's d outputs
+    x_train_eval: torch.Tensor | None = None  # the training examples as validation reads them (no augmentation)
 
 
 def _from_datasets(got: Any, source: str, policy: stream.Policy, budget: int) -> Any:
     """A (train, test) pair of map-style Datasets or DataLoaders as four: tensors or ``stream.Streamed`` examples
     and label tensors (``stream.load_pair``); anything else as it came."""
-    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(d, (Dataset, DataLoader)) for d in got)):
+    if not (isinstance(got, (tuple, list)) and len(got) in (2, 3) and all(isinstance(d, (Dataset, DataLoader)) for d in got)):
         return got
-    return stream.load_pair((got[0], got[1]), source, policy=policy, budget=budget)
+    return stream.load_pair(tuple(got), source, policy=policy, budget=budget)
 
 
 def _examples(x: torch.Tensor) -> torch.Tensor:
@@ -117,9 +118,16 @@ def load_data(path: str, target: str = "classes", policy: stream.Policy = "auto"
         torch.manual_seed(0)  # a factory that draws random numbers gives the same data in every process
         got = fn()
     got = _from_datasets(got, source, policy, budget)
+    x_eval = got[4] if isinstance(got, tuple) and len(got) == 5 else None  # (train, train_eval, test) Datasets
+    arrays = _checked(source, got[:4] if x_eval is not None else got, target)
+    return arrays if x_eval is None else replace(arrays, x_train_eval=_examples(x_eval))
+
+
+def _checked(source: str, got: Any, target: str) -> Arrays:
+    """The four arrays a factory gave, checked for ``target`` (``load_data``); every problem is one line."""
     if not isinstance(got, (tuple, list)) or len(got) != 4:
         raise FactoryTypeError(f"{source} returned a {type(got).__name__}, expected (x_train, y_train, x_test, y_test) "
-                               "or (train, test) torch Datasets or DataLoaders")
+                               "or (train, test) torch Datasets or DataLoaders (or (train, train_eval, test))")
     names = ("x_train", "y_train", "x_test", "y_test")
     x_tr, y_tr, x_te, y_te = (v if stream.is_streamed(v) else stream.as_tensor(v, n, source)
                               for v, n in zip(got, names, strict=True))

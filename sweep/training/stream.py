@@ -235,24 +235,36 @@ def _why(policy: Policy, random_items: bool, need: int, budget: int) -> str:
     return "the training Dataset draws random numbers: each epoch reads fresh augmentations, seeded by the trial's seed"
 
 
-def load_pair(got: tuple[Any, Any], source: str, *, policy: Policy, budget: int) -> tuple[Any, ...]:
-    """A factory's (train, test) Datasets as (x_train, y_train, x_test, y_test): tensors, or ``Streamed`` examples."""
-    need = sum(need_bytes(ds, name, source) for ds, name in zip(got, ("train", "test"), strict=True))
-    train, test = (_map_style(ds, name, source) for ds, name in zip(got, ("train", "test"), strict=True))
+def load_pair(got: tuple[Any, ...], source: str, *, policy: Policy, budget: int) -> tuple[Any, ...]:
+    """A factory's (train, test) Datasets as (x_train, y_train, x_test, y_test): tensors, or ``Streamed`` examples.
+    With (train, train_eval, test), a sixth: ``train_eval``'s examples, the training items without augmentation,
+    which validation reads (its labels must be the training ones)."""
+    names = ("train", "train_eval", "test") if len(got) == 3 else ("train", "test")
+    need = sum(need_bytes(ds, name, source) for ds, name in zip(got, names, strict=True))
+    sets = [_map_style(ds, name, source) for ds, name in zip(got, names, strict=True)]
+    train, test = sets[0], sets[-1]
     # read items past the first only where it decides: "auto" within the budget (over it, or "never", it does not)
     random_items = policy == "auto" and need <= budget and _draws_random(train, source, "train")
     streamed = choose(policy, random_items=random_items, need=need, budget=budget, source=source)
     log.info(f"{source}: {len(train):,} training and {len(test):,} test items, "
              + (f"read batch by batch ({_why(policy, random_items, need, budget)})" if streamed else "loaded into memory once"))
-    out: list[Any] = []
-    for ds, name in ((train, "train"), (test, "test")):
+    out: dict[str, tuple[Any, torch.Tensor]] = {}
+    for ds, name in zip(sets, names, strict=True):
         x: Any
         x, y = read(ds, name, source, keep=not streamed)
         if x is None:
             shape = tuple(_read(ds, np.array([0]), 0, source, name)[0][0].shape)
             x = Streamed(ds, torch.arange(len(ds)), shape, torch.device("cpu"), source, name)
-        out += [x, y]
-    return tuple(out)
+        out[name] = (x, y)
+    (x_tr, y_tr), (x_te, y_te) = out["train"], out["test"]
+    if "train_eval" not in out:
+        return x_tr, y_tr, x_te, y_te
+    x_ev, y_ev = out["train_eval"]
+    if y_ev.shape != y_tr.shape or not torch.equal(y_ev, y_tr) or tuple(x_ev.shape) != tuple(x_tr.shape):
+        raise InvalidDataError(f"{source}: the train_eval dataset ({len(y_ev):,} items of shape {tuple(x_ev.shape[1:])}) "
+                               f"is not the train dataset's items ({len(y_tr):,} of shape {tuple(x_tr.shape[1:])}, the "
+                               "same labels in the same order); return the training items without augmentation there")
+    return x_tr, y_tr, x_te, y_te, x_ev
 
 
 class _Pairs(Dataset):

@@ -154,3 +154,16 @@ def test_a_loader_over_streamed_examples_gives_the_batches_a_tensor_loader_gives
     want = [(xb, yb) for xb, yb in stream.loader(X.float() / 255, Y, 16, seed=3)]
     assert len(got) == len(want) == 3
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want, strict=True))
+
+
+def test_a_train_eval_dataset_is_what_validation_reads_and_must_hold_the_training_items() -> None:
+    plain = TensorDataset(X, Y)
+    got = stream.load_pair((Noisy(), plain, TensorDataset(X[:10], Y[:10])), SOURCE, policy="auto", budget=2**40)
+    assert len(got) == 5 and all(stream.is_streamed(x) for x in (got[0], got[2], got[4]))
+    idx = torch.tensor([3, 1])
+    assert torch.equal(got[4][idx], X[idx].float() / 255)  # the training items without the augmentation
+    assert not torch.equal(got[0][idx], got[4][idx])
+    with pytest.raises(InvalidDataError, match=r"^data.factory = 'f:load': the train_eval dataset \(39 items of shape "
+                                               r"\(1, 2, 3\)\) is not the train dataset's items \(40 of shape \(1, 2, 3\), "
+                                               r"the same labels in the same order\); return the training items"):
+        stream.load_pair((Noisy(), TensorDataset(X[:39], Y[:39]), plain), SOURCE, policy="auto", budget=2**40)
