@@ -31,7 +31,7 @@ from generic_speed import epoch_flops, matmul_rate  # benchmarks/ is the script'
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ (the repository root)
 
-from examples.augmented import Digits, _shift_and_turn  # noqa: E402 - after the path set-up
+from examples.augmented import mnist_augmented  # noqa: E402 - after the path set-up
 from sweep.config import ModelConfig, TrainConfig  # noqa: E402
 from sweep.training import data, stream, trainers  # noqa: E402
 from sweep.training.fit import fit  # noqa: E402
@@ -50,7 +50,7 @@ def sources(n: int) -> dict[str, torch.Tensor]:
         return view.reshape(n, -1)  # type: ignore[return-value]  # a Streamed stands for a tensor
 
     return {"loaded": x[:n].clone(), "streamed": streamed(plain),
-            "streamed + RandomAffine": streamed(Digits(part, _shift_and_turn(), n))}
+            "streamed + RandomAffine": streamed(mnist_augmented(n)[0])}
 
 
 def best_of(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:

@@ -90,19 +90,18 @@ def prepare(cfg: StudyConfig) -> Prepared:
         labels, classes = ds.train.y, CLASSES
         x_train, y_train = data.to_device(ds.train, device)
         x_test, y_test = data.to_device(ds.test, device)
-        x_eval = x_train
+        x_eval = None  # validation reads x_train
     else:
         arrays = factories.load_data(cfg.data.factory, losses.loss_of(cfg.train).target, cfg.data.stream,
                                      device_memory(device) // 2)
         labels, classes = arrays.y_train, arrays.classes
         x_train, y_train, x_test, y_test = (t.to(device) for t in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test))
-        x_eval = arrays.x_train_eval.to(device) if arrays.x_train_eval is not None else x_train
+        x_eval = arrays.x_train_eval.to(device) if arrays.x_train_eval is not None else None
     if cfg.data.subset is not None:  # tune on part of the training set; the test set stays whole
         keep = data.subset_indices(labels, cfg.data.subset, cfg.data.split_seed,
                                    stratify=losses.loss_of(cfg.train).classifies)
-        same = x_eval is x_train
         labels, x_train, y_train = labels[keep], stream.rows(x_train, keep), y_train[keep.to(device)]
-        x_eval = x_train if same else stream.rows(x_eval, keep)
+        x_eval = stream.rows(x_eval, keep) if x_eval is not None else None
     fit_idx, val_idx = data.holdout_split(labels, cfg.data.holdout, cfg.data.split_seed,
                                           stratify=losses.loss_of(cfg.train).classifies)
     check_memory(cfg, device, n_fit=len(fit_idx), in_features=int(x_train[0].numel()), classes=classes)
@@ -114,9 +113,8 @@ def prepare(cfg: StudyConfig) -> Prepared:
         raise ConfigError(f"search.metric = 'auroc' scores two classes, the data has {classes}; "
                           "choose balanced-accuracy or macro-f1, or give the data two classes")
     net = models.net_for(cfg.model, in_shape=tuple(x_train.shape[1:]), classes=classes)
-    same = x_eval is x_train
     x_train, x_test = models.builtin_input(net, x_train), models.builtin_input(net, x_test)
-    x_eval = x_train if same else models.builtin_input(net, x_eval)
+    x_eval = models.builtin_input(net, x_eval) if x_eval is not None else x_train
     models.check_output(net, x_train[:2], seed=cfg.train.seed)
     if cfg.search.batch != 1 and not trainers.uses_mlp_fast_path(net, cfg.train):
         trainers.check(net, x_train[:4], y_train[:4], cfg.train)  # can vmap batch it? (one line if not)

@@ -131,8 +131,8 @@ class Streamed:
             return self[torch.tensor([key])][0]
         chosen = self.indices[key.cpu() if isinstance(key, torch.Tensor) else key].numpy()
         items = _read(self.dataset, chosen, _seed_of(chosen), self.source, self.name)
-        if any(x.shape != self.example_shape for x, _ in items):
-            bad = next(x.shape for x, _ in items if x.shape != self.example_shape)
+        bad = next((x.shape for x, _ in items if x.shape != self.example_shape), None)
+        if bad is not None:
             raise InvalidDataError(f"{self.source}: a {self.name} example has shape {tuple(bad)} but example 0 "
                                    f"{self.example_shape}; return examples of one shape, the same on every read")
         x = as_examples(torch.stack([x for x, _ in items])) if items else torch.empty(0, *self.example_shape)
@@ -179,25 +179,25 @@ def _map_style(ds: Dataset | DataLoader, name: str, source: str) -> Any:
     return ds
 
 
-def _draws_random(ds: Dataset, source: str, name: str) -> bool:
+def _draws_random(ds: Any, source: str, name: str) -> bool:
     """Whether reading the first items draws from a global generator (a flip that happened not to flip counts), or
     gives other examples under another seed (a generator of the Dataset's own): a random transform, augmentation."""
-    first = np.arange(min(len(ds), 8))  # type: ignore[arg-type]  # map-style: it has a length
+    first = np.arange(min(len(ds), 8))
     drew: list[bool] = []
     one, two = ([x for x, _ in _read(ds, first, seed, source, name, drew)] for seed in (1, 2))
     return any(drew) or any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(one, two, strict=True))
 
 
-def read(ds: Dataset | DataLoader, name: str, source: str, *, keep: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Every item of ``ds`` read once and checked: (examples stacked when ``keep``, else None; labels)."""
-    items = _map_style(ds, name, source)
-    everything = np.arange(len(items))
+def _read_all(ds: Any, name: str, source: str, *, keep: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Size]:
+    """Every item of the map-style ``ds`` read once and checked: (examples stacked when ``keep``, else None; labels;
+    the example shape)."""
+    everything = np.arange(len(ds))
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
     first: torch.Size | None = None
     for start in range(0, len(everything), 1024):  # seeded as an evaluation chunk is (the module docstring)
         chunk = everything[start:start + 1024]
-        for i, (x, y) in zip(chunk, _read(items, chunk, _seed_of(chunk), source, name), strict=True):
+        for i, (x, y) in zip(chunk, _read(ds, chunk, _seed_of(chunk), source, name), strict=True):
             first = x.shape if first is None else first
             if x.shape != first:
                 raise InvalidDataError(f"{source}: {name} example {i} has shape {tuple(x.shape)} but example 0 "
@@ -207,60 +207,55 @@ def read(ds: Dataset | DataLoader, name: str, source: str, *, keep: bool) -> tup
             ys.append(y.reshape(()))
             if keep:
                 xs.append(x)
-    return (torch.stack(xs) if keep else None), torch.stack(ys)
+    return (torch.stack(xs) if keep else None), torch.stack(ys), first if first is not None else torch.Size()
 
 
-def need_bytes(ds: Dataset | DataLoader, name: str, source: str) -> int:
-    """Bytes the examples of ``ds`` take loaded (float32 at least, held twice while stacking), from item 0."""
-    items = _map_style(ds, name, source)
-    x = _read(items, np.array([0]), 0, source, name)[0][0]
-    return 2 * len(items) * x.numel() * max(x.element_size(), 4)
+def _need_bytes(ds: Any, name: str, source: str) -> int:
+    """Bytes the examples of the map-style ``ds`` take loaded (float32 at least, held twice while stacking), from item 0."""
+    x = _read(ds, np.array([0]), 0, source, name)[0][0]
+    return 2 * len(ds) * x.numel() * max(x.element_size(), 4)
 
 
-def choose(policy: Policy, *, random_items: bool, need: int, budget: int, source: str) -> bool:
-    """Whether to stream (module docstring); ``"never"`` with data over the budget is a TooLargeError."""
+def _stream_reason(policy: Policy, train: Any, need: int, budget: int, source: str) -> str | None:
+    """Why the Datasets are read batch by batch, or None to load them (module docstring); ``"never"`` with data over
+    the budget is a TooLargeError. Items past the first are read only where they decide: "auto" within the budget."""
+    gib = 2**30
     if policy == "never" and need > budget:
-        gib = 2**30
         raise TooLargeError(f"{source}: the datasets need about {need / gib:.1f} GiB loaded, more than the memory budget "
                             f"of {budget / gib:.1f} GiB (half the device's memory), and data.stream = 'never'; set "
                             "data.stream = 'auto' to read them batch by batch, or return a subset")
-    return policy == "always" or (policy == "auto" and (random_items or need > budget))
-
-
-def _why(policy: Policy, random_items: bool, need: int, budget: int) -> str:
     if policy == "always":
         return "data.stream = 'always'"
+    if policy == "never":
+        return None
     if need > budget:
-        return f"{need / 2**30:.1f} GiB loaded would pass the budget of {budget / 2**30:.1f} GiB, half the device's memory"
-    return "the training Dataset draws random numbers: each epoch reads fresh augmentations, seeded by the trial's seed"
+        return f"{need / gib:.1f} GiB loaded would pass the budget of {budget / gib:.1f} GiB, half the device's memory"
+    if _draws_random(train, source, "train"):
+        return "the training Dataset draws random numbers: each epoch reads fresh augmentations, seeded by the trial's seed"
+    return None
 
 
 def load_pair(got: tuple[Any, ...], source: str, *, policy: Policy, budget: int) -> tuple[Any, ...]:
     """A factory's (train, test) Datasets as (x_train, y_train, x_test, y_test): tensors, or ``Streamed`` examples.
-    With (train, train_eval, test), a sixth: ``train_eval``'s examples, the training items without augmentation,
+    With (train, train_eval, test), a fifth: ``train_eval``'s examples, the training items without augmentation,
     which validation reads (its labels must be the training ones)."""
     names = ("train", "train_eval", "test") if len(got) == 3 else ("train", "test")
-    need = sum(need_bytes(ds, name, source) for ds, name in zip(got, names, strict=True))
     sets = [_map_style(ds, name, source) for ds, name in zip(got, names, strict=True)]
     train, test = sets[0], sets[-1]
-    # read items past the first only where it decides: "auto" within the budget (over it, or "never", it does not)
-    random_items = policy == "auto" and need <= budget and _draws_random(train, source, "train")
-    streamed = choose(policy, random_items=random_items, need=need, budget=budget, source=source)
+    need = sum(_need_bytes(ds, name, source) for ds, name in zip(sets, names, strict=True))
+    reason = _stream_reason(policy, train, need, budget, source)
     log.info(f"{source}: {len(train):,} training and {len(test):,} test items, "
-             + (f"read batch by batch ({_why(policy, random_items, need, budget)})" if streamed else "loaded into memory once"))
+             + (f"read batch by batch ({reason})" if reason else "loaded into memory once"))
     out: dict[str, tuple[Any, torch.Tensor]] = {}
     for ds, name in zip(sets, names, strict=True):
-        x: Any
-        x, y = read(ds, name, source, keep=not streamed)
-        if x is None:
-            shape = tuple(_read(ds, np.array([0]), 0, source, name)[0][0].shape)
-            x = Streamed(ds, torch.arange(len(ds)), shape, torch.device("cpu"), source, name)
-        out[name] = (x, y)
+        x, y, shape = _read_all(ds, name, source, keep=reason is None)
+        out[name] = (x if x is not None else Streamed(ds, torch.arange(len(ds)), tuple(shape), torch.device("cpu"),
+                                                      source, name), y)
     (x_tr, y_tr), (x_te, y_te) = out["train"], out["test"]
     if "train_eval" not in out:
         return x_tr, y_tr, x_te, y_te
     x_ev, y_ev = out["train_eval"]
-    if y_ev.shape != y_tr.shape or not torch.equal(y_ev, y_tr) or tuple(x_ev.shape) != tuple(x_tr.shape):
+    if not torch.equal(y_ev, y_tr) or x_ev.shape != x_tr.shape:
         raise InvalidDataError(f"{source}: the train_eval dataset ({len(y_ev):,} items of shape {tuple(x_ev.shape[1:])}) "
                                f"is not the train dataset's items ({len(y_tr):,} of shape {tuple(x_tr.shape[1:])}, the "
                                "same labels in the same order); return the training items without augmentation there")
