@@ -95,12 +95,14 @@ class Arrays:
     x_train_eval: torch.Tensor | None = None  # the training examples as validation reads them (no augmentation)
 
 
-def _from_datasets(got: Any, source: str, policy: stream.Policy, budget: int) -> Any:
-    """A (train, test) pair of map-style Datasets or DataLoaders as four: tensors or ``stream.Streamed`` examples
-    and label tensors (``stream.load_pair``); anything else as it came."""
+def _from_datasets(got: Any, source: str, policy: stream.Policy, budget: int) -> tuple[Any, torch.Tensor | None]:
+    """(what to check as four arrays, the ``train_eval`` examples or None). (train, test) or (train, train_eval, test)
+    map-style Datasets or DataLoaders become tensors or ``stream.Streamed`` examples and label tensors
+    (``stream.load_pair``); anything else comes back as it came, without ``train_eval``."""
     if not (isinstance(got, (tuple, list)) and len(got) in (2, 3) and all(isinstance(d, (Dataset, DataLoader)) for d in got)):
-        return got
-    return stream.load_pair(tuple(got), source, policy=policy, budget=budget)
+        return got, None
+    loaded = stream.load_pair(tuple(got), source, policy=policy, budget=budget)
+    return loaded[:4], (loaded[4] if len(loaded) == 5 else None)
 
 
 def _examples(x: torch.Tensor) -> torch.Tensor:
@@ -117,9 +119,8 @@ def load_data(path: str, target: str = "classes", policy: stream.Policy = "auto"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a factory that draws random numbers gives the same data in every process
         got = fn()
-    got = _from_datasets(got, source, policy, budget)
-    x_eval = got[4] if isinstance(got, tuple) and len(got) == 5 else None  # (train, train_eval, test) Datasets
-    arrays = _checked(source, got[:4] if x_eval is not None else got, target)
+    got, x_eval = _from_datasets(got, source, policy, budget)
+    arrays = _checked(source, got, target)
     return arrays if x_eval is None else replace(arrays, x_train_eval=_examples(x_eval))
 
 

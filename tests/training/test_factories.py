@@ -106,6 +106,7 @@ def test_load_data_scales_uint8_and_counts_classes(tmp_path: Path, monkeypatch: 
     ("return x, y.astype(np.float32), x, y", InvalidDataError, "y_train holds torch.float32 values"),
     ("return x, y, x[:, :2], y", InvalidDataError, "training examples have shape (3,) but test examples (2,)"),
     ("return x, y", FactoryTypeError, "returned a tuple, expected (x_train, y_train, x_test, y_test)"),
+    ("return x, y, x, y, x", FactoryTypeError, "returned a tuple, expected (x_train, y_train, x_test, y_test)"),
 ])
 def test_bad_data_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, error: type, message: str) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
