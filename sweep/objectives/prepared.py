@@ -116,7 +116,7 @@ def prepare(cfg: StudyConfig) -> Prepared:
     x_train, x_test = models.builtin_input(net, x_train), models.builtin_input(net, x_test)
     x_eval = models.builtin_input(net, x_eval) if x_eval is not None else x_train
     models.check_output(net, x_train[:2], seed=cfg.train.seed)
-    if cfg.search.batch != 1 and not trainers.uses_mlp_fast_path(net, cfg.train):
+    if cfg.search.batch != 1 and not trainers.uses_mlp_fast_path(net, cfg.train, x_train):
         trainers.check(net, x_train[:4], y_train[:4], cfg.train)  # can vmap batch it? (one line if not)
     fit_i, val_i = fit_idx.to(device), val_idx.to(device)
     return Prepared(device, stream.rows(x_train, fit_i), y_train[fit_i], stream.rows(x_eval, val_i), y_train[val_i],

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from sweep.errors import ConfigError, TrainingDivergedError
 from sweep.training import stream
@@ -62,10 +61,6 @@ def prior_precision(model: nn.Module, *, lam: float, n: int, decay_bias: bool) -
     return torch.tensor(values, dtype=p.dtype, device=p.device)
 
 
-def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH, *, seed: int | None = None) -> DataLoader:
-    return stream.loader(x, y, batch_size, seed=seed)
-
-
 def fit_laplace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, structure: str = HESSIAN):  # noqa: ANN201
     """laplace-torch's Laplace approximation of ``model`` at its current weights, fitted on (x, y)."""
     require()
@@ -74,7 +69,7 @@ def fit_laplace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, structure
     with warnings.catch_warnings():  # backpack/asdl register backward hooks that PyTorch warns about
         warnings.simplefilter("ignore", FutureWarning)
         la = Laplace(model, "classification", subset_of_weights="all", hessian_structure=structure)
-        la.fit(_loader(x, y))
+        la.fit(stream.loader(x, y, EVAL_BATCH))
     return la
 
 
@@ -123,7 +118,7 @@ def marglik_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: fl
     n = int(y.shape[0])
     delta = n * lam_init
     trajectory: list[MarglikEpoch] = []
-    loader = _loader(x, y, batch_size, seed=seed)
+    loader = stream.loader(x, y, batch_size, seed=seed)
     for epoch in range(1, epochs + 1):
         with warnings.catch_warnings():  # backpack/asdl register backward hooks that PyTorch warns about
             warnings.simplefilter("ignore", FutureWarning)

@@ -48,11 +48,12 @@ class Traits:
 _TRAITS: dict[tuple[Net, TrainConfig], Traits] = {}
 
 
-def uses_mlp_fast_path(net: Net, cfg: TrainConfig) -> bool:
+def uses_mlp_fast_path(net: Net, cfg: TrainConfig, x: torch.Tensor | None = None) -> bool:
     """Whether ``net`` trains on the stacked-MLP population (``population.py``: SimpleNet or mlp, penalty ``l2``,
     no momentum, plain cross-entropy: the one loss its steps derive by hand) rather than torch.func's. Not the single
-    fit's choice (``fit.uses_manual_backward``)."""
-    return population.supports(net, cfg) and losses.plain_cross_entropy(cfg)
+    fit's choice (``fit.uses_manual_backward``). ``x``, the data it would train on: examples read batch by batch
+    (``stream.Streamed``) are not, since its batches index a tensor."""
+    return not stream.is_streamed(x) and population.supports(net, cfg) and losses.plain_cross_entropy(cfg)
 
 
 def check(net: Net, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> Traits:
@@ -88,7 +89,7 @@ def auto_size(device: torch.device, net: Net, cfg: TrainConfig, *, x: torch.Tens
     candidate size (``CPU_AUTO_SIZE`` on a CPU, what fits half the free memory on CUDA), kept only where
     ``measure`` finds that population faster per model than one at a time on the fit set ``x``, ``y``."""
     n_fit = int(y.shape[0])
-    if uses_mlp_fast_path(net, cfg):
+    if uses_mlp_fast_path(net, cfg, x):
         widths = [math.prod(net.in_shape), *net.hidden, net.classes]
         return population.auto_size(device, widths=widths, batch_size=cfg.batch_size, n_fit=n_fit)
     if check(net, x[:4], y[:4], cfg).no_vmap is not None:
@@ -171,7 +172,7 @@ def train_population(sets: Sequence[population.FitSet], members: Sequence[popula
     """Members on several fit sets (CV folds, seeds): the hand-written MLP trainer batches them all at once;
     the others train one population per fit set in turn (and per seed, for a random network), member indices
     staying those of ``members``."""
-    if uses_mlp_fast_path(net, cfg) and not stream.is_streamed(sets[0].x):  # its batches index a tensor
+    if uses_mlp_fast_path(net, cfg, sets[0].x):
         return population.train_population(sets, members, cfg=cfg, net=net, on_epoch=on_epoch,
                                            return_models=return_models)
     first = sets[0]
