@@ -233,7 +233,8 @@ def _setup(study: optuna.Study) -> dict[str, Any]:
     cfg = _config(study)
     if cfg is None:
         return {}
-    return {"sampler": cfg.search.sampler, "dataset": cfg.data.dataset, "epochs": cfg.train.epochs,
+    # a data factory is what the study read, not the named dataset its config keeps as a default
+    return {"sampler": cfg.search.sampler, "dataset": cfg.data.factory or cfg.data.dataset, "epochs": cfg.train.epochs,
             "lr": cfg.train.lr, "n_trials": cfg.search.n_trials, "rule": cfg.search.rule,
             "lambda_range": (cfg.search.lambda_low, cfg.search.lambda_high)}
 

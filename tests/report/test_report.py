@@ -273,3 +273,13 @@ def test_the_summary_gives_the_pick_s_tau_epoch_when_the_refit_stored_its_size(s
     assert rec.tau_epoch == pytest.approx(64 / (0.1 * 1e-4 * 4000))  # 1600 epochs for min's pick, 1e-4
     (row,) = report.summary_rows([rec])
     assert row["tau_epoch"] == "1600"
+
+
+def test_the_summary_names_the_data_factory_a_study_read(sqlite_url: str) -> None:
+    from sweep import config
+
+    for data, shown in (({}, "mnist-sample"), ({"factory": "examples.augmented:mnist_augmented"},
+                                               "examples.augmented:mnist_augmented")):
+        study = make_fake(sqlite_url, f"fake-{shown}")
+        study.set_user_attr("config", config.validate({"name": study.study_name, "data": data}, source="t").to_json())
+        assert collect_study(study).setup["dataset"] == shown
